@@ -1,0 +1,286 @@
+//! Server configuration: the JSON file of the Go `imgapi` (`datadir`, `port`, `host`, `userdb`)
+//! plus what real deployments need. Unknown keys are refused, naming the key.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// The example configuration shipped at the top of the repository, also used when no config
+/// file exists at the default path (so `imgapi -s` works out of the box).
+pub const EMBEDDED_DEFAULT: &str = include_str!("../../config.example.json");
+
+/// The reference server's `MAX_IMAGE_SIZE`: 20 GiB.
+pub const DEFAULT_MAX_FILE_SIZE: u64 = 20 * 1024 * 1024 * 1024;
+
+/// Everything the server reads from its config file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Root of all stored state: one directory per image.
+    pub datadir: PathBuf,
+    /// TCP port to listen on (0 picks a free one; the chosen address is printed at start-up).
+    #[serde(default = "default_port")]
+    pub port: u16,
+    /// The name clients use to reach the server. As in the Go server it does not choose the
+    /// listening interface unless it is an IP address and `listen` is absent.
+    #[serde(default)]
+    pub host: Option<String>,
+    /// IP address to bind. Default: `host` when that is an IP address, otherwise all interfaces
+    /// (what the Go server did).
+    #[serde(default)]
+    pub listen: Option<IpAddr>,
+    /// Users allowed to write. `password` is plain text (as in the Go server) or an argon2
+    /// (`$argon2id$...`) or bcrypt (`$2b$...`) hash, which `imgapi hash-password` prints.
+    #[serde(default)]
+    pub userdb: Vec<UserEntry>,
+    /// OpenSSH public keys per user name, for HTTP Signature auth (what Triton tools send).
+    #[serde(default)]
+    pub auth_keys: BTreeMap<String, Vec<String>>,
+    /// What unauthenticated clients may read.
+    #[serde(default)]
+    pub anonymous_reads: AnonymousReads,
+    /// Largest image file accepted by AddImageFile, in bytes.
+    #[serde(default = "default_max_file_size")]
+    pub max_file_size: u64,
+    /// `error`, `warn`, `info`, `debug` or `trace`, or any `tracing` filter directive.
+    #[serde(default = "default_log_level")]
+    pub log_level: String,
+    #[serde(default)]
+    pub log_format: LogFormat,
+    /// Image channels, as sdc-imgapi configures them. Empty: the server has no channels.
+    #[serde(default)]
+    pub channels: Vec<Channel>,
+    /// Serve HTTPS directly with these PEM files.
+    #[serde(default)]
+    pub tls: Option<TlsConfig>,
+    /// Value of the `Server` response header.
+    #[serde(default)]
+    pub server_name: Option<String>,
+}
+
+/// One `userdb` entry.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserEntry {
+    pub name: String,
+    pub password: String,
+}
+
+/// The read policy for requests without credentials.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AnonymousReads {
+    /// sdc-imgapi's behaviour: list active images, get any image or file by uuid.
+    #[default]
+    All,
+    /// Only public, active images are visible.
+    Public,
+    /// Reads need credentials too (only `/ping` stays open).
+    None,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+/// A channel, emitted by `GET /channels` exactly as configured.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Channel {
+    pub name: String,
+    pub description: String,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub default: bool,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+fn default_port() -> u16 {
+    8080
+}
+fn default_max_file_size() -> u64 {
+    DEFAULT_MAX_FILE_SIZE
+}
+fn default_log_level() -> String {
+    "info".to_string()
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("invalid config file {path}: {source}")]
+    Parse {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("invalid config file {path}: {message}")]
+    Invalid { path: PathBuf, message: String },
+}
+
+impl Config {
+    /// Reads and checks a config file. A relative `datadir` is taken relative to the file.
+    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Io { path: path.to_owned(), source })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        Self::from_json(&text, path, base)
+    }
+
+    /// Parses config text; `origin` names it in errors and `base` anchors a relative `datadir`.
+    pub fn from_json(text: &str, origin: &Path, base: &Path) -> Result<Self, ConfigError> {
+        let mut config: Config = serde_json::from_str(text)
+            .map_err(|source| ConfigError::Parse { path: origin.to_owned(), source })?;
+        if config.datadir.as_os_str().is_empty() {
+            let message = "\"datadir\" must not be empty".to_string();
+            return Err(ConfigError::Invalid { path: origin.to_owned(), message });
+        }
+        if config.datadir.is_relative() && !base.as_os_str().is_empty() {
+            config.datadir = base.join(&config.datadir);
+        }
+        config.check().map_err(|message| ConfigError::Invalid { path: origin.to_owned(), message })?;
+        Ok(config)
+    }
+
+    fn check(&self) -> Result<(), String> {
+        let mut names = std::collections::HashSet::new();
+        for user in &self.userdb {
+            if user.name.is_empty() || user.name.contains(':') {
+                return Err(format!("userdb: invalid user name {:?}", user.name));
+            }
+            if !names.insert(&user.name) {
+                return Err(format!("userdb: user {:?} is listed twice", user.name));
+            }
+        }
+        let mut defaults = 0;
+        let mut channel_names = std::collections::HashSet::new();
+        for channel in &self.channels {
+            if !is_channel_name(&channel.name) {
+                return Err(format!(
+                    "channels: invalid name {:?} (must match ^[a-z][a-z0-9_-]*$)",
+                    channel.name
+                ));
+            }
+            if !channel_names.insert(&channel.name) {
+                return Err(format!("channels: {:?} is listed twice", channel.name));
+            }
+            defaults += usize::from(channel.default);
+        }
+        if defaults > 1 {
+            return Err("channels: at most one channel may be the default".into());
+        }
+        if self.max_file_size == 0 {
+            return Err("\"max_file_size\" must be positive".into());
+        }
+        tracing_subscriber::EnvFilter::try_new(&self.log_level)
+            .map_err(|e| format!("invalid \"log_level\" {:?}: {e}", self.log_level))?;
+        Ok(())
+    }
+
+    /// The socket address to bind.
+    pub fn listen_addr(&self) -> SocketAddr {
+        let ip = self
+            .listen
+            .or_else(|| self.host.as_deref().and_then(|h| h.parse().ok()))
+            .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+        SocketAddr::new(ip, self.port)
+    }
+
+    /// The channel new images go to when a request names none.
+    pub fn default_channel(&self) -> Option<&Channel> {
+        self.channels.iter().find(|c| c.default)
+    }
+}
+
+fn is_channel_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    matches!(chars.next(), Some('a'..='z')) && chars.all(|c| matches!(c, 'a'..='z' | '0'..='9' | '_' | '-'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::from_json(text, Path::new("test.json"), Path::new("/etc/imgapi"))
+    }
+
+    #[test]
+    fn the_go_servers_config_works_unchanged() {
+        let config = parse(
+            r#"{ "datadir" : "/data/imgapi/files", "port" : 8080, "host" : "127.0.0.1",
+                 "userdb" : [ { "name" : "admin", "password" : "secret" } ] }"#,
+        )
+        .unwrap();
+        assert_eq!(config.datadir, Path::new("/data/imgapi/files"));
+        assert_eq!(config.listen_addr(), "127.0.0.1:8080".parse().unwrap());
+        assert_eq!(config.userdb[0].password, "secret");
+        assert_eq!(config.anonymous_reads, AnonymousReads::All);
+    }
+
+    #[test]
+    fn a_host_name_binds_all_interfaces_unless_listen_is_set() {
+        let config = parse(r#"{"datadir": "d", "host": "images.example.com"}"#).unwrap();
+        assert_eq!(config.listen_addr(), "0.0.0.0:8080".parse().unwrap());
+        assert_eq!(config.datadir, Path::new("/etc/imgapi/d"));
+        let config =
+            parse(r#"{"datadir": "d", "host": "images.example.com", "listen": "::1", "port": 9}"#).unwrap();
+        assert_eq!(config.listen_addr(), "[::1]:9".parse().unwrap());
+    }
+
+    #[test]
+    fn unknown_keys_are_named() {
+        let err = parse(r#"{"datadir": "d", "prot": 80}"#).unwrap_err().to_string();
+        assert!(err.contains("unknown field `prot`"), "{err}");
+        let err =
+            parse(r#"{"datadir": "d", "userdb": [{"name": "a", "pasword": "x"}]}"#).unwrap_err().to_string();
+        assert!(err.contains("unknown field `pasword`"), "{err}");
+    }
+
+    #[test]
+    fn bad_values_are_refused() {
+        for (text, needle) in [
+            (r#"{"datadir": ""}"#, "datadir"),
+            (r#"{"datadir": "d", "userdb": [{"name":"a:b","password":"x"}]}"#, "user name"),
+            (
+                r#"{"datadir": "d", "userdb": [{"name":"a","password":"x"},{"name":"a","password":"y"}]}"#,
+                "twice",
+            ),
+            (r#"{"datadir": "d", "channels": [{"name":"Dev","description":"x"}]}"#, "invalid name"),
+            (
+                r#"{"datadir": "d", "channels": [{"name":"a","description":"x","default":true},{"name":"b","description":"y","default":true}]}"#,
+                "at most one",
+            ),
+            (r#"{"datadir": "d", "anonymous_reads": "some"}"#, "unknown variant"),
+            (r#"{"datadir": "d", "max_file_size": 0}"#, "max_file_size"),
+            (r#"{"datadir": "d", "log_level": "[[["}"#, "log_level"),
+            (r#"{"datadir": "d", "port": 70000}"#, "port"),
+        ] {
+            let err = parse(text).unwrap_err().to_string();
+            assert!(err.contains(needle) || err.contains("invalid value"), "{text}: {err}");
+        }
+    }
+
+    #[test]
+    fn the_shipped_example_parses() {
+        let config = Config::from_json(EMBEDDED_DEFAULT, Path::new("embedded"), Path::new(""))
+            .expect("config.example.json must stay valid");
+        assert_eq!(config.listen_addr(), "127.0.0.1:8080".parse().unwrap());
+    }
+}

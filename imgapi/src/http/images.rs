@@ -1,0 +1,205 @@
+//! Handlers for `/images` and `/images/:uuid`: listing, reading, creating, the `?action=`
+//! verbs, ACLs and deletion. Each one parses the request, calls the service and renders.
+
+use actix_web::http::{header, StatusCode};
+use actix_web::{web, HttpRequest, HttpResponse};
+use base64::Engine;
+use md5::{Digest, Md5};
+use serde_json::Value;
+use uuid::Uuid;
+
+use super::error::ApiError;
+use super::{
+    check_if_match, etag_matches, image_etag, image_response, params, reader, render_options, writer,
+    AppState,
+};
+use crate::service::listing::ListQuery;
+use crate::service::ImageError;
+
+/// Largest JSON body accepted (manifests: tags may be 100 KiB, descriptions 10 KiB).
+const MAX_JSON_BODY: usize = 1 << 20;
+
+/// Reads a whole (small) request body, refusing more than `limit` bytes.
+pub async fn read_body(mut payload: web::Payload, limit: usize) -> Result<web::Bytes, ApiError> {
+    use futures_util::StreamExt;
+    let mut body = web::BytesMut::new();
+    while let Some(chunk) = payload.next().await {
+        let chunk =
+            chunk.map_err(|e| ApiError::invalid_content(format!("cannot read the request body: {e}")))?;
+        if body.len() + chunk.len() > limit {
+            return Err(ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "RequestEntityTooLarge",
+                format!("request body is larger than {limit} bytes"),
+            ));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body.freeze())
+}
+
+/// Parses a JSON request body whatever its `Content-Type` (curl's `-d` sends a form type),
+/// checking `Content-MD5` when the client sent one. An empty body is `null`.
+pub async fn json_body(req: &HttpRequest, payload: web::Payload) -> Result<Value, ApiError> {
+    let body = read_body(payload, MAX_JSON_BODY).await?;
+    if let Some(want) = req.headers().get("content-md5").and_then(|v| v.to_str().ok()) {
+        let got = base64::engine::general_purpose::STANDARD.encode(Md5::digest(&body));
+        if want.trim() != got {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "BadDigest",
+                format!("Content-MD5 '{want}' didn't match '{got}'"),
+            ));
+        }
+    }
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(Value::Null);
+    }
+    serde_json::from_slice(&body).map_err(|e| ApiError::invalid_content(format!("Invalid JSON: {e}")))
+}
+
+/// ListImages.
+pub async fn list(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let params = params(&req);
+    let caller = reader(&req, &state, &params)?;
+    let query = ListQuery::parse(&state.service, &caller, &params)?;
+    let options = render_options(&req, query.admin_fields);
+    let page: Vec<_> = state.service.list(&query, &caller).iter().map(|i| i.to_api(options)).collect();
+    Ok(super::json_response(StatusCode::OK, &page))
+}
+
+/// GetImage (and HEAD).
+pub async fn get(
+    req: HttpRequest,
+    path: web::Path<Uuid>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let params = params(&req);
+    let caller = reader(&req, &state, &params)?;
+    let admin_fields = params.bool("inclAdminFields")?.unwrap_or(false);
+    if admin_fields && caller.user.is_none() {
+        return Err(ImageError::Unauthorized(
+            "Unauthorized (auth required to use \"inclAdminFields\" parameter)".into(),
+        )
+        .into());
+    }
+    let image = state.service.find(&path, &caller, true)?;
+    if let Some(list) = req.headers().get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok()) {
+        let etag = image_etag(&image);
+        if etag_matches(list, &etag) {
+            return Ok(HttpResponse::NotModified().insert_header((header::ETAG, etag)).finish());
+        }
+    }
+    Ok(image_response(&req, &image, admin_fields))
+}
+
+/// `POST /images`: CreateImage, or one of Triton's image-creation actions.
+pub async fn create_or_action(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let params = params(&req);
+    match params.get("action") {
+        None => {}
+        Some(action @ ("create-from-vm" | "import-docker-image" | "import-lxd-image")) => {
+            writer(&req, &state, &params)?;
+            return Err(ImageError::NotImplemented(format!(
+                "action \"{action}\" needs Triton services (VMAPI, WFAPI, a Docker or LXD registry) that a standalone IMGAPI does not have"
+            ))
+            .into());
+        }
+        Some(other) => return Err(ApiError::invalid_action(other)),
+    }
+    let caller = writer(&req, &state, &params)?;
+    let body = json_body(&req, payload).await?;
+    let image = state.service.create_image(&caller, body).await?;
+    Ok(image_response(&req, &image, false))
+}
+
+/// `POST /images/:uuid?action=...`.
+pub async fn action(
+    req: HttpRequest,
+    path: web::Path<Uuid>,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let uuid = path.into_inner();
+    let params = params(&req);
+    let Some(action) = params.get("action") else {
+        return Err(ImageError::invalid_param(
+            "no image \"action\" was specified",
+            "action",
+            "MissingParameter",
+        )
+        .into());
+    };
+    let caller = writer(&req, &state, &params)?;
+    let service = &state.service;
+    // Imports run before the lookup: their image does not exist yet.
+    let image = match action {
+        "import" if params.get("source").is_some() => {
+            return Err(ImageError::NotImplemented(
+                "importing from another IMGAPI (\"source\") is not supported by this server yet".into(),
+            )
+            .into())
+        }
+        "import" => service.import_image(uuid, &caller, json_body(&req, payload).await?).await?,
+        "import-remote" | "import-from-datacenter" | "change-stor" | "export" => {
+            return Err(ImageError::NotImplemented(format!(
+                "action \"{action}\" needs Triton services (WFAPI, Manta or other datacenters) that a standalone IMGAPI does not have"
+            ))
+            .into())
+        }
+        "activate" | "enable" | "disable" | "update" | "channel-add" => {
+            if action == "channel-add" && service.channels.is_empty() {
+                return Err(ApiError::invalid_action(action));
+            }
+            let current = service.find_owned(&uuid, &caller)?;
+            check_if_match(&req, &current)?;
+            match action {
+                "activate" => service.activate(&uuid, &caller).await?,
+                "enable" => service.set_disabled(&uuid, &caller, false).await?,
+                "disable" => service.set_disabled(&uuid, &caller, true).await?,
+                "update" => service.update_image(&uuid, &caller, json_body(&req, payload).await?).await?,
+                _ => service.channel_add(&uuid, &caller, json_body(&req, payload).await?).await?,
+            }
+        }
+        other => return Err(ApiError::invalid_action(other)),
+    };
+    Ok(image_response(&req, &image, false))
+}
+
+/// DeleteImage: 204, or the image when it only left one of its channels.
+pub async fn delete(
+    req: HttpRequest,
+    path: web::Path<Uuid>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let params = params(&req);
+    let caller = writer(&req, &state, &params)?;
+    let force = params.bool("force_all_channels")?.unwrap_or(false);
+    match state.service.delete_image(&path, &caller, force).await? {
+        None => Ok(HttpResponse::NoContent().finish()),
+        Some(image) => Ok(image_response(&req, &image, false)),
+    }
+}
+
+/// AddImageAcl / RemoveImageAcl.
+pub async fn acl(
+    req: HttpRequest,
+    path: web::Path<Uuid>,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let params = params(&req);
+    let add = match params.get("action") {
+        None | Some("add") => true,
+        Some("remove") => false,
+        Some(other) => return Err(ApiError::invalid_action(other)),
+    };
+    let caller = writer(&req, &state, &params)?;
+    let body = json_body(&req, payload).await?;
+    let image = state.service.change_acl(&path, &caller, body, add).await?;
+    Ok(image_response(&req, &image, false))
+}

@@ -1,0 +1,196 @@
+//! The HTTP front: the route table, request context (who is calling, which API version) and
+//! the JSON response helpers. Handlers live in one module per resource.
+
+pub mod body;
+pub mod error;
+pub mod files;
+pub mod images;
+pub mod middleware;
+pub mod misc;
+
+use std::sync::Arc;
+
+use actix_web::http::header::{self, HeaderMap};
+use actix_web::http::{Method, StatusCode};
+use actix_web::{web, HttpMessage, HttpRequest, HttpResponse};
+use serde::Serialize;
+use sha1::{Digest, Sha1};
+
+use crate::auth::signature::SignedRequest;
+use crate::auth::Authenticator;
+use crate::config::{AnonymousReads, Config};
+use crate::manifest::{Image, RenderOptions};
+use crate::params::Params;
+use crate::service::{Caller, Service};
+use error::ApiError;
+
+/// Shared state of the running server.
+pub struct AppState {
+    pub service: Service,
+    pub auth: Authenticator,
+    pub config: Arc<Config>,
+    pub server_name: String,
+    pub host_name: String,
+}
+
+/// A lower-case UUID path segment, as sdc-imgapi's routes require; anything else is a 404.
+const UUID_SEGMENT: &str = "{uuid:[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}}";
+
+/// Registers every route. Each resource answers other methods with 405 and `Allow`.
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    fn resource(path: &str, allow: &'static str) -> actix_web::Resource {
+        web::resource(path).default_service(web::to(move |req: HttpRequest| async move {
+            ApiError::method_not_allowed(req.method().as_str(), allow)
+        }))
+    }
+    let image = |suffix: &str| format!("/images/{UUID_SEGMENT}{suffix}");
+    cfg.service(resource("/ping", "GET").route(web::get().to(misc::ping)))
+        .service(
+            resource("/images", "GET, POST")
+                .route(web::get().to(images::list))
+                .route(web::post().to(images::create_or_action)),
+        )
+        .service(
+            resource(&image(""), "GET, POST, DELETE")
+                .route(web::get().to(images::get))
+                .route(web::head().to(images::get))
+                .route(web::post().to(images::action))
+                .route(web::delete().to(images::delete)),
+        )
+        .service(
+            resource(&image("/file"), "GET, HEAD, PUT")
+                .route(web::get().to(files::get_file))
+                .route(web::head().to(files::get_file))
+                .route(web::put().to(files::put_file)),
+        )
+        .service(resource(&image("/file/from-url"), "POST").route(web::post().to(misc::triton_only)))
+        .service(
+            resource(&image("/icon"), "GET, HEAD, PUT, DELETE")
+                .route(web::get().to(files::get_icon))
+                .route(web::head().to(files::get_icon))
+                .route(web::put().to(files::put_icon))
+                .route(web::delete().to(files::delete_icon)),
+        )
+        .service(resource(&image("/acl"), "POST").route(web::post().to(images::acl)))
+        .service(resource(&image("/jobs"), "GET").route(web::get().to(misc::triton_only)))
+        .service(resource(&image("/clone"), "POST").route(web::post().to(misc::triton_only)))
+        .service(resource(&image("/push"), "POST").route(web::post().to(misc::triton_only)))
+        .service(resource("/channels", "GET").route(web::get().to(misc::channels)))
+        .service(resource("/datasets", "GET").route(web::get().to(misc::datasets)))
+        .service(resource("/datasets/{arg}", "GET").route(web::get().to(misc::dataset)))
+        .service(
+            resource("/state", "GET, POST")
+                .route(web::get().to(misc::get_state))
+                .route(web::post().to(misc::post_state)),
+        )
+        .service(resource("/authkeys/reload", "POST").route(web::post().to(misc::reload_auth_keys)))
+        .default_service(web::to(|req: HttpRequest| async move { ApiError::no_route(req.path()) }));
+}
+
+/// Serialises a response body the way the reference does: 2-space indented JSON.
+pub fn to_json(value: &impl Serialize) -> Vec<u8> {
+    let mut bytes = serde_json::to_vec_pretty(value).expect("response bodies serialize");
+    bytes.push(b'\n');
+    bytes
+}
+
+pub fn json_response(status: StatusCode, value: &impl Serialize) -> HttpResponse {
+    HttpResponse::build(status).content_type("application/json").body(to_json(value))
+}
+
+/// The API version a request negotiated (set by the middleware from `Accept-Version`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ApiVersion(pub u64);
+
+fn api_version(req: &HttpRequest) -> ApiVersion {
+    req.extensions().get::<ApiVersion>().copied().unwrap_or(ApiVersion(1))
+}
+
+/// How to render images for this request.
+pub fn render_options(req: &HttpRequest, admin_fields: bool) -> RenderOptions {
+    RenderOptions { channels: api_version(req).0 >= 2, admin_fields }
+}
+
+/// The manifest's entity tag: sha1 of its compact JSON, as sdc-imgapi computes it.
+pub fn image_etag(image: &Image) -> String {
+    let compact = serde_json::to_vec(&image.to_api(RenderOptions { channels: true, admin_fields: false }))
+        .expect("manifests serialize");
+    format!("\"{}\"", hex::encode(Sha1::digest(&compact)))
+}
+
+/// A 200 with one manifest and its `ETag`.
+pub fn image_response(req: &HttpRequest, image: &Image, admin_fields: bool) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("application/json")
+        .insert_header((header::ETAG, image_etag(image)))
+        .body(to_json(&image.to_api(render_options(req, admin_fields))))
+}
+
+/// The authenticated user, if the request carries valid credentials; bad credentials are a
+/// 401 everywhere.
+pub fn identify(req: &HttpRequest, state: &AppState) -> Result<Option<String>, ApiError> {
+    let authorization = match req.headers().get(header::AUTHORIZATION) {
+        None => None,
+        Some(value) => {
+            Some(value.to_str().map_err(|_| ApiError::unauthorized("malformed Authorization header"))?)
+        }
+    };
+    let headers = req.headers().clone();
+    let lookup = move |name: &str| header_string(&headers, name);
+    let path_and_query = req.uri().path_and_query().map(|p| p.as_str()).unwrap_or("/");
+    let signed = SignedRequest { method: req.method().as_str(), path_and_query, header: &lookup };
+    Ok(state.auth.authenticate(authorization, &signed)?)
+}
+
+fn header_string(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned)
+}
+
+/// Context for a read: anonymous callers are let through unless the read policy is `none`.
+pub fn reader(req: &HttpRequest, state: &AppState, params: &Params) -> Result<Caller, ApiError> {
+    let user = identify(req, state)?;
+    if user.is_none() && state.config.anonymous_reads == AnonymousReads::None {
+        return Err(ApiError::unauthorized("Unauthorized"));
+    }
+    Ok(Caller::from_params(user, params)?)
+}
+
+/// Context for a write: credentials are required.
+pub fn writer(req: &HttpRequest, state: &AppState, params: &Params) -> Result<Caller, ApiError> {
+    match identify(req, state)? {
+        Some(user) => Ok(Caller::from_params(Some(user), params)?),
+        None => Err(ApiError::unauthorized("Unauthorized")),
+    }
+}
+
+/// The query parameters of a request.
+pub fn params(req: &HttpRequest) -> Params {
+    Params::parse(req.query_string())
+}
+
+/// Compares an `If-Match` / `If-None-Match` list with an entity tag, ignoring quotes and `W/`.
+pub fn etag_matches(list: &str, etag: &str) -> bool {
+    let bare = |t: &str| t.trim().trim_start_matches("W/").trim_matches('"').to_string();
+    let etag = bare(etag);
+    list.split(',').any(|t| t.trim() == "*" || bare(t) == etag)
+}
+
+/// `412` when `If-Match` names another version of the image (conditional updates).
+pub fn check_if_match(req: &HttpRequest, image: &Image) -> Result<(), ApiError> {
+    if let Some(list) = req.headers().get(header::IF_MATCH).and_then(|v| v.to_str().ok()) {
+        let etag = image_etag(image);
+        if !etag_matches(list, &etag) {
+            return Err(ApiError::new(
+                StatusCode::PRECONDITION_FAILED,
+                "PreconditionFailed",
+                format!("if-match '{list}' didn't match etag '{}'", etag.trim_matches('"')),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// True for HEAD requests (same headers as GET, no body).
+pub fn is_head(req: &HttpRequest) -> bool {
+    req.method() == Method::HEAD
+}

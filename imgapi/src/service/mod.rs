@@ -1,0 +1,235 @@
+//! The image service: IMGAPI's rules (who may see what, which changes are allowed, what each
+//! action does) on top of the store. Nothing here knows about HTTP; handlers call these
+//! functions and map [`ImageError`] to a status and a `{"code","message"}` body in one place.
+
+pub mod actions;
+pub mod create;
+pub mod listing;
+pub mod update;
+
+use std::sync::Arc;
+
+use uuid::Uuid;
+
+use crate::config::{AnonymousReads, Channel};
+use crate::manifest::validate::{FieldError, ValidationMode};
+use crate::manifest::Image;
+use crate::params::{json_str, ParamError, Params};
+use crate::store::{Store, StoreError};
+
+/// Everything that can go wrong in an image operation, in IMGAPI's vocabulary.
+#[derive(Debug, thiserror::Error)]
+pub enum ImageError {
+    /// No image with this uuid.
+    #[error("image {0} not found")]
+    NotFound(Uuid),
+    /// The image exists but the caller may not see it (account, channel or read policy).
+    #[error("image not found")]
+    NotVisible,
+    #[error("image \"{0}\" has no file")]
+    NoFile(Uuid),
+    #[error("image \"{0}\" has no icon")]
+    NoIcon(Uuid),
+    #[error("{message}")]
+    InvalidParameter { message: String, errors: Vec<FieldError> },
+    #[error("{message}")]
+    ValidationFailed { message: String, errors: Vec<FieldError> },
+    #[error("image uuid \"{0}\" already exists")]
+    UuidExists(Uuid),
+    #[error("image \"{0}\" is already activated")]
+    AlreadyActivated(Uuid),
+    #[error("image \"{0}\" cannot be activated: it has no file")]
+    NoActivationNoFile(Uuid),
+    #[error("cannot modify files on activated image {0}")]
+    FilesImmutable(Uuid),
+    #[error("image \"{uuid}\" has {} dependent incremental image(s): {}", dependents.len(), join(dependents))]
+    HasDependents { uuid: Uuid, dependents: Vec<Uuid> },
+    #[error("origin image \"{0}\" does not exist")]
+    OriginDoesNotExist(String),
+    #[error("account {account} is not the owner of image {uuid}")]
+    NotImageOwner { account: Uuid, uuid: Uuid },
+    #[error("this endpoint may only be called by an operator")]
+    OperatorOnly,
+    /// A received file failed its checks (the reference calls this `Download`, for uploads too).
+    #[error("{0}")]
+    Download(String),
+    /// An upload was refused before or while it was received (`Upload`).
+    #[error("{0}")]
+    Upload(String),
+    /// Authentication is needed for this request (e.g. `inclAdminFields`).
+    #[error("{0}")]
+    Unauthorized(String),
+    /// A feature of Triton's IMGAPI that needs services a standalone server does not have.
+    #[error("{0}")]
+    NotImplemented(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+fn join(uuids: &[Uuid]) -> String {
+    uuids.iter().map(Uuid::to_string).collect::<Vec<_>>().join(", ")
+}
+
+impl From<ParamError> for ImageError {
+    fn from(e: ParamError) -> Self {
+        ImageError::invalid_param(e.message, &e.field, "Invalid")
+    }
+}
+
+impl ImageError {
+    /// `InvalidParameter` with one field error, as sdc-imgapi builds it.
+    pub fn invalid_param(message: impl Into<String>, field: &str, code: &str) -> Self {
+        ImageError::InvalidParameter {
+            message: message.into(),
+            errors: vec![FieldError { field: field.into(), code: code.into(), message: None }],
+        }
+    }
+
+    /// `ValidationFailed` from a validator's error list.
+    pub fn validation(prefix: &str, errors: Vec<FieldError>) -> Self {
+        let fields: Vec<&str> = errors.iter().map(|e| e.field.as_str()).collect();
+        ImageError::ValidationFailed { message: format!("{prefix}: {}", fields.join(", ")), errors }
+    }
+}
+
+/// Who is asking, as far as visibility is concerned.
+#[derive(Debug, Clone, Default)]
+pub struct Caller {
+    /// The authenticated user, if any.
+    pub user: Option<String>,
+    /// `?account=UUID`: narrow the view to what that account may see (CloudAPI-style).
+    pub account: Option<Uuid>,
+    /// `?channel=`: the channel named by the request (`*` = all), if any.
+    pub channel: Option<String>,
+}
+
+impl Caller {
+    /// Reads `account` and `channel` from the query.
+    pub fn from_params(user: Option<String>, params: &Params) -> Result<Self, ImageError> {
+        Ok(Caller {
+            user,
+            account: params.uuid("account")?,
+            channel: params.get("channel").map(str::to_owned),
+        })
+    }
+
+    pub fn is_authenticated(&self) -> bool {
+        self.user.is_some()
+    }
+}
+
+/// Server-wide settings the rules depend on.
+pub struct Service {
+    pub store: Arc<Store>,
+    pub channels: Vec<Channel>,
+    pub anonymous_reads: AnonymousReads,
+    pub max_file_size: u64,
+}
+
+/// The channel a request resolved to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ChannelScope {
+    /// The server has no channels, or the request asked for `*`.
+    Any,
+    One(String),
+}
+
+impl Service {
+    pub fn validation_mode(&self) -> ValidationMode {
+        ValidationMode { channels_required: !self.channels.is_empty() }
+    }
+
+    /// Resolves `?channel=` (or the default channel) for a request; `allow_all` for `*`.
+    pub fn channel_scope(&self, caller: &Caller, allow_all: bool) -> Result<ChannelScope, ImageError> {
+        if self.channels.is_empty() {
+            return Ok(ChannelScope::Any);
+        }
+        match caller.channel.as_deref() {
+            Some("*") if allow_all => Ok(ChannelScope::Any),
+            Some(name) => {
+                if self.channels.iter().any(|c| c.name == name) {
+                    Ok(ChannelScope::One(name.to_string()))
+                } else {
+                    Err(ImageError::ValidationFailed {
+                        message: format!("unknown channel: {name}"),
+                        errors: vec![FieldError {
+                            field: "channel".into(),
+                            code: "Invalid".into(),
+                            message: None,
+                        }],
+                    })
+                }
+            }
+            None => match self.channels.iter().find(|c| c.default) {
+                Some(c) => Ok(ChannelScope::One(c.name.clone())),
+                None => Err(ImageError::ValidationFailed {
+                    message: "channel not specified and the server has no default channel".into(),
+                    errors: vec![FieldError {
+                        field: "channel".into(),
+                        code: "MissingParameter".into(),
+                        message: None,
+                    }],
+                }),
+            },
+        }
+    }
+
+    /// Whether `caller` may see `image` at all (account scoping and the anonymous read policy).
+    pub fn visible(&self, image: &Image, caller: &Caller) -> bool {
+        if let Some(account) = caller.account {
+            let account_str = account.to_string();
+            let shared = image.activated && (image.public() || image.acl().any(|a| a == account_str));
+            if image.owner() != account_str && !shared {
+                return false;
+            }
+        }
+        caller.is_authenticated()
+            || match self.anonymous_reads {
+                AnonymousReads::All => true,
+                AnonymousReads::Public => image.public() && image.activated,
+                AnonymousReads::None => false,
+            }
+    }
+
+    /// The image `uuid` as `caller` may see it (GetImage and every `/images/:uuid` route).
+    pub fn find(
+        &self,
+        uuid: &Uuid,
+        caller: &Caller,
+        allow_all_channels: bool,
+    ) -> Result<Arc<Image>, ImageError> {
+        let scope = self.channel_scope(caller, allow_all_channels)?;
+        let image = self.store.get(uuid).ok_or(ImageError::NotFound(*uuid))?;
+        if let ChannelScope::One(channel) = &scope {
+            if !image.in_channel(channel) {
+                return Err(ImageError::NotVisible);
+            }
+        }
+        if !self.visible(&image, caller) {
+            return Err(ImageError::NotVisible);
+        }
+        Ok(image)
+    }
+
+    /// Like [`find`](Self::find), for changes: with `?account=` the account must own the image.
+    pub fn find_owned(&self, uuid: &Uuid, caller: &Caller) -> Result<Arc<Image>, ImageError> {
+        let image = self.find(uuid, caller, false)?;
+        check_owner(&image, caller)?;
+        Ok(image)
+    }
+}
+
+/// `NotImageOwner` unless the caller's account (if any) owns the image.
+pub fn check_owner(image: &Image, caller: &Caller) -> Result<(), ImageError> {
+    match caller.account {
+        Some(account) if image.owner() != account.to_string() => {
+            Err(ImageError::NotImageOwner { account, uuid: image.uuid })
+        }
+        _ => Ok(()),
+    }
+}
+
+/// The message of an `invalid extra parameters` error: `"a", "b"`.
+pub(crate) fn quoted_list<'a>(names: impl IntoIterator<Item = &'a str>) -> String {
+    names.into_iter().map(json_str).collect::<Vec<_>>().join(", ")
+}

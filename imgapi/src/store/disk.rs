@@ -1,0 +1,131 @@
+//! On-disk layout and the durable-write primitives: everything the store writes goes through a
+//! temp file in the same directory, `fsync`, `rename`, and an `fsync` of the directory.
+//!
+//! ```text
+//! <datadir>/<uuid>/manifest.json       the image record (Image::to_disk)
+//! <datadir>/<uuid>/file.<sha1>         the image file, named by content
+//! <datadir>/<uuid>/icon.<sha1>         the icon
+//! <datadir>/<uuid>/.tmp-*              in-flight writes and uploads (removed at start-up)
+//! <datadir>/.deleted-<uuid>-*          an image being deleted (removed at start-up)
+//! ```
+//!
+//! Files are named by their sha1 so that a new upload never overwrites the file the current
+//! record points at: a crash between the file rename and the record rename leaves the old
+//! record with its old file, plus an unreferenced file that start-up removes.
+
+use std::fs::{self, File};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+pub const RECORD_NAME: &str = "manifest.json";
+pub const TEMP_PREFIX: &str = ".tmp-";
+pub const DELETED_PREFIX: &str = ".deleted-";
+
+/// Name of the stored image file with this sha1.
+pub fn file_name(sha1: &str) -> String {
+    format!("file.{sha1}")
+}
+
+/// Name of the stored icon with this sha1.
+pub fn icon_name(sha1: &str) -> String {
+    format!("icon.{sha1}")
+}
+
+/// A new temp file in `dir`, deleted when dropped unless persisted.
+pub fn temp_file(dir: &Path) -> io::Result<tempfile::NamedTempFile> {
+    tempfile::Builder::new().prefix(TEMP_PREFIX).tempfile_in(dir)
+}
+
+/// Makes a completed rename or removal in `dir` durable.
+pub fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+/// Atomically replaces `dir/name` with `bytes`.
+pub fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> io::Result<()> {
+    let mut tmp = temp_file(dir)?;
+    tmp.write_all(bytes)?;
+    tmp.as_file().sync_all()?;
+    tmp.persist(dir.join(name)).map_err(|e| e.error)?;
+    sync_dir(dir)
+}
+
+/// Moves a fully written and synced temp file into its final name.
+pub fn persist(tmp: tempfile::NamedTempFile, target: &Path) -> io::Result<()> {
+    tmp.persist(target).map_err(|e| e.error)?;
+    sync_dir(target.parent().unwrap_or(Path::new(".")))
+}
+
+/// Creates the directory of a new image durably.
+pub fn create_image_dir(root: &Path, dir: &Path) -> io::Result<()> {
+    fs::create_dir(dir)?;
+    sync_dir(root)
+}
+
+/// Removes an image directory in a way a crash cannot half-do: first an atomic rename out of
+/// the namespace (after which the image no longer exists), then the recursive removal.
+pub fn remove_image_dir(root: &Path, dir: &Path, uuid: &str) -> io::Result<()> {
+    let graveyard =
+        tempfile::Builder::new().prefix(&format!("{DELETED_PREFIX}{uuid}-")).tempdir_in(root)?.keep();
+    // `graveyard` is an empty directory; rename(2) replaces an empty directory atomically.
+    fs::rename(dir, &graveyard)?;
+    sync_dir(root)?;
+    fs::remove_dir_all(&graveyard)
+}
+
+/// True for names the store writes only transiently.
+pub fn is_transient(name: &str) -> bool {
+    name.starts_with(TEMP_PREFIX) || name.starts_with(DELETED_PREFIX)
+}
+
+/// Removes leftovers of interrupted writes in `dir` (not recursive); returns what it removed.
+pub fn remove_transient(dir: &Path) -> io::Result<Vec<PathBuf>> {
+    let mut removed = Vec::new();
+    for entry in fs::read_dir(dir)? {
+        let entry = entry?;
+        let name = entry.file_name();
+        if !is_transient(&name.to_string_lossy()) {
+            continue;
+        }
+        let path = entry.path();
+        if entry.file_type()?.is_dir() {
+            fs::remove_dir_all(&path)?;
+        } else {
+            fs::remove_file(&path)?;
+        }
+        removed.push(path);
+    }
+    Ok(removed)
+}
+
+/// True when the error means the disk is full (or the quota is exhausted).
+pub fn is_no_space(err: &io::Error) -> bool {
+    matches!(err.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT))
+        || err.kind() == io::ErrorKind::StorageFull
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn atomic_write_replaces_and_leaves_no_temp() {
+        let dir = tempfile::tempdir().unwrap();
+        write_atomic(dir.path(), "a.json", b"one").unwrap();
+        write_atomic(dir.path(), "a.json", b"two").unwrap();
+        assert_eq!(fs::read(dir.path().join("a.json")).unwrap(), b"two");
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn removal_and_cleanup_of_transients() {
+        let root = tempfile::tempdir().unwrap();
+        let img = root.path().join("u");
+        create_image_dir(root.path(), &img).unwrap();
+        fs::write(img.join("file.x"), b"x").unwrap();
+        let leftover = temp_file(&img).unwrap().keep().unwrap().1;
+        assert_eq!(remove_transient(&img).unwrap(), vec![leftover]);
+        remove_image_dir(root.path(), &img, "u").unwrap();
+        assert_eq!(fs::read_dir(root.path()).unwrap().count(), 0);
+    }
+}

@@ -1,0 +1,478 @@
+//! The image store: every image record held in memory (indexed by uuid and by `published_at`),
+//! backed by one directory per image under `datadir`. Mutations are serialised and each one is
+//! durable before it becomes visible; a crash at any point leaves every image either as it was
+//! or fully updated (see `disk` for how).
+
+pub mod disk;
+pub mod upload;
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs;
+use std::io;
+use std::ops::{Bound, ControlFlow};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+
+use base64::Engine;
+use md5::{Digest, Md5};
+use sha1::Sha1;
+use uuid::Uuid;
+
+use crate::manifest::{format_timestamp, Image, ImageFile, ImageIcon};
+use upload::StagedFile;
+
+/// Store failures. They carry no HTTP notion; the HTTP layer maps them.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("image {0} not found")]
+    NotFound(Uuid),
+    #[error("image uuid \"{0}\" already exists")]
+    Exists(Uuid),
+    #[error("not enough space left in the data directory")]
+    NoSpace(#[source] io::Error),
+    #[error("storage I/O failed: {context}")]
+    Io {
+        context: String,
+        #[source]
+        source: io::Error,
+    },
+}
+
+impl StoreError {
+    /// Classifies an I/O failure: a full disk is its own case.
+    pub fn from_io(context: impl Into<String>, source: io::Error) -> Self {
+        if disk::is_no_space(&source) {
+            StoreError::NoSpace(source)
+        } else {
+            StoreError::Io { context: context.into(), source }
+        }
+    }
+}
+
+#[derive(Default)]
+struct Index {
+    by_uuid: HashMap<Uuid, Arc<Image>>,
+    by_published: BTreeMap<(i64, Uuid), Arc<Image>>,
+}
+
+impl Index {
+    fn insert(&mut self, image: Arc<Image>) {
+        if let Some(old) = self.by_uuid.insert(image.uuid, image.clone()) {
+            self.by_published.remove(&(old.published_ms(), old.uuid));
+        }
+        self.by_published.insert((image.published_ms(), image.uuid), image);
+    }
+
+    fn remove(&mut self, uuid: &Uuid) -> Option<Arc<Image>> {
+        let old = self.by_uuid.remove(uuid)?;
+        self.by_published.remove(&(old.published_ms(), old.uuid));
+        Some(old)
+    }
+}
+
+/// Where a listing starts, in `published_at` order.
+#[derive(Debug, Clone, Copy)]
+pub enum ScanFrom {
+    Start,
+    /// Images published at or after (ascending) / at or before (descending) this time.
+    PublishedMs(i64),
+}
+
+/// The image store. Cheap to share behind an `Arc`.
+pub struct Store {
+    root: PathBuf,
+    index: RwLock<Index>,
+    /// Serialises read-modify-write cycles so that no update is lost.
+    writer: tokio::sync::Mutex<()>,
+}
+
+impl Store {
+    /// Opens (creating if needed) the data directory, removes what interrupted writes left
+    /// behind and loads every image record.
+    pub fn open(root: &Path) -> Result<Self, StoreError> {
+        fs::create_dir_all(root).map_err(|e| StoreError::from_io(format!("create {}", root.display()), e))?;
+        let root =
+            root.canonicalize().map_err(|e| StoreError::from_io(format!("resolve {}", root.display()), e))?;
+        let mut index = Index::default();
+        for path in disk::remove_transient(&root)
+            .map_err(|e| StoreError::from_io(format!("clean {}", root.display()), e))?
+        {
+            tracing::info!(path = %path.display(), "removed leftover of an interrupted write");
+        }
+        let entries =
+            fs::read_dir(&root).map_err(|e| StoreError::from_io(format!("read {}", root.display()), e))?;
+        for entry in entries {
+            let entry = entry.map_err(|e| StoreError::from_io("read datadir", e))?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let Ok(uuid) = Uuid::parse_str(&name) else { continue };
+            if name != uuid.to_string() || !entry.path().is_dir() {
+                continue;
+            }
+            match load_image_dir(&root, &entry.path(), uuid) {
+                Ok(Some(image)) => index.insert(Arc::new(image)),
+                Ok(None) => {}
+                Err(error) => {
+                    // Never delete what we cannot read: it may be an operator's data.
+                    tracing::warn!(image = %uuid, %error, "skipping unreadable image record");
+                }
+            }
+        }
+        tracing::info!(images = index.by_uuid.len(), datadir = %root.display(), "store opened");
+        Ok(Store { root, index: RwLock::new(index), writer: tokio::sync::Mutex::new(()) })
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn len(&self) -> usize {
+        self.read_index().by_uuid.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn read_index(&self) -> std::sync::RwLockReadGuard<'_, Index> {
+        // A panic while holding the lock cannot leave the index half-updated (each update is
+        // a pair of map operations on owned values), so a poisoned lock is still usable.
+        self.index.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn write_index(&self) -> std::sync::RwLockWriteGuard<'_, Index> {
+        self.index.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn get(&self, uuid: &Uuid) -> Option<Arc<Image>> {
+        self.read_index().by_uuid.get(uuid).cloned()
+    }
+
+    /// Visits images in `published_at` order (then uuid) until `visit` breaks.
+    pub fn scan(
+        &self,
+        from: ScanFrom,
+        descending: bool,
+        mut visit: impl FnMut(&Arc<Image>) -> ControlFlow<()>,
+    ) {
+        let index = self.read_index();
+        let range = match (from, descending) {
+            (ScanFrom::Start, _) => index.by_published.range(..),
+            (ScanFrom::PublishedMs(ms), false) => {
+                index.by_published.range((Bound::Included((ms, Uuid::nil())), Bound::Unbounded))
+            }
+            (ScanFrom::PublishedMs(ms), true) => {
+                index.by_published.range((Bound::Unbounded, Bound::Included((ms, Uuid::max()))))
+            }
+        };
+        if descending {
+            for image in range.rev().map(|(_, v)| v) {
+                if visit(image).is_break() {
+                    return;
+                }
+            }
+        } else {
+            for image in range.map(|(_, v)| v) {
+                if visit(image).is_break() {
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Images whose `origin` is `uuid`.
+    pub fn dependents(&self, uuid: &Uuid) -> Vec<Arc<Image>> {
+        let uuid = uuid.to_string();
+        let index = self.read_index();
+        let mut found: Vec<_> =
+            index.by_published.values().filter(|i| i.origin() == Some(uuid.as_str())).cloned().collect();
+        found.sort_by_key(|i| i.uuid);
+        found
+    }
+
+    fn image_dir(&self, uuid: &Uuid) -> PathBuf {
+        self.root.join(uuid.to_string())
+    }
+
+    /// Path of a stored file of an image (file or icon).
+    pub fn path_of(&self, uuid: &Uuid, name: &str) -> PathBuf {
+        self.image_dir(uuid).join(name)
+    }
+
+    /// Adds a new image; fails if the uuid is taken. `check` runs under the write lock with the
+    /// current store, for rules such as "the origin exists".
+    pub async fn create<E: From<StoreError>>(
+        &self,
+        image: Image,
+        check: impl FnOnce(&Store) -> Result<(), E>,
+    ) -> Result<Arc<Image>, E> {
+        let _guard = self.writer.lock().await;
+        if self.get(&image.uuid).is_some() {
+            return Err(StoreError::Exists(image.uuid).into());
+        }
+        check(self)?;
+        let root = self.root.clone();
+        let dir = self.image_dir(&image.uuid);
+        let record = record_bytes(&image);
+        blocking(move || {
+            if dir.exists() {
+                // A directory without a loadable record: a create that crashed half-way.
+                fs::remove_dir_all(&dir).map_err(|e| StoreError::from_io("remove stale image dir", e))?;
+            }
+            disk::create_image_dir(&root, &dir).map_err(|e| StoreError::from_io("create image dir", e))?;
+            disk::write_atomic(&dir, disk::RECORD_NAME, &record)
+                .map_err(|e| StoreError::from_io("write image record", e))
+        })
+        .await?;
+        let image = Arc::new(image);
+        self.write_index().insert(image.clone());
+        Ok(image)
+    }
+
+    /// Read-modify-write of one image: `change` edits a copy, which is then written durably
+    /// and replaces the indexed one. Stored files the new record no longer names are removed.
+    pub async fn update<E: From<StoreError>>(
+        &self,
+        uuid: &Uuid,
+        change: impl FnOnce(&mut Image) -> Result<(), E>,
+    ) -> Result<Arc<Image>, E> {
+        let _guard = self.writer.lock().await;
+        self.update_locked(uuid, change).await
+    }
+
+    async fn update_locked<E: From<StoreError>>(
+        &self,
+        uuid: &Uuid,
+        change: impl FnOnce(&mut Image) -> Result<(), E>,
+    ) -> Result<Arc<Image>, E> {
+        let current = self.get(uuid).ok_or(StoreError::NotFound(*uuid))?;
+        let mut next = Image::clone(&current);
+        change(&mut next)?;
+        if next == *current {
+            return Ok(current);
+        }
+        let dir = self.image_dir(uuid);
+        let record = record_bytes(&next);
+        let stale: Vec<PathBuf> = stored_names(&current)
+            .into_iter()
+            .filter(|name| !stored_names(&next).contains(name))
+            .map(|name| dir.join(name))
+            .collect();
+        blocking(move || {
+            disk::write_atomic(&dir, disk::RECORD_NAME, &record)
+                .map_err(|e| StoreError::from_io("write image record", e))?;
+            for path in stale {
+                if let Err(error) = fs::remove_file(&path) {
+                    // Harmless: start-up removes unreferenced files.
+                    tracing::warn!(path = %path.display(), %error, "cannot remove replaced file");
+                }
+            }
+            Ok(())
+        })
+        .await?;
+        let next = Arc::new(next);
+        self.write_index().insert(next.clone());
+        Ok(next)
+    }
+
+    /// A temp file inside the image's directory for an upload to fill.
+    pub fn stage(&self, uuid: &Uuid) -> Result<tempfile::NamedTempFile, StoreError> {
+        disk::temp_file(&self.image_dir(uuid)).map_err(|e| match e.kind() {
+            io::ErrorKind::NotFound => StoreError::NotFound(*uuid),
+            _ => StoreError::from_io("create upload file", e),
+        })
+    }
+
+    /// Makes a staged upload the image's file. `check` runs under the write lock first (for
+    /// "the image is not activated"); `set` records the file in the image.
+    pub async fn commit_file<E: From<StoreError>>(
+        &self,
+        uuid: &Uuid,
+        staged: StagedFile,
+        check: impl FnOnce(&Image) -> Result<(), E>,
+        set: impl FnOnce(&mut Image, ImageFile),
+    ) -> Result<Arc<Image>, E> {
+        let _guard = self.writer.lock().await;
+        let current = self.get(uuid).ok_or(StoreError::NotFound(*uuid))?;
+        check(&current)?;
+        let name = disk::file_name(&staged.sha1);
+        let target = self.path_of(uuid, &name);
+        let StagedFile { temp, sha1, content_md5, size } = staged;
+        blocking(move || {
+            disk::persist(temp, &target).map_err(|e| StoreError::from_io("store image file", e))
+        })
+        .await?;
+        let file = ImageFile {
+            sha1,
+            size,
+            compression: crate::manifest::Compression::None,
+            dataset_guid: None,
+            content_md5,
+            mtime: format_timestamp(chrono::Utc::now()),
+            path: name,
+        };
+        self.update_locked(uuid, |image| {
+            set(image, file);
+            Ok::<(), E>(())
+        })
+        .await
+    }
+
+    /// Stores icon bytes (small, bounded by the caller) and records them in the image.
+    pub async fn commit_icon<E: From<StoreError>>(
+        &self,
+        uuid: &Uuid,
+        bytes: bytes::Bytes,
+        content_type: String,
+    ) -> Result<Arc<Image>, E> {
+        let _guard = self.writer.lock().await;
+        if self.get(uuid).is_none() {
+            return Err(StoreError::NotFound(*uuid).into());
+        }
+        let sha1 = hex::encode(Sha1::digest(&bytes));
+        let content_md5 = base64::engine::general_purpose::STANDARD.encode(Md5::digest(&bytes));
+        let name = disk::icon_name(&sha1);
+        let dir = self.image_dir(uuid);
+        let size = bytes.len() as u64;
+        let file_name = name.clone();
+        blocking(move || {
+            disk::write_atomic(&dir, &file_name, &bytes).map_err(|e| StoreError::from_io("store icon", e))
+        })
+        .await?;
+        let icon = ImageIcon {
+            sha1,
+            size,
+            content_type,
+            content_md5,
+            mtime: format_timestamp(chrono::Utc::now()),
+            path: name,
+        };
+        self.update_locked(uuid, |image| {
+            image.icon = Some(icon);
+            Ok::<(), E>(())
+        })
+        .await
+    }
+
+    /// Deletes an image and its files. `check` runs under the write lock (dependent images).
+    pub async fn delete<E: From<StoreError>>(
+        &self,
+        uuid: &Uuid,
+        check: impl FnOnce(&Store, &Image) -> Result<(), E>,
+    ) -> Result<(), E> {
+        let _guard = self.writer.lock().await;
+        let current = self.get(uuid).ok_or(StoreError::NotFound(*uuid))?;
+        check(self, &current)?;
+        let root = self.root.clone();
+        let dir = self.image_dir(uuid);
+        let name = uuid.to_string();
+        blocking(move || {
+            disk::remove_image_dir(&root, &dir, &name).map_err(|e| StoreError::from_io("delete image", e))
+        })
+        .await?;
+        self.write_index().remove(uuid);
+        Ok(())
+    }
+}
+
+fn record_bytes(image: &Image) -> Vec<u8> {
+    let mut bytes = serde_json::to_vec_pretty(&image.to_disk()).expect("JSON values serialize");
+    bytes.push(b'\n');
+    bytes
+}
+
+/// The file names inside an image directory that its record refers to.
+fn stored_names(image: &Image) -> Vec<&str> {
+    image.file.iter().map(|f| f.path.as_str()).chain(image.icon.iter().map(|i| i.path.as_str())).collect()
+}
+
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, StoreError> {
+    tokio::task::spawn_blocking(work).await.unwrap_or_else(|join_error| {
+        Err(StoreError::Io {
+            context: "storage worker failed".into(),
+            source: io::Error::other(join_error.to_string()),
+        })
+    })
+}
+
+/// Loads one image directory, cleaning what a crash left in it. `Ok(None)`: the directory was
+/// an unfinished create and has been removed.
+fn load_image_dir(root: &Path, dir: &Path, uuid: Uuid) -> Result<Option<Image>, String> {
+    for path in disk::remove_transient(dir).map_err(|e| e.to_string())? {
+        tracing::info!(path = %path.display(), "removed leftover of an interrupted write");
+    }
+    let record_path = dir.join(disk::RECORD_NAME);
+    let text = match fs::read(&record_path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            let is_empty = fs::read_dir(dir).map_err(|e| e.to_string())?.next().is_none();
+            if is_empty {
+                // The crash came between mkdir and the first record write.
+                fs::remove_dir(dir).map_err(|e| e.to_string())?;
+                let _ = disk::sync_dir(root);
+                tracing::info!(image = %uuid, "removed an image directory left by an interrupted create");
+                return Ok(None);
+            }
+            return Err(format!("{} is missing", record_path.display()));
+        }
+        Err(e) => return Err(e.to_string()),
+    };
+    let record: serde_json::Value = serde_json::from_slice(&text).map_err(|e| e.to_string())?;
+    let mut image = Image::from_disk(record).map_err(|e| e.to_string())?;
+    if image.uuid != uuid {
+        return Err(format!("record uuid {} does not match its directory", image.uuid));
+    }
+    let upgraded = adopt_legacy_files(dir, &mut image)?;
+    remove_unreferenced(dir, &image);
+    if upgraded {
+        disk::write_atomic(dir, disk::RECORD_NAME, &record_bytes(&image)).map_err(|e| e.to_string())?;
+    }
+    Ok(Some(image))
+}
+
+/// Records written by the Go `imgapi` name no file and carry no MD5: find the file it wrote
+/// (`image.bz2`, `image.gz` or `image`), measure it and complete the record. Returns whether
+/// the record changed.
+fn adopt_legacy_files(dir: &Path, image: &mut Image) -> Result<bool, String> {
+    let Some(file) = image.file.as_mut() else { return Ok(false) };
+    if !file.path.is_empty() && !file.content_md5.is_empty() {
+        return Ok(false);
+    }
+    let name = ["image.bz2", "image.gz", "image"]
+        .into_iter()
+        .find(|n| dir.join(n).is_file())
+        .ok_or_else(|| "legacy record without an image file".to_string())?;
+    let path = dir.join(name);
+    let mut reader = fs::File::open(&path).map_err(|e| e.to_string())?;
+    let mut md5 = Md5::new();
+    let size = io::copy(&mut reader, &mut md5).map_err(|e| e.to_string())?;
+    if size != file.size {
+        return Err(format!("{} is {size} bytes, the record says {}", path.display(), file.size));
+    }
+    let modified = fs::metadata(&path).and_then(|m| m.modified()).map_err(|e| e.to_string())?;
+    file.path = name.to_string();
+    file.content_md5 = base64::engine::general_purpose::STANDARD.encode(md5.finalize());
+    file.mtime = format_timestamp(modified.into());
+    tracing::info!(image = %image.uuid, file = name, "adopted an image file written by the Go imgapi");
+    Ok(true)
+}
+
+/// Removes stored files no record points to: the file half of an upload that crashed before
+/// its record was written, or the old file of a replaced one.
+fn remove_unreferenced(dir: &Path, image: &Image) {
+    let referenced = stored_names(image);
+    let Ok(entries) = fs::read_dir(dir) else { return };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let ours = name.starts_with("file.") || name.starts_with("icon.");
+        if ours && !referenced.contains(&name.as_str()) {
+            match fs::remove_file(entry.path()) {
+                Ok(()) => tracing::info!(image = %image.uuid, file = %name, "removed unreferenced file"),
+                Err(error) => {
+                    tracing::warn!(image = %image.uuid, file = %name, %error, "cannot remove unreferenced file")
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,202 @@
+//! The upload pipeline: bytes arrive on the async side, are gathered into 1 MiB blocks and go
+//! to a writer thread (sha1 + write) and an MD5 thread. MD5 is the slowest step (about
+//! 0.6 GB/s, see perf-limits.md), so it gets a core of its own. Queues are bounded, so memory
+//! stays flat whatever the file size, and a slow disk slows the client down instead.
+
+use std::io::{self, Write};
+use std::sync::mpsc as sync_mpsc;
+use std::thread;
+
+use base64::Engine;
+use bytes::{Bytes, BytesMut};
+use md5::Md5;
+use sha1::{Digest, Sha1};
+use tempfile::NamedTempFile;
+use tokio::sync::{mpsc, oneshot};
+
+/// Size of the blocks handed to the worker threads.
+const BLOCK: usize = 1 << 20;
+/// Blocks in flight between the receiver and the writer (bounded memory: about 8 MiB).
+const QUEUE_DEPTH: usize = 4;
+
+/// A complete upload, synced to disk, not yet part of any image.
+#[derive(Debug)]
+pub struct StagedFile {
+    pub temp: NamedTempFile,
+    pub sha1: String,
+    pub content_md5: String,
+    pub size: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum UploadError {
+    #[error("upload exceeds the maximum size of {limit} bytes")]
+    TooBig { limit: u64 },
+    #[error("cannot write the upload")]
+    Io(#[source] io::Error),
+}
+
+/// Receives an upload chunk by chunk; see the module docs.
+pub struct UploadSink {
+    tx: Option<mpsc::Sender<Bytes>>,
+    result: Option<oneshot::Receiver<io::Result<StagedFile>>>,
+    pending: BytesMut,
+    received: u64,
+    limit: u64,
+}
+
+impl UploadSink {
+    /// Starts the worker threads that will fill `temp`. Uploads over `limit` bytes fail.
+    pub fn start(temp: NamedTempFile, limit: u64) -> io::Result<Self> {
+        let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
+        let (result_tx, result_rx) = oneshot::channel();
+        thread::Builder::new().name("upload-writer".into()).spawn(move || {
+            // The receiver may be gone when the request was dropped; nothing to report then.
+            let _ = result_tx.send(write_and_hash(temp, rx));
+        })?;
+        Ok(Self {
+            tx: Some(tx),
+            result: Some(result_rx),
+            pending: BytesMut::with_capacity(BLOCK),
+            received: 0,
+            limit,
+        })
+    }
+
+    /// Bytes received so far.
+    pub fn received(&self) -> u64 {
+        self.received
+    }
+
+    /// Adds a chunk; waits while the workers are behind.
+    pub async fn write(&mut self, chunk: &[u8]) -> Result<(), UploadError> {
+        self.received += chunk.len() as u64;
+        if self.received > self.limit {
+            return Err(UploadError::TooBig { limit: self.limit });
+        }
+        self.pending.extend_from_slice(chunk);
+        if self.pending.len() >= BLOCK {
+            self.flush().await?;
+        }
+        Ok(())
+    }
+
+    async fn flush(&mut self) -> Result<(), UploadError> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let block = self.pending.split().freeze();
+        self.pending.reserve(BLOCK);
+        let sent = match &self.tx {
+            Some(tx) => tx.send(block).await.is_ok(),
+            None => false,
+        };
+        if sent {
+            Ok(())
+        } else {
+            // The writer stopped early: its result says why.
+            Err(self
+                .worker_result()
+                .await
+                .err()
+                .unwrap_or_else(|| UploadError::Io(io::Error::other("upload writer stopped"))))
+        }
+    }
+
+    async fn worker_result(&mut self) -> Result<StagedFile, UploadError> {
+        self.tx = None;
+        let rx =
+            self.result.take().ok_or_else(|| UploadError::Io(io::Error::other("upload already finished")))?;
+        match rx.await {
+            Ok(result) => result.map_err(UploadError::Io),
+            Err(_) => Err(UploadError::Io(io::Error::other("upload writer panicked"))),
+        }
+    }
+
+    /// Ends the upload: waits for the last block to be written, hashed and synced.
+    pub async fn finish(mut self) -> Result<StagedFile, UploadError> {
+        self.flush().await?;
+        self.worker_result().await
+    }
+}
+
+fn write_and_hash(temp: NamedTempFile, mut rx: mpsc::Receiver<Bytes>) -> io::Result<StagedFile> {
+    let (md5_tx, md5_rx) = sync_mpsc::sync_channel::<Bytes>(QUEUE_DEPTH);
+    let md5_thread = thread::Builder::new().name("upload-md5".into()).spawn(move || {
+        let mut md5 = Md5::new();
+        for block in md5_rx {
+            md5.update(&block);
+        }
+        md5.finalize()
+    })?;
+    let mut sha1 = Sha1::new();
+    let mut size = 0u64;
+    let mut file = temp.as_file();
+    let mut outcome = Ok(());
+    while let Some(block) = rx.blocking_recv() {
+        sha1.update(&block);
+        size += block.len() as u64;
+        // A closed MD5 channel can only mean that thread died; the join below reports it.
+        let _ = md5_tx.send(block.clone());
+        if let Err(e) = file.write_all(&block) {
+            outcome = Err(e);
+            break;
+        }
+    }
+    drop(md5_tx);
+    let md5 = md5_thread.join().map_err(|_| io::Error::other("md5 thread panicked"))?;
+    outcome?;
+    file.sync_all()?;
+    Ok(StagedFile {
+        temp,
+        sha1: hex::encode(sha1.finalize()),
+        content_md5: base64::engine::general_purpose::STANDARD.encode(md5),
+        size,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn hashes_and_counts_what_it_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut sink = UploadSink::start(NamedTempFile::new_in(dir.path()).unwrap(), 10 << 20).unwrap();
+        let data: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
+        for chunk in data.chunks(65_536) {
+            sink.write(chunk).await.unwrap();
+        }
+        let staged = sink.finish().await.unwrap();
+        assert_eq!(staged.size, data.len() as u64);
+        assert_eq!(staged.sha1, hex::encode(Sha1::digest(&data)));
+        assert_eq!(staged.content_md5, base64::engine::general_purpose::STANDARD.encode(Md5::digest(&data)));
+        assert_eq!(std::fs::read(staged.temp.path()).unwrap(), data);
+    }
+
+    #[tokio::test]
+    async fn refuses_more_than_the_limit_and_cleans_up() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut sink = UploadSink::start(NamedTempFile::new_in(dir.path()).unwrap(), 10).unwrap();
+        sink.write(b"12345").await.unwrap();
+        assert!(matches!(sink.write(b"678901").await, Err(UploadError::TooBig { limit: 10 })));
+        drop(sink);
+        // The writer thread owns the temp file and deletes it when the channel closes.
+        for _ in 0..100 {
+            if std::fs::read_dir(dir.path()).unwrap().count() == 0 {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        panic!("temp file left behind");
+    }
+
+    #[tokio::test]
+    async fn empty_upload_is_zero_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let sink = UploadSink::start(NamedTempFile::new_in(dir.path()).unwrap(), 10).unwrap();
+        let staged = sink.finish().await.unwrap();
+        assert_eq!(staged.size, 0);
+        assert_eq!(staged.sha1, "da39a3ee5e6b4b0d3255bfef95601890afd80709");
+    }
+}
