@@ -250,10 +250,17 @@ pub async fn put_file(
     let mut sink = UploadSink::start(temp, service.max_file_size)
         .map_err(|e| ApiError::internal("cannot start an upload", &e))?;
     while let Some(chunk) = payload.next().await {
-        let chunk = chunk.map_err(|e| {
-            ImageError::Upload(format!("upload interrupted after {} bytes: {e}", sink.received()))
-        })?;
-        sink.write(&chunk).await.map_err(upload_error)?;
+        let written = match chunk {
+            Ok(chunk) => sink.write(&chunk).await.map_err(upload_error),
+            Err(e) => {
+                Err(ImageError::Upload(format!("upload interrupted after {} bytes: {e}", sink.received()))
+                    .into())
+            }
+        };
+        if let Err(e) = written {
+            sink.abort().await;
+            return Err(e);
+        }
     }
     let staged = sink.finish().await.map_err(upload_error)?;
     let image = service.commit_file(&uuid, &caller, upload, staged).await?;

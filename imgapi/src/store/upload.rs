@@ -113,6 +113,12 @@ impl UploadSink {
         }
     }
 
+    /// Gives the upload up and waits until its temp file is gone, so that an error response
+    /// is only sent once nothing of the upload is left on disk.
+    pub async fn abort(mut self) {
+        let _ = self.worker_result().await;
+    }
+
     /// Ends the upload: waits for the last block to be written, hashed and synced.
     pub async fn finish(mut self) -> Result<StagedFile, UploadError> {
         self.flush().await?;

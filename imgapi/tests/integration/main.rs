@@ -1,0 +1,12 @@
+//! Integration tests of the `imgapi` server over real HTTP on 127.0.0.1. One binary (for link
+//! time), a module per area.
+
+mod common;
+
+mod auth;
+mod crash;
+mod errors;
+mod files;
+mod images;
+mod listing;
+mod misc;
