@@ -46,7 +46,7 @@ impl Service {
                 if errors.is_empty() {
                     Ok(())
                 } else {
-                    Err(ImageError::validation("invalid image data", errors))
+                    Err(ImageError::validation(errors))
                 }
             })
             .await

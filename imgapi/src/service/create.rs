@@ -55,7 +55,7 @@ const DROPPED_KEYS: &[&str] = &["files", "icon", "channels", "state"];
 impl Service {
     /// CreateImage: a new unactivated image with a server-chosen uuid.
     pub async fn create_image(&self, caller: &Caller, body: Value) -> Result<Arc<Image>, ImageError> {
-        let body = object_body(body)?;
+        let body = upgrade_if_old(object_body(body)?);
         if body.contains_key("state") {
             return Err(ImageError::ValidationFailed {
                 message: "invalid image data: \"state\"".into(),
@@ -81,15 +81,7 @@ impl Service {
         if caller.account.is_some() {
             return Err(ImageError::OperatorOnly);
         }
-        let body = object_body(body)?;
-        // DSAPI-era manifests (no `v`, `creator_uuid`) are upgraded as imgmanifest does.
-        let mut body = if !body.contains_key("v") && body.contains_key("creator_uuid") {
-            upgrade_manifest(body).map_err(|e| {
-                ImageError::invalid_param(format!("cannot upgrade manifest: {e}"), "v", "Invalid")
-            })?
-        } else {
-            body
-        };
+        let mut body = upgrade_if_old(object_body(body)?);
         let body_uuid = body.get("uuid").and_then(Value::as_str).unwrap_or("undefined");
         if body_uuid != uuid.to_string() {
             return Err(ImageError::invalid_param(
@@ -137,7 +129,7 @@ impl Service {
         let image = Image { uuid, fields, activated: false, file: None, icon: None };
         let errors = validate_full(&image.validation_view(), self.validation_mode());
         if !errors.is_empty() {
-            return Err(ImageError::validation("invalid image data", errors));
+            return Err(ImageError::validation(errors));
         }
         let origin = image.origin().map(str::to_owned);
         self.store
@@ -151,6 +143,15 @@ impl Service {
                 other => other,
             })
     }
+}
+
+/// As sdc-imgapi: a body whose `v` is falsy goes through imgmanifest's upgrade (DSAPI-era
+/// manifests); when that fails the body is used as it is and validation reports the problems.
+fn upgrade_if_old(body: Map<String, Value>) -> Map<String, Value> {
+    if body.get("v").is_some_and(crate::manifest::validate::js::truthy) {
+        return body;
+    }
+    upgrade_manifest(body.clone()).unwrap_or(body)
 }
 
 fn origin_exists(store: &Store, origin: &str) -> bool {

@@ -86,9 +86,8 @@ impl ImageError {
     }
 
     /// `ValidationFailed` from a validator's error list.
-    pub fn validation(prefix: &str, errors: Vec<FieldError>) -> Self {
-        let fields: Vec<&str> = errors.iter().map(|e| e.field.as_str()).collect();
-        ImageError::ValidationFailed { message: format!("{prefix}: {}", fields.join(", ")), errors }
+    pub fn validation(errors: Vec<FieldError>) -> Self {
+        ImageError::ValidationFailed { message: crate::manifest::validate::summary_message(&errors), errors }
     }
 }
 
