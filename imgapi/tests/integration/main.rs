@@ -9,4 +9,5 @@ mod errors;
 mod files;
 mod images;
 mod listing;
+mod memory;
 mod misc;
