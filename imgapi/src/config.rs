@@ -58,6 +58,9 @@ pub struct Config {
     /// Value of the `Server` response header.
     #[serde(default)]
     pub server_name: Option<String>,
+    /// The file this config was read from (for `POST /authkeys/reload`); not a config key.
+    #[serde(skip)]
+    pub source: Option<PathBuf>,
 }
 
 /// One `userdb` entry.
@@ -140,7 +143,9 @@ impl Config {
         let text = std::fs::read_to_string(path)
             .map_err(|source| ConfigError::Io { path: path.to_owned(), source })?;
         let base = path.parent().unwrap_or(Path::new("."));
-        Self::from_json(&text, path, base)
+        let mut config = Self::from_json(&text, path, base)?;
+        config.source = Some(path.to_owned());
+        Ok(config)
     }
 
     /// Parses config text; `origin` names it in errors and `base` anchors a relative `datadir`.

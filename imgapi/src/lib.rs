@@ -54,7 +54,13 @@ pub fn build_state(config: Config) -> Result<AppState, StartError> {
     };
     let server_name =
         config.server_name.clone().unwrap_or_else(|| format!("imgapi/{}", env!("CARGO_PKG_VERSION")));
-    Ok(AppState { service, auth, config: Arc::new(config), server_name, host_name: host_name() })
+    Ok(AppState {
+        service,
+        auth: std::sync::RwLock::new(Arc::new(auth)),
+        config: Arc::new(config),
+        server_name,
+        host_name: host_name(),
+    })
 }
 
 fn host_name() -> String {

@@ -7,6 +7,8 @@ use serde_json::json;
 
 use super::error::ApiError;
 use super::{json_response, params, writer, AppState};
+use crate::auth::Authenticator;
+use crate::config::Config;
 use crate::params::parse_lower_uuid;
 use crate::service::ImageError;
 
@@ -131,16 +133,38 @@ pub async fn post_state(req: HttpRequest, state: web::Data<AppState>) -> Result<
     }
 }
 
-/// AdminReloadAuthKeys: keys come from the config file, which is read at start-up; say so.
+/// AdminReloadAuthKeys: re-reads `userdb` and `auth_keys` from the config file, so that
+/// passwords and keys can change without a restart. Other settings need a restart.
 pub async fn reload_auth_keys(
     req: HttpRequest,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     writer(&req, &state, &params(&req))?;
-    Err(ImageError::NotImplemented(
-        "auth keys are read from the config file at start-up; restart the server to reload them".into(),
-    )
-    .into())
+    let Some(path) = state.config.source.clone() else {
+        return Err(
+            ImageError::NotImplemented("this server was not started from a config file".into()).into()
+        );
+    };
+    let fresh = web::block(move || Config::from_file(&path))
+        .await
+        .map_err(|e| ApiError::internal("cannot reload the config", &e))?
+        .map_err(|e| {
+            ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "InvalidConfig",
+                super::error::ErrorChain(&e).to_string(),
+            )
+        })?;
+    let auth = Authenticator::from_config(&fresh).map_err(|e| {
+        ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "InvalidConfig",
+            super::error::ErrorChain(&e).to_string(),
+        )
+    })?;
+    *state.auth.write().unwrap_or_else(|e| e.into_inner()) = std::sync::Arc::new(auth);
+    tracing::info!(users = fresh.userdb.len(), key_users = fresh.auth_keys.len(), "credentials reloaded");
+    Ok(json_response(StatusCode::OK, &json!({})))
 }
 
 /// Routes of Triton's IMGAPI that need Triton services (workflow jobs, cloning, Docker push,

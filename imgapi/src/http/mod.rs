@@ -27,7 +27,8 @@ use error::ApiError;
 /// Shared state of the running server.
 pub struct AppState {
     pub service: Service,
-    pub auth: Authenticator,
+    /// Replaced as a whole by `POST /authkeys/reload`.
+    pub auth: std::sync::RwLock<Arc<Authenticator>>,
     pub config: Arc<Config>,
     pub server_name: String,
     pub host_name: String,
@@ -51,7 +52,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .route(web::post().to(images::create_or_action)),
         )
         .service(
-            resource(&image(""), "GET, POST, DELETE")
+            resource(&image(""), "GET, HEAD, POST, DELETE")
                 .route(web::get().to(images::get))
                 .route(web::head().to(images::get))
                 .route(web::post().to(images::action))
@@ -139,7 +140,8 @@ pub fn identify(req: &HttpRequest, state: &AppState) -> Result<Option<String>, A
     let lookup = move |name: &str| header_string(&headers, name);
     let path_and_query = req.uri().path_and_query().map(|p| p.as_str()).unwrap_or("/");
     let signed = SignedRequest { method: req.method().as_str(), path_and_query, header: &lookup };
-    Ok(state.auth.authenticate(authorization, &signed)?)
+    let auth = state.auth.read().unwrap_or_else(|e| e.into_inner()).clone();
+    Ok(auth.authenticate(authorization, &signed)?)
 }
 
 fn header_string(headers: &HeaderMap, name: &str) -> Option<String> {

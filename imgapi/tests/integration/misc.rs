@@ -101,6 +101,48 @@ fn leftovers_of_a_crash_are_cleaned_at_start_up() {
         .map(|e| e.unwrap().file_name().into_string().unwrap())
         .collect();
     top.sort();
-    assert_eq!(top, ["README".to_string(), uuid.clone()], "only our leftovers are removed");
+    let mut expected = vec!["README".to_string(), uuid.clone()];
+    expected.sort();
+    assert_eq!(top, expected, "only our leftovers are removed");
     assert_eq!(env.get_json("/images").as_array().unwrap().len(), 1);
+}
+
+#[test]
+fn credentials_reload_from_the_config_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.json");
+    let write = |password: &str| {
+        let config = json!({"datadir": "data", "port": 0, "host": "127.0.0.1", "log_level": "warn",
+                            "userdb": [{"name": "admin", "password": password}]});
+        std::fs::write(&path, config.to_string()).unwrap();
+    };
+    write("old");
+    let server = imgapi::RunningServer::start(imgapi::config::Config::from_file(&path).unwrap()).unwrap();
+    let client = reqwest::blocking::Client::new();
+    let reload = |password: &str| {
+        client
+            .post(format!("{}/authkeys/reload", server.url()))
+            .basic_auth("admin", Some(password))
+            .send()
+            .unwrap()
+    };
+    let ping_as = |password: &str| {
+        client
+            .get(format!("{}/ping", server.url()))
+            .basic_auth("admin", Some(password))
+            .send()
+            .unwrap()
+            .status()
+    };
+    write("new");
+    assert_eq!(ping_as("new"), 401, "not before the reload");
+    assert_eq!(expect_json(reload("old"), 200), json!({}));
+    assert_eq!(ping_as("new"), 200);
+    assert_eq!(ping_as("old"), 401);
+    // A broken file is refused and the current credentials stay.
+    std::fs::write(&path, "{\"datadir\": \"data\", \"bogus\": 1}").unwrap();
+    let err = expect_error(reload("new"), 422, "InvalidConfig");
+    assert!(err["message"].as_str().unwrap().contains("bogus"), "{err}");
+    assert_eq!(ping_as("new"), 200);
+    expect_error(reload("wrong"), 401, "UnauthorizedError");
 }
