@@ -1,6 +1,123 @@
-//! The hypervisor host agent. Image import and instances land in later issues (#3, #4).
+//! `agent`: `agent serve -c CONFIG` runs the daemon; the other subcommands are clients of its
+//! REST API.
 
-fn main() {
-    eprintln!("agent: not built yet; see issues 3 and 4");
-    std::process::exit(2);
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use agent::cli::{self, Connection};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "agent",
+    version,
+    about = "Hypervisor host agent: images (and instances) from IMGAPI sources"
+)]
+struct Args {
+    /// The agent's API.
+    #[arg(long, global = true, env = "AGENT_URL", default_value = "http://127.0.0.1:9090")]
+    url: String,
+    /// Bearer token for changes.
+    #[arg(long, global = true, env = "AGENT_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// Basic credentials for changes, as USER:PASSWORD.
+    #[arg(long, global = true, env = "AGENT_USER", hide_env_values = true)]
+    user: Option<String>,
+    /// Print JSON instead of tables.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the agent daemon.
+    Serve {
+        #[arg(
+            short = 'c',
+            long = "config",
+            env = "AGENT_CONFIG",
+            default_value = "/usr/local/etc/agent/config.json"
+        )]
+        config: PathBuf,
+    },
+    /// Images on this host.
+    #[command(subcommand)]
+    Images(ImagesCommand),
+    /// The IMGAPI sources images are imported from.
+    #[command(subcommand)]
+    Sources(SourcesCommand),
+}
+
+#[derive(Subcommand)]
+enum ImagesCommand {
+    /// List the images on this host.
+    List,
+    /// Show one image.
+    Get { uuid: String },
+    /// Import an image (and its origins) from the sources.
+    Import {
+        uuid: String,
+        /// Start the import and print the job instead of waiting for it.
+        #[arg(long)]
+        no_wait: bool,
+    },
+    /// Delete an image (refused while something depends on it).
+    Delete { uuid: String },
+}
+
+#[derive(Subcommand)]
+enum SourcesCommand {
+    /// List the sources in lookup order.
+    List,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let conn = Connection {
+        url: args.url.trim_end_matches('/').to_string(),
+        token: args.token,
+        user: args.user.and_then(|u| u.split_once(':').map(|(a, b)| (a.to_string(), b.to_string()))),
+        json: args.json,
+    };
+    match args.command {
+        Command::Serve { config } => serve(&config),
+        Command::Images(ImagesCommand::List) => cli::finish(cli::images_list(&conn)),
+        Command::Images(ImagesCommand::Get { uuid }) => cli::finish(cli::images_get(&conn, &uuid)),
+        Command::Images(ImagesCommand::Import { uuid, no_wait }) => {
+            cli::finish(cli::images_import(&conn, &uuid, !no_wait))
+        }
+        Command::Images(ImagesCommand::Delete { uuid }) => cli::finish(cli::images_delete(&conn, &uuid)),
+        Command::Sources(SourcesCommand::List) => cli::finish(cli::sources_list(&conn)),
+    }
+}
+
+fn serve(path: &std::path::Path) -> ExitCode {
+    let config = match agent::config::Config::from_file(path) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("agent: {}", agent::import::error_chain(&e));
+            return ExitCode::from(cli::exit::USAGE);
+        }
+    };
+    let filter = std::env::var("RUST_LOG")
+        .ok()
+        .and_then(|v| tracing_subscriber::EnvFilter::try_new(v).ok())
+        .unwrap_or_else(|| tracing_subscriber::EnvFilter::new(&config.log_level));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    let result = actix_web::rt::System::new().block_on(async move {
+        let server = agent::bind(config).map_err(|e| agent::import::error_chain(&e))?;
+        for addr in &server.addrs {
+            println!("agent listening on http://{addr}");
+        }
+        server.server.await.map_err(|e| e.to_string())
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("agent: {e}");
+            ExitCode::from(cli::exit::ERROR)
+        }
+    }
 }

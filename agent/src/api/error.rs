@@ -1,0 +1,91 @@
+//! The one place the agent's domain errors become HTTP answers, in IMGAPI's
+//! `{"code","message"}` shape.
+
+use actix_web::http::{header, StatusCode};
+use actix_web::{HttpResponse, ResponseError};
+use serde_json::json;
+
+use crate::import::{error_chain, ImportError};
+use crate::storage::StorageError;
+
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        ApiError { status, code, message: message.into() }
+    }
+
+    pub fn unauthorized() -> Self {
+        Self::new(
+            StatusCode::UNAUTHORIZED,
+            "UnauthorizedError",
+            "this call needs a token or Basic credentials",
+        )
+    }
+
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "InvalidParameter", message)
+    }
+}
+
+impl std::fmt::Display for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.code, self.message)
+    }
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        self.status
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let mut response = HttpResponse::build(self.status);
+        if self.status == StatusCode::UNAUTHORIZED {
+            response.insert_header((header::WWW_AUTHENTICATE, "Basic realm=\"agent\""));
+        }
+        response.json(json!({"code": self.code, "message": self.message}))
+    }
+}
+
+impl From<StorageError> for ApiError {
+    fn from(e: StorageError) -> Self {
+        let message = error_chain(&e);
+        let (status, code) = match &e {
+            StorageError::NotFound(_) => (StatusCode::NOT_FOUND, "ResourceNotFound"),
+            StorageError::AlreadyExists(_) => (StatusCode::CONFLICT, "ImageAlreadyExists"),
+            StorageError::InUse { .. } => (StatusCode::CONFLICT, "ImageInUse"),
+            StorageError::MissingOrigin(_) => (StatusCode::CONFLICT, "MissingOrigin"),
+            StorageError::Unsupported(_) | StorageError::InvalidContent(_) => {
+                (StatusCode::UNPROCESSABLE_ENTITY, "UnsupportedImage")
+            }
+            StorageError::NoSpace(_) => (StatusCode::INSUFFICIENT_STORAGE, "InsufficientStorage"),
+            StorageError::Command(_) | StorageError::Parse { .. } | StorageError::Io { .. } => {
+                tracing::error!(error = %message, "storage failure");
+                (StatusCode::INTERNAL_SERVER_ERROR, "StorageError")
+            }
+        };
+        ApiError::new(status, code, message)
+    }
+}
+
+impl From<&ImportError> for ApiError {
+    fn from(e: &ImportError) -> Self {
+        let status = match e.code() {
+            "ImageNotFound" => StatusCode::NOT_FOUND,
+            "NoSources" => StatusCode::CONFLICT,
+            "InsufficientStorage" => StatusCode::INSUFFICIENT_STORAGE,
+            // The source sent something wrong, or could not be reached: a gateway problem.
+            "SourceError" | "InvalidManifest" | "VerificationFailed" | "OriginFailed" => {
+                StatusCode::BAD_GATEWAY
+            }
+            _ => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        ApiError::new(status, e.code(), error_chain(e))
+    }
+}

@@ -1,0 +1,255 @@
+//! The agent's REST API (`/api/v1`): images on this host, import jobs and sources. Reads are
+//! open (the API listens on loopback by default); every mutating call needs a bearer token or
+//! Basic credentials from the config, compared in constant time.
+
+pub mod error;
+
+use std::sync::Arc;
+
+use actix_web::http::{header, StatusCode};
+use actix_web::{web, HttpRequest, HttpResponse};
+use base64::Engine;
+use serde::Deserialize;
+use serde_json::json;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+use uuid::Uuid;
+
+use crate::config::AuthConfig;
+use crate::import::Importer;
+use error::ApiError;
+
+/// Shared state of the agent's API.
+pub struct AgentState {
+    pub importer: Arc<Importer>,
+    pub auth: Credentials,
+}
+
+/// Accepted credentials, kept as SHA-256 digests so comparisons take constant time whatever
+/// the input length.
+pub struct Credentials {
+    tokens: Vec<[u8; 32]>,
+    users: Vec<([u8; 32], [u8; 32])>,
+}
+
+fn digest(s: &str) -> [u8; 32] {
+    Sha256::digest(s.as_bytes()).into()
+}
+
+impl Credentials {
+    pub fn new(config: &AuthConfig) -> Self {
+        Credentials {
+            tokens: config.tokens.iter().map(|t| digest(t)).collect(),
+            users: config.users.iter().map(|u| (digest(&u.name), digest(&u.password))).collect(),
+        }
+    }
+
+    /// Checks an `Authorization` header value.
+    pub fn accepts(&self, authorization: &str) -> bool {
+        let (scheme, rest) = authorization.trim().split_once(' ').unwrap_or((authorization, ""));
+        if scheme.eq_ignore_ascii_case("bearer") {
+            let offered = digest(rest.trim());
+            // Every entry is compared, so the time does not tell which one matched.
+            self.tokens.iter().fold(false, |ok, t| ok | bool::from(t.ct_eq(&offered)))
+        } else if scheme.eq_ignore_ascii_case("basic") {
+            let Some(text) = base64::engine::general_purpose::STANDARD
+                .decode(rest.trim())
+                .ok()
+                .and_then(|b| String::from_utf8(b).ok())
+            else {
+                return false;
+            };
+            let Some((user, password)) = text.split_once(':') else { return false };
+            let (user, password) = (digest(user), digest(password));
+            self.users
+                .iter()
+                .fold(false, |ok, (u, p)| ok | (bool::from(u.ct_eq(&user)) & bool::from(p.ct_eq(&password))))
+        } else {
+            false
+        }
+    }
+}
+
+fn require_auth(req: &HttpRequest, state: &AgentState) -> Result<(), ApiError> {
+    let ok = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| state.auth.accepts(v));
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::unauthorized())
+    }
+}
+
+fn parse_uuid(text: &str) -> Result<Uuid, ApiError> {
+    Uuid::parse_str(text).map_err(|_| {
+        ApiError::new(StatusCode::NOT_FOUND, "ResourceNotFound", format!("{text} is not an image uuid"))
+    })
+}
+
+/// Registers the routes.
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(
+        web::scope("/api/v1")
+            .route("/ping", web::get().to(ping))
+            .route("/sources", web::get().to(sources))
+            .route("/images", web::get().to(list_images))
+            .route("/images", web::post().to(import_image))
+            .route("/images/{uuid}", web::get().to(get_image))
+            .route("/images/{uuid}", web::delete().to(delete_image))
+            .route("/jobs", web::get().to(list_jobs))
+            .route("/jobs/{id}", web::get().to(get_job)),
+    )
+    .default_service(web::to(|req: HttpRequest| async move {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "ResourceNotFound",
+            format!("{} {} does not exist", req.method(), req.path()),
+        )
+    }));
+}
+
+impl actix_web::Responder for ApiError {
+    type Body = actix_web::body::BoxBody;
+    fn respond_to(self, _req: &HttpRequest) -> HttpResponse {
+        actix_web::ResponseError::error_response(&self)
+    }
+}
+
+async fn ping(state: web::Data<AgentState>) -> HttpResponse {
+    HttpResponse::Ok().json(json!({
+        "agent": true,
+        "version": env!("CARGO_PKG_VERSION"),
+        "storage": state.importer.storage().kind(),
+    }))
+}
+
+async fn sources(state: web::Data<AgentState>) -> HttpResponse {
+    let list: Vec<_> = state
+        .importer
+        .sources()
+        .iter()
+        .map(|s| json!({"url": s.url, "credentials": s.has_credentials()}))
+        .collect();
+    HttpResponse::Ok().json(list)
+}
+
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, crate::storage::StorageError> + Send + 'static,
+) -> Result<T, ApiError> {
+    web::block(work)
+        .await
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "InternalError", e.to_string()))?
+        .map_err(ApiError::from)
+}
+
+async fn list_images(state: web::Data<AgentState>) -> Result<HttpResponse, ApiError> {
+    let storage = state.importer.storage().clone();
+    Ok(HttpResponse::Ok().json(blocking(move || storage.list()).await?))
+}
+
+async fn get_image(path: web::Path<String>, state: web::Data<AgentState>) -> Result<HttpResponse, ApiError> {
+    let uuid = parse_uuid(&path)?;
+    let storage = state.importer.storage().clone();
+    match blocking(move || storage.get(&uuid)).await? {
+        Some(image) => Ok(HttpResponse::Ok().json(image)),
+        None => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "ResourceNotFound",
+            format!("image {uuid} is not on this host"),
+        )),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ImportRequest {
+    uuid: Uuid,
+    /// Wait for the import to finish (default) or return the job at once (202).
+    #[serde(default = "default_true")]
+    wait: bool,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+/// `POST /api/v1/images {"uuid", "wait"}`: import an image from the sources.
+async fn import_image(
+    req: HttpRequest,
+    body: web::Bytes,
+    state: web::Data<AgentState>,
+) -> Result<HttpResponse, ApiError> {
+    require_auth(&req, &state)?;
+    let request: ImportRequest = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad_request(format!("invalid import request: {e}")))?;
+    let importer = &state.importer;
+    let storage = importer.storage().clone();
+    let uuid = request.uuid;
+    if let Some(image) = blocking(move || storage.get(&uuid)).await? {
+        return Ok(HttpResponse::Ok().json(image));
+    }
+    let job = importer.start(uuid, None);
+    if !request.wait {
+        return Ok(HttpResponse::Accepted()
+            .insert_header((header::LOCATION, format!("/api/v1/jobs/{}", job.id)))
+            .json(job));
+    }
+    match importer.wait(&job.id).await {
+        Some(Ok(image)) => Ok(HttpResponse::Ok().json(image)),
+        Some(Err(e)) => Err(ApiError::from(e.as_ref())),
+        None => {
+            Err(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "InternalError", "the import job vanished"))
+        }
+    }
+}
+
+async fn delete_image(
+    req: HttpRequest,
+    path: web::Path<String>,
+    state: web::Data<AgentState>,
+) -> Result<HttpResponse, ApiError> {
+    require_auth(&req, &state)?;
+    let uuid = parse_uuid(&path)?;
+    state.importer.delete(uuid).await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+async fn list_jobs(state: web::Data<AgentState>) -> HttpResponse {
+    HttpResponse::Ok().json(state.importer.jobs())
+}
+
+async fn get_job(path: web::Path<String>, state: web::Data<AgentState>) -> Result<HttpResponse, ApiError> {
+    let id = Uuid::parse_str(&path)
+        .map_err(|_| ApiError::new(StatusCode::NOT_FOUND, "ResourceNotFound", "no such job"))?;
+    state
+        .importer
+        .job(&id)
+        .map(|job| HttpResponse::Ok().json(job))
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "ResourceNotFound", format!("no job {id}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::User;
+
+    #[test]
+    fn tokens_and_basic_credentials() {
+        let creds = Credentials::new(&AuthConfig {
+            tokens: vec!["0123456789abcdef-token".into()],
+            users: vec![User { name: "admin".into(), password: "pw:with:colons".into() }],
+        });
+        let basic = |s: &str| format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(s));
+        assert!(creds.accepts("Bearer 0123456789abcdef-token"));
+        assert!(!creds.accepts("Bearer 0123456789abcdef-toke"));
+        assert!(creds.accepts(&basic("admin:pw:with:colons")));
+        assert!(!creds.accepts(&basic("admin:pw")));
+        assert!(!creds.accepts(&basic("nobody:pw:with:colons")));
+        for bad in ["", "Bearer", "Basic !!!", "Basic", "Digest x", &basic("nocolon")] {
+            assert!(!creds.accepts(bad), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,5 @@
+//! The agent's boundary with the host OS: the command runner and one wrapper module per
+//! host command.
+
+pub mod runner;
+pub mod zfs;

@@ -1,0 +1,440 @@
+//! The `files` backend end to end: a real `imgapi` server (and a scripted fake one for the
+//! failures a real server does not make) on 127.0.0.1, the agent's API in front, and the
+//! agent CLI as a user runs it.
+
+use std::io::Write;
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
+use agent::RunningAgent;
+use imgapi::RunningServer;
+use reqwest::blocking::Client;
+use serde_json::{json, Value};
+use sha1::{Digest, Sha1};
+
+const TOKEN: &str = "test-token-0123456789";
+
+/// A raw disk image: a boot sector and some structure, a few MiB.
+fn disk(seed: u8, mib: usize) -> Vec<u8> {
+    let mut d: Vec<u8> =
+        (0..mib << 20).map(|i| ((i / 4096) as u8).wrapping_mul(31).wrapping_add(seed)).collect();
+    d[510] = 0x55;
+    d[511] = 0xaa;
+    d
+}
+
+fn compress(data: &[u8], compression: &str) -> Vec<u8> {
+    match compression {
+        "gzip" => {
+            let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+            e.write_all(data).unwrap();
+            e.finish().unwrap()
+        }
+        "bzip2" => {
+            let mut e = bzip2::write::BzEncoder::new(Vec::new(), bzip2::Compression::fast());
+            e.write_all(data).unwrap();
+            e.finish().unwrap()
+        }
+        "xz" => {
+            let mut e = liblzma::write::XzEncoder::new(Vec::new(), 1);
+            e.write_all(data).unwrap();
+            e.finish().unwrap()
+        }
+        _ => data.to_vec(),
+    }
+}
+
+fn sha1_hex(b: &[u8]) -> String {
+    hex::encode(Sha1::digest(b))
+}
+
+struct Imgapi {
+    server: RunningServer,
+    _dir: tempfile::TempDir,
+    client: Client,
+}
+
+impl Imgapi {
+    fn start() -> Imgapi {
+        let dir = tempfile::tempdir().unwrap();
+        let config = json!({"datadir": dir.path().join("data"), "port": 0, "host": "127.0.0.1", "log_level": "warn",
+                            "userdb": [{"name": "admin", "password": "secret"}]});
+        let config =
+            imgapi::config::Config::from_json(&config.to_string(), Path::new("t"), Path::new("")).unwrap();
+        Imgapi { server: RunningServer::start(config).unwrap(), _dir: dir, client: Client::new() }
+    }
+
+    /// Create, upload and activate; returns the uuid.
+    fn publish(&self, name: &str, file: &[u8], compression: &str, origin: Option<&str>) -> String {
+        let url = self.server.url();
+        let mut body = json!({"name": name, "version": "1.0", "type": "zvol", "os": "linux",
+                              "nic_driver": "virtio", "disk_driver": "virtio", "cpu_type": "host", "image_size": 8});
+        if let Some(origin) = origin {
+            body["origin"] = json!(origin);
+        }
+        let created: Value = self
+            .client
+            .post(format!("{url}/images"))
+            .basic_auth("admin", Some("secret"))
+            .json(&body)
+            .send()
+            .unwrap()
+            .json()
+            .unwrap();
+        let uuid = created["uuid"].as_str().unwrap().to_string();
+        let r = self
+            .client
+            .put(format!("{url}/images/{uuid}/file?compression={compression}&sha1={}", sha1_hex(file)))
+            .basic_auth("admin", Some("secret"))
+            .body(file.to_vec())
+            .send()
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let r = self
+            .client
+            .post(format!("{url}/images/{uuid}?action=activate"))
+            .basic_auth("admin", Some("secret"))
+            .send()
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        uuid
+    }
+}
+
+struct Agent {
+    agent: RunningAgent,
+    dir: tempfile::TempDir,
+    client: Client,
+}
+
+impl Agent {
+    fn start(sources: &[String]) -> Agent {
+        let dir = tempfile::tempdir().unwrap();
+        let config = json!({
+            "listen": "127.0.0.1:0",
+            "auth": {"tokens": [TOKEN]},
+            "sources": sources,
+            "storage": {"backend": "files", "dir": dir.path().join("images")},
+            "log_level": "warn",
+        });
+        let config = agent::config::Config::from_json(&config.to_string(), Path::new("t")).unwrap();
+        Agent {
+            agent: RunningAgent::start(config).unwrap(),
+            dir,
+            client: Client::builder().timeout(None).build().unwrap(),
+        }
+    }
+
+    fn import(&self, uuid: &str) -> reqwest::blocking::Response {
+        self.client
+            .post(format!("{}/api/v1/images", self.agent.url()))
+            .bearer_auth(TOKEN)
+            .json(&json!({"uuid": uuid}))
+            .send()
+            .unwrap()
+    }
+
+    fn images_dir(&self) -> std::path::PathBuf {
+        self.dir.path().join("images")
+    }
+
+    /// Every file in the image directory (partials included).
+    fn files(&self) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(self.images_dir())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        names
+    }
+}
+
+#[test]
+fn imports_every_compression_and_falls_through_404s() {
+    let empty = Imgapi::start();
+    let full = Imgapi::start();
+    let mut published = Vec::new();
+    for (i, compression) in ["gzip", "bzip2", "xz", "none"].iter().enumerate() {
+        let raw = disk(i as u8, 3);
+        let uuid =
+            full.publish(&format!("img-{compression}"), &compress(&raw, compression), compression, None);
+        published.push((uuid, raw));
+    }
+    // The first source has none of them: 404 means "try the next".
+    let agent = Agent::start(&[empty.server.url(), format!("http://admin:secret@{}", full.server.addr)]);
+    for (uuid, raw) in &published {
+        let response = agent.import(uuid);
+        assert_eq!(response.status(), 200, "{}", response.text().unwrap());
+        let image: Value = response.json().unwrap();
+        assert_eq!(image["content"], "raw-disk");
+        assert_eq!(image["source"], full.server.url(), "credentials are never shown");
+        let stored = std::fs::read(image["location"].as_str().unwrap()).unwrap();
+        assert!(stored == *raw, "{uuid}: decompressed bytes differ");
+        let mode = std::fs::metadata(image["location"].as_str().unwrap()).unwrap();
+        assert!(mode.permissions().readonly());
+    }
+    let list: Value =
+        agent.client.get(format!("{}/api/v1/images", agent.agent.url())).send().unwrap().json().unwrap();
+    assert_eq!(list.as_array().unwrap().len(), 4);
+    // Importing again is a no-op answered with the image.
+    assert_eq!(agent.import(&published[0].0).status(), 200);
+    // An image no source has.
+    let missing = agent.import("11111111-2222-3333-4444-555555555555");
+    assert_eq!(missing.status(), 404);
+    let body: Value = missing.json().unwrap();
+    assert_eq!(body["code"], "ImageNotFound");
+}
+
+#[test]
+fn origins_are_imported_first_and_protect_their_children() {
+    let imgapi = Imgapi::start();
+    let base = imgapi.publish("base", &compress(&disk(1, 2), "gzip"), "gzip", None);
+    let child = imgapi.publish("child", &compress(&disk(2, 2), "gzip"), "gzip", Some(&base));
+    let agent = Agent::start(&[imgapi.server.url()]);
+    let response = agent.import(&child);
+    assert_eq!(response.status(), 200, "{}", response.text().unwrap());
+    let list: Value =
+        agent.client.get(format!("{}/api/v1/images", agent.agent.url())).send().unwrap().json().unwrap();
+    let uuids: Vec<&str> = list.as_array().unwrap().iter().map(|i| i["uuid"].as_str().unwrap()).collect();
+    assert!(uuids.contains(&base.as_str()) && uuids.contains(&child.as_str()), "{uuids:?}");
+    let delete = |uuid: &str| {
+        agent
+            .client
+            .delete(format!("{}/api/v1/images/{uuid}", agent.agent.url()))
+            .bearer_auth(TOKEN)
+            .send()
+            .unwrap()
+    };
+    let refused = delete(&base);
+    assert_eq!(refused.status(), 409);
+    assert_eq!(refused.json::<Value>().unwrap()["code"], "ImageInUse");
+    assert_eq!(delete(&child).status(), 204);
+    assert_eq!(delete(&base).status(), 204);
+    assert!(agent.files().is_empty(), "{:?}", agent.files());
+    // Mutating calls need credentials.
+    let anonymous = agent
+        .client
+        .post(format!("{}/api/v1/images", agent.agent.url()))
+        .json(&json!({"uuid": base}))
+        .send()
+        .unwrap();
+    assert_eq!(anonymous.status(), 401);
+}
+
+/// What the fake IMGAPI serves for its one image.
+#[derive(Clone)]
+struct Script {
+    manifest: Value,
+    file: Vec<u8>,
+    /// Content-Length to announce (may lie).
+    length: u64,
+    /// Close the connection after this many bytes of the first response.
+    cut_first_at: Option<usize>,
+    /// Answer Range requests.
+    ranges: bool,
+    downloads: Arc<AtomicUsize>,
+}
+
+async fn fake_manifest(path: web::Path<String>, script: web::Data<Script>) -> HttpResponse {
+    if script.manifest["uuid"] == path.as_str() {
+        HttpResponse::Ok().content_type("application/json").json(&script.manifest)
+    } else {
+        HttpResponse::NotFound().json(json!({"code": "ResourceNotFound", "message": "nope"}))
+    }
+}
+
+async fn fake_file(req: HttpRequest, script: web::Data<Script>) -> HttpResponse {
+    let n = script.downloads.fetch_add(1, Ordering::SeqCst);
+    let range_start = req
+        .headers()
+        .get("range")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("bytes="))
+        .and_then(|v| v.trim_end_matches('-').parse::<usize>().ok());
+    let (status, start) = match range_start {
+        Some(start) if script.ranges => (206, start),
+        _ => (200, 0),
+    };
+    let body = script.file[start..].to_vec();
+    let length = if status == 206 { body.len() as u64 } else { script.length };
+    let cut = if n == 0 { script.cut_first_at } else { None };
+    // A body that may end before its announced length: the client sees a broken connection.
+    let chunks: Vec<Result<web::Bytes, std::io::Error>> = match cut {
+        Some(at) => vec![Ok(web::Bytes::copy_from_slice(&body[..at]))],
+        None => body.chunks(65536).map(|c| Ok(web::Bytes::copy_from_slice(c))).collect(),
+    };
+    // After a cut, fail the body a moment later, once the head and first bytes are out.
+    let failure = futures_util::stream::once(async {
+        actix_web::rt::time::sleep(std::time::Duration::from_millis(100)).await;
+        Err(std::io::Error::other("cut"))
+    });
+    let failure = futures_util::StreamExt::take(failure, usize::from(cut.is_some()));
+    let mut response = HttpResponse::build(actix_web::http::StatusCode::from_u16(status).unwrap());
+    response.content_type("application/octet-stream");
+    if status == 206 {
+        response.insert_header((
+            "content-range",
+            format!("bytes {start}-{}/{}", script.file.len() - 1, script.file.len()),
+        ));
+    }
+    response
+        .no_chunking(length)
+        .streaming(futures_util::StreamExt::chain(futures_util::stream::iter(chunks), failure))
+}
+
+/// Runs the fake IMGAPI on its own thread; returns its URL.
+fn fake_imgapi(script: Script) -> (String, actix_web::dev::ServerHandle) {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        actix_web::rt::System::new().block_on(async move {
+            let data = web::Data::new(script);
+            let server = HttpServer::new(move || {
+                App::new()
+                    .app_data(data.clone())
+                    .route("/images/{uuid}", web::get().to(fake_manifest))
+                    .route("/images/{uuid}/file", web::get().to(fake_file))
+            })
+            .workers(1)
+            .bind("127.0.0.1:0")
+            .unwrap();
+            let addr = server.addrs()[0];
+            let server = server.run();
+            tx.send((format!("http://{addr}"), server.handle())).unwrap();
+            server.await
+        })
+    });
+    rx.recv().unwrap()
+}
+
+fn script_for(file: Vec<u8>, compression: &str) -> Script {
+    let uuid = "0b5e5a3c-7f0e-4d2f-9f5e-2b0f2c0d6a11";
+    Script {
+        manifest: json!({"v": 2, "uuid": uuid, "name": "fake", "version": "1", "type": "zvol", "os": "linux",
+                         "state": "active", "files": [{"sha1": sha1_hex(&file), "size": file.len(), "compression": compression}]}),
+        length: file.len() as u64,
+        file,
+        cut_first_at: None,
+        ranges: true,
+        downloads: Arc::default(),
+    }
+}
+
+const FAKE_UUID: &str = "0b5e5a3c-7f0e-4d2f-9f5e-2b0f2c0d6a11";
+
+fn expect_failure(script: Script, code: &str) -> Agent {
+    let (url, _handle) = fake_imgapi(script);
+    let agent = Agent::start(&[url]);
+    let response = agent.import(FAKE_UUID);
+    let status = response.status();
+    let body: Value = response.json().unwrap();
+    assert_eq!(body["code"], code, "status {status}: {body}");
+    assert!(agent.files().is_empty(), "nothing may be left: {:?}", agent.files());
+    agent
+}
+
+#[test]
+fn wrong_sha1_wrong_size_and_truncated_bodies_leave_nothing() {
+    let file = compress(&disk(9, 2), "gzip");
+    let mut wrong_sha1 = script_for(file.clone(), "gzip");
+    wrong_sha1.manifest["files"][0]["sha1"] = json!("0".repeat(40));
+    expect_failure(wrong_sha1, "VerificationFailed");
+
+    let mut wrong_size = script_for(file.clone(), "gzip");
+    wrong_size.manifest["files"][0]["size"] = json!(file.len() + 10);
+    expect_failure(wrong_size, "VerificationFailed");
+
+    // Cut mid-way by a source that cannot resume.
+    let mut truncated = script_for(file.clone(), "gzip");
+    truncated.cut_first_at = Some(file.len() / 3);
+    truncated.ranges = false;
+    expect_failure(truncated, "SourceError");
+
+    // Bytes that are not gzip at all.
+    let garbage = disk(3, 1);
+    let mut not_gzip = script_for(garbage, "gzip");
+    not_gzip.manifest["files"][0]["compression"] = json!("gzip");
+    expect_failure(not_gzip, "VerificationFailed");
+}
+
+#[test]
+fn an_interrupted_download_resumes_with_a_range_request() {
+    let raw = disk(5, 4);
+    let file = compress(&raw, "xz");
+    let mut script = script_for(file.clone(), "xz");
+    script.cut_first_at = Some(file.len() / 2);
+    let downloads = script.downloads.clone();
+    let (url, _handle) = fake_imgapi(script);
+    let agent = Agent::start(&[url]);
+    let response = agent.import(FAKE_UUID);
+    assert_eq!(response.status(), 200, "{}", response.text().unwrap());
+    let image: Value = response.json().unwrap();
+    assert!(std::fs::read(image["location"].as_str().unwrap()).unwrap() == raw);
+    assert_eq!(downloads.load(Ordering::SeqCst), 2, "one cut download, one resumed");
+}
+
+#[test]
+fn concurrent_imports_of_one_image_share_one_download() {
+    let file = compress(&disk(7, 8), "bzip2");
+    let script = script_for(file, "bzip2");
+    let downloads = script.downloads.clone();
+    let (url, _handle) = fake_imgapi(script);
+    let agent = Arc::new(Agent::start(&[url]));
+    let threads: Vec<_> = (0..4)
+        .map(|_| {
+            let agent = agent.clone();
+            std::thread::spawn(move || agent.import(FAKE_UUID).status().as_u16())
+        })
+        .collect();
+    for t in threads {
+        assert_eq!(t.join().unwrap(), 200);
+    }
+    assert_eq!(downloads.load(Ordering::SeqCst), 1);
+}
+
+#[test]
+fn jobs_report_progress_and_the_cli_follows_them() {
+    let imgapi = Imgapi::start();
+    let uuid = imgapi.publish("cli", &compress(&disk(4, 4), "gzip"), "gzip", None);
+    let agent = Agent::start(&[imgapi.server.url()]);
+    let run = |url: &str, token: Option<&str>, args: &[&str]| {
+        #[allow(clippy::disallowed_methods)] // the test runs the agent binary as a user would
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_agent"));
+        command.args(["--url", url]);
+        if let Some(token) = token {
+            command.args(["--token", token]);
+        }
+        command.args(args).env_remove("AGENT_TOKEN").env_remove("AGENT_URL").output().unwrap()
+    };
+    let cli = |args: &[&str]| run(&agent.agent.url(), Some(TOKEN), args);
+    let sources = cli(&["--json", "sources", "list"]);
+    assert!(sources.status.success());
+    let sources: Value = serde_json::from_slice(&sources.stdout).unwrap();
+    assert_eq!(sources[0]["url"], imgapi.server.url());
+
+    let imported = cli(&["--json", "images", "import", &uuid]);
+    assert!(imported.status.success(), "{}", String::from_utf8_lossy(&imported.stderr));
+    let image: Value = serde_json::from_slice(&imported.stdout).unwrap();
+    assert_eq!(image["uuid"], uuid.as_str());
+
+    let listed = cli(&["images", "list"]);
+    assert!(String::from_utf8_lossy(&listed.stdout).contains(&uuid));
+    let jobs: Value =
+        agent.client.get(format!("{}/api/v1/jobs", agent.agent.url())).send().unwrap().json().unwrap();
+    let job = &jobs[0];
+    assert_eq!(
+        (job["state"].as_str(), job["downloaded"].as_u64()),
+        (Some("succeeded"), job["total"].as_u64())
+    );
+
+    let missing = cli(&["images", "get", "11111111-2222-3333-4444-555555555555"]);
+    assert_eq!(missing.status.code(), Some(3));
+    let not_found = cli(&["images", "import", "11111111-2222-3333-4444-555555555555"]);
+    assert_eq!(not_found.status.code(), Some(3));
+    let unauthorized = run(&agent.agent.url(), None, &["images", "delete", &uuid]);
+    assert_eq!(unauthorized.status.code(), Some(7));
+    assert!(cli(&["images", "delete", &uuid]).status.success());
+    let unreachable = run("http://127.0.0.1:1", None, &["images", "list"]);
+    assert_eq!(unreachable.status.code(), Some(8));
+}
