@@ -52,7 +52,7 @@ fn sha1_hex(b: &[u8]) -> String {
 
 struct Imgapi {
     server: RunningServer,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
     client: Client,
 }
 
@@ -63,7 +63,7 @@ impl Imgapi {
                             "userdb": [{"name": "admin", "password": "secret"}]});
         let config =
             imgapi::config::Config::from_json(&config.to_string(), Path::new("t"), Path::new("")).unwrap();
-        Imgapi { server: RunningServer::start(config).unwrap(), _dir: dir, client: Client::new() }
+        Imgapi { server: RunningServer::start(config).unwrap(), dir, client: Client::new() }
     }
 
     /// Create, upload and activate; returns the uuid.
@@ -100,6 +100,13 @@ impl Imgapi {
             .unwrap();
         assert_eq!(r.status(), 200);
         uuid
+    }
+}
+
+impl Imgapi {
+    /// The stored file of an image, to damage it behind the server's back.
+    fn stored_file(&self, uuid: &str, file: &[u8]) -> std::path::PathBuf {
+        self.dir.path().join("data").join(uuid).join(format!("file.{}", sha1_hex(file)))
     }
 }
 
@@ -437,4 +444,81 @@ fn jobs_report_progress_and_the_cli_follows_them() {
     assert!(cli(&["images", "delete", &uuid]).status.success());
     let unreachable = run("http://127.0.0.1:1", None, &["images", "list"]);
     assert_eq!(unreachable.status.code(), Some(8));
+}
+
+#[test]
+fn a_real_server_with_damaged_files_is_caught() {
+    let imgapi = Imgapi::start();
+    let agent = Agent::start(&[imgapi.server.url()]);
+    let file = compress(&disk(6, 2), "gzip");
+    // Same length, different bytes: only the sha1 can tell.
+    let corrupted = imgapi.publish("corrupted", &file, "gzip", None);
+    let stored = imgapi.stored_file(&corrupted, &file);
+    let mut bytes = std::fs::read(&stored).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0xff;
+    std::fs::write(&stored, bytes).unwrap();
+    let response = agent.import(&corrupted);
+    let body: Value = response.json().unwrap();
+    assert_eq!(body["code"], "VerificationFailed", "{body}");
+    // Shorter than the manifest says: the server cannot send what it announced.
+    let truncated = imgapi.publish("truncated", &file, "gzip", None);
+    let stored = imgapi.stored_file(&truncated, &file);
+    std::fs::write(&stored, &file[..file.len() / 2]).unwrap();
+    let response = agent.import(&truncated);
+    let body: Value = response.json().unwrap();
+    assert_eq!(body["code"], "SourceError", "{body}");
+    assert!(agent.files().is_empty(), "{:?}", agent.files());
+}
+
+#[test]
+fn a_full_disk_fails_cleanly() {
+    // Images on a 2 MiB tmpfs. Mounting needs root: CI runs as root and must run this test.
+    let mount = tempfile::tempdir().unwrap();
+    #[allow(clippy::disallowed_methods)] // test set-up, not agent code
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=2m", "tmpfs"])
+        .arg(mount.path())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !mounted {
+        assert!(std::env::var_os("CI").is_none(), "CI must be able to mount a tmpfs for this test");
+        eprintln!("skipping: cannot mount a tmpfs here (needs root)");
+        return;
+    }
+    struct Unmount(std::path::PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            #[allow(clippy::disallowed_methods)]
+            let _ = std::process::Command::new("umount").arg(&self.0).status();
+        }
+    }
+    let _unmount = Unmount(mount.path().to_path_buf());
+    let imgapi = Imgapi::start();
+    // Random bytes: no holes to save the day.
+    let mut raw = vec![0u8; 4 << 20];
+    let mut x = 0x9e3779b97f4a7c15u64;
+    for b in raw.iter_mut() {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        *b = x as u8;
+    }
+    let uuid = imgapi.publish("big", &compress(&raw, "gzip"), "gzip", None);
+    let config = json!({
+        "listen": "127.0.0.1:0", "auth": {"tokens": [TOKEN]}, "sources": [imgapi.server.url()],
+        "storage": {"backend": "files", "dir": mount.path().join("images")}, "log_level": "warn",
+    });
+    let config = agent::config::Config::from_json(&config.to_string(), Path::new("t")).unwrap();
+    let agent = RunningAgent::start(config).unwrap();
+    let response = Client::new()
+        .post(format!("{}/api/v1/images", agent.url()))
+        .bearer_auth(TOKEN)
+        .json(&json!({"uuid": uuid}))
+        .send()
+        .unwrap();
+    assert_eq!(response.status(), 507);
+    assert_eq!(response.json::<Value>().unwrap()["code"], "InsufficientStorage");
+    let left: Vec<_> = std::fs::read_dir(mount.path().join("images")).unwrap().collect();
+    assert!(left.is_empty(), "{left:?}");
 }
