@@ -7,6 +7,7 @@ pub mod cli;
 pub mod config;
 pub mod host;
 pub mod import;
+pub mod instance;
 pub mod source;
 pub mod storage;
 
