@@ -136,7 +136,7 @@ pub enum ProcessEnd {
 pub fn exit_event(end: ProcessEnd, stop_requested: bool) -> Event {
     match end {
         ProcessEnd::Exited(0) if !stop_requested => Event::Rebooted,
-        ProcessEnd::Exited(0 | 1 | 2) => Event::Stopped,
+        ProcessEnd::Exited(0..=2) => Event::Stopped,
         // During a requested stop, being killed after the grace period is the expected end.
         ProcessEnd::Signaled if stop_requested => Event::Stopped,
         ProcessEnd::Exited(_) | ProcessEnd::Signaled => Event::Faulted,
