@@ -1,5 +1,6 @@
 //! The agent's boundary with the host OS: the command runner and one wrapper module per
 //! host command.
 
+pub mod qemu;
 pub mod runner;
 pub mod zfs;

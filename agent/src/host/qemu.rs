@@ -1,0 +1,175 @@
+//! The `qemu-system-x86_64` command line for an instance, built from a typed description
+//! (issue 4, in progress: the supervisor that runs it comes next).
+//!
+//! Choices, from linux-test-backends.md: `-no-reboot` so that a guest reboot ends the process
+//! and the supervisor decides (as with bhyve); a QMP socket for powerdown, reset and status; the
+//! serial console on a Unix socket the agent reads and logs; KVM only when the caller has
+//! checked that it really works, TCG otherwise.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+
+use super::runner::HostCommand;
+
+/// Acceleration: KVM where `/dev/kvm` really runs guests, TCG (software) otherwise.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Accel {
+    Kvm,
+    Tcg,
+}
+
+/// A disk of the instance.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Disk {
+    pub path: PathBuf,
+    /// `raw` or `qcow2`.
+    pub format: &'static str,
+    pub read_only: bool,
+}
+
+/// How a NIC reaches the network.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NicBackend {
+    /// A tap device on a host bridge.
+    Tap(String),
+    /// QEMU's user-mode network (no privileges), isolated from the host's network.
+    User,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Nic {
+    pub mac: String,
+    pub backend: NicBackend,
+}
+
+/// Everything the command line depends on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QemuVm {
+    pub name: String,
+    /// The SMBIOS system uuid the guest sees (stable across restarts).
+    pub uuid: uuid::Uuid,
+    pub vcpus: u32,
+    pub memory_mib: u64,
+    pub accel: Accel,
+    pub disks: Vec<Disk>,
+    pub nics: Vec<Nic>,
+    /// An ISO attached as a CD.
+    pub cdrom: Option<PathBuf>,
+    pub boot_from_cdrom: bool,
+    pub qmp_socket: PathBuf,
+    pub serial_socket: PathBuf,
+}
+
+impl QemuVm {
+    /// The argv, with `program` the absolute path of `qemu-system-x86_64`.
+    pub fn command(&self, program: impl Into<PathBuf>) -> HostCommand {
+        let mut args: Vec<OsString> = Vec::new();
+        let mut push = |parts: &[&str]| args.extend(parts.iter().map(OsString::from));
+        push(&["-name", &format!("guest={},debug-threads=on", self.name)]);
+        push(&["-machine", "q35"]);
+        push(&[
+            "-accel",
+            match self.accel {
+                Accel::Kvm => "kvm",
+                Accel::Tcg => "tcg",
+            },
+        ]);
+        if self.accel == Accel::Kvm {
+            push(&["-cpu", "host"]);
+        }
+        push(&["-smp", &self.vcpus.to_string()]);
+        push(&["-m", &format!("{}M", self.memory_mib)]);
+        push(&["-smbios", &format!("type=1,uuid={}", self.uuid)]);
+        push(&["-nodefaults", "-no-user-config", "-display", "none", "-no-reboot"]);
+        push(&["-qmp", &format!("unix:{},server=on,wait=off", self.qmp_socket.display())]);
+        push(&[
+            "-chardev",
+            &format!("socket,id=serial0,path={},server=on,wait=off", self.serial_socket.display()),
+        ]);
+        push(&["-serial", "chardev:serial0"]);
+        for (i, disk) in self.disks.iter().enumerate() {
+            let mut drive = format!(
+                "file={},if=virtio,format={},cache=none,aio=threads",
+                disk.path.display(),
+                disk.format
+            );
+            if disk.read_only {
+                drive.push_str(",readonly=on");
+            }
+            if i == 0 && !self.boot_from_cdrom {
+                drive.push_str(",index=0");
+            }
+            push(&["-drive", &drive]);
+        }
+        if let Some(iso) = &self.cdrom {
+            push(&["-drive", &format!("file={},media=cdrom,readonly=on,if=ide", iso.display())]);
+        }
+        push(&["-boot", if self.boot_from_cdrom { "order=d" } else { "order=c" }]);
+        for (i, nic) in self.nics.iter().enumerate() {
+            let netdev = match &nic.backend {
+                NicBackend::Tap(tap) => format!("tap,id=net{i},ifname={tap},script=no,downscript=no"),
+                NicBackend::User => format!("user,id=net{i},restrict=on"),
+            };
+            push(&["-netdev", &netdev]);
+            push(&["-device", &format!("virtio-net-pci,netdev=net{i},mac={}", nic.mac)]);
+        }
+        HostCommand { program: program.into(), args }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vm() -> QemuVm {
+        QemuVm {
+            name: "web-1".into(),
+            uuid: uuid::Uuid::parse_str("6de01e97-d7ec-4906-bd8b-cb4eafdb7c8b").unwrap(),
+            vcpus: 2,
+            memory_mib: 512,
+            accel: Accel::Tcg,
+            disks: vec![Disk {
+                path: "/var/lib/agent/i/disk0.qcow2".into(),
+                format: "qcow2",
+                read_only: false,
+            }],
+            nics: vec![Nic { mac: "58:9c:fc:00:00:01".into(), backend: NicBackend::Tap("tap3".into()) }],
+            cdrom: None,
+            boot_from_cdrom: false,
+            qmp_socket: "/run/agent/web-1.qmp".into(),
+            serial_socket: "/run/agent/web-1.serial".into(),
+        }
+    }
+
+    #[test]
+    fn tcg_argv_is_exactly_this() {
+        let line = vm().command("/usr/bin/qemu-system-x86_64").display();
+        assert_eq!(
+            line,
+            "/usr/bin/qemu-system-x86_64 -name guest=web-1,debug-threads=on -machine q35 -accel tcg -smp 2 -m 512M \
+             -smbios type=1,uuid=6de01e97-d7ec-4906-bd8b-cb4eafdb7c8b -nodefaults -no-user-config -display none \
+             -no-reboot -qmp unix:/run/agent/web-1.qmp,server=on,wait=off \
+             -chardev socket,id=serial0,path=/run/agent/web-1.serial,server=on,wait=off -serial chardev:serial0 \
+             -drive file=/var/lib/agent/i/disk0.qcow2,if=virtio,format=qcow2,cache=none,aio=threads,index=0 \
+             -boot order=c -netdev tap,id=net0,ifname=tap3,script=no,downscript=no \
+             -device virtio-net-pci,netdev=net0,mac=58:9c:fc:00:00:01"
+        );
+    }
+
+    #[test]
+    fn kvm_cdrom_boot_and_user_networking() {
+        let mut vm = vm();
+        vm.accel = Accel::Kvm;
+        vm.cdrom = Some("/isos/debian.iso".into());
+        vm.boot_from_cdrom = true;
+        vm.nics[0].backend = NicBackend::User;
+        let line = vm.command("/usr/bin/qemu-system-x86_64").display();
+        assert!(line.contains("-accel kvm -cpu host"), "{line}");
+        assert!(
+            line.contains("-drive file=/isos/debian.iso,media=cdrom,readonly=on,if=ide -boot order=d"),
+            "{line}"
+        );
+        assert!(line.contains("-netdev user,id=net0,restrict=on"), "{line}");
+        assert!(!line.contains("index=0"), "{line}");
+    }
+}
