@@ -76,7 +76,7 @@ fi
 
 log "installing qemu-system-x86 and qemu-utils from $BACKPORTS"
 timeout 600 apt-get update -qq >&2
-DEBIAN_FRONTEND=noninteractive timeout 900 apt-get install -y -qq --no-install-recommends \
-    -t "$BACKPORTS" qemu-system-x86 qemu-utils >&2
+DEBIAN_FRONTEND=noninteractive timeout 900 apt-get install -y -qq -o Dpkg::Use-Pty=0 \
+    --no-install-recommends -t "$BACKPORTS" qemu-system-x86 qemu-utils >&2
 
 qemu-system-x86_64 --version | head -n 1
