@@ -105,6 +105,8 @@ pub struct JobError {
 struct Job {
     id: Uuid,
     image: Uuid,
+    /// The image's origin, once its manifest is known (deleting it is then refused).
+    origin: Mutex<Option<Uuid>>,
     progress: Arc<Progress>,
     state: Mutex<JobInner>,
     done: watch::Sender<bool>,
@@ -192,6 +194,12 @@ impl Importer {
     /// Starts importing `uuid` (or joins the import already running). `source` pins the
     /// source (origins come from their child's source); `None` searches them in order.
     pub fn start(self: &Arc<Self>, uuid: Uuid, source: Option<Source>) -> JobStatus {
+        self.start_in_chain(uuid, source, Vec::new())
+    }
+
+    /// `chain`: the images whose import waits for this one (their origins' chain), to refuse a
+    /// loop instead of waiting for itself forever.
+    fn start_in_chain(self: &Arc<Self>, uuid: Uuid, source: Option<Source>, chain: Vec<Uuid>) -> JobStatus {
         let job = {
             let mut jobs = self.lock_jobs();
             if let Some(job) = jobs.running.get(&uuid) {
@@ -201,6 +209,7 @@ impl Importer {
             let job = Arc::new(Job {
                 id: Uuid::new_v4(),
                 image: uuid,
+                origin: Mutex::new(None),
                 progress: Arc::default(),
                 state: Mutex::new(JobInner {
                     state: JobState::Running,
@@ -219,7 +228,7 @@ impl Importer {
         let status = job.status();
         let importer = self.clone();
         tokio::spawn(async move {
-            let result = importer.run(&job, source).await.map_err(Arc::new);
+            let result = importer.run(&job, source, chain).await.map_err(Arc::new);
             if let Err(e) = &result {
                 tracing::warn!(image = %job.image, error = %error_chain(e.as_ref()), "import failed");
             }
@@ -252,7 +261,8 @@ impl Importer {
             }
         }
         drop(jobs);
-        let _ = job.done.send(true);
+        // send_replace stores the value even when nobody is subscribed yet.
+        job.done.send_replace(true);
     }
 
     pub fn job(&self, id: &Uuid) -> Option<JobStatus> {
@@ -269,7 +279,9 @@ impl Importer {
     pub async fn wait(&self, id: &Uuid) -> Option<Result<LocalImage, Arc<ImportError>>> {
         let job = self.lock_jobs().by_id.get(id).cloned()?;
         let mut done = job.done.subscribe();
-        while !*done.borrow_and_update() {
+        while !*done.borrow_and_update()
+            && job.state.lock().unwrap_or_else(|e| e.into_inner()).result.is_none()
+        {
             if done.changed().await.is_err() {
                 break;
             }
@@ -299,6 +311,7 @@ impl Importer {
         self: &Arc<Self>,
         job: &Arc<Job>,
         source: Option<Source>,
+        mut chain: Vec<Uuid>,
     ) -> Result<LocalImage, ImportError> {
         let uuid = job.image;
         if let Some(image) = self.local(uuid).await? {
@@ -313,10 +326,18 @@ impl Importer {
         };
         let (meta, expected) = parse_manifest(&uuid, &manifest, &source)?;
         job.state.lock().unwrap_or_else(|e| e.into_inner()).total = Some(expected.size);
+        *job.origin.lock().unwrap_or_else(|e| e.into_inner()) = meta.origin;
         if let Some(origin) = meta.origin {
+            chain.push(uuid);
+            if chain.contains(&origin) {
+                return Err(ImportError::Manifest {
+                    uuid,
+                    message: format!("its origin chain loops through {origin}"),
+                });
+            }
             if self.local(origin).await?.is_none() {
                 job.set_phase("importing-origin");
-                let origin_job = self.start(origin, Some(source.clone()));
+                let origin_job = self.start_in_chain(origin, Some(source.clone()), chain);
                 match self.wait(&origin_job.id).await {
                     Some(Ok(_)) => {}
                     Some(Err(e)) => {
@@ -404,6 +425,11 @@ impl Importer {
                 tracing::warn!(image = %uuid, received, attempt = attempts, error = %last_error, "download interrupted; resuming");
                 tokio::time::sleep(Duration::from_millis(100 * 2u64.pow(attempts - 1))).await;
                 match self.sources.file(source, &uuid, received).await {
+                    // Nothing received yet: a plain answer of the right length is a fresh start.
+                    Ok(fresh) if received == 0 && fresh.content_length() == Some(expected.size) => {
+                        response = fresh;
+                        break;
+                    }
                     Ok(resumed) => {
                         let resumed_at = content_range_start(&resumed);
                         if resumed.status() != reqwest::StatusCode::PARTIAL_CONTENT
@@ -425,8 +451,19 @@ impl Importer {
 
     /// Deletes a local image (refused while something depends on it).
     pub async fn delete(&self, uuid: Uuid) -> Result<(), StorageError> {
-        if self.lock_jobs().running.contains_key(&uuid) {
-            return Err(StorageError::InUse { uuid, users: vec!["a running import".into()] });
+        {
+            let jobs = self.lock_jobs();
+            let mut users: Vec<String> = Vec::new();
+            for job in jobs.running.values() {
+                if job.image == uuid {
+                    users.push("its running import".into());
+                } else if *job.origin.lock().unwrap_or_else(|e| e.into_inner()) == Some(uuid) {
+                    users.push(format!("the running import of {}", job.image));
+                }
+            }
+            if !users.is_empty() {
+                return Err(StorageError::InUse { uuid, users });
+            }
         }
         let storage = self.storage.clone();
         tokio::task::spawn_blocking(move || storage.delete(&uuid))

@@ -144,8 +144,13 @@ fn serve(req: &HttpRequest, file: Served<'_>) -> Result<HttpResponse, ApiError> 
     if is_head(req) {
         return Ok(builder.body(FileBody::head(len)));
     }
-    let handle =
-        std::fs::File::open(&file.path).map_err(|e| ApiError::internal("cannot open a stored file", &e))?;
+    let handle = std::fs::File::open(&file.path).map_err(|e| match e.kind() {
+        // Replaced or deleted between the lookup and the open.
+        std::io::ErrorKind::NotFound => {
+            ApiError::new(StatusCode::NOT_FOUND, "ResourceNotFound", "the file changed; ask again")
+        }
+        _ => ApiError::internal("cannot open a stored file", &e),
+    })?;
     Ok(builder.body(FileBody::new(handle, offset, len)))
 }
 

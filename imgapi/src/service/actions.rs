@@ -267,32 +267,29 @@ impl Service {
         caller: &Caller,
         force_all_channels: bool,
     ) -> Result<Option<Arc<Image>>, ImageError> {
-        let image = self.find_owned(uuid, caller)?;
-        if let ChannelScope::One(channel) = self.channel_scope(caller, false)? {
-            if image.channels().count() > 1 && !force_all_channels {
-                let updated = self
-                    .store
-                    .update(uuid, |image| {
-                        let rest: Vec<String> =
-                            image.channels().filter(|c| *c != channel).map(str::to_owned).collect();
-                        image.fields.insert("channels".into(), Value::from(rest));
-                        Ok::<(), ImageError>(())
-                    })
-                    .await?;
-                return Ok(Some(updated));
-            }
-        }
+        self.find_owned(uuid, caller)?;
+        let scope = self.channel_scope(caller, false)?;
+        // Decided on the locked record: two requests leaving two channels at once must not
+        // both think another channel remains.
         self.store
-            .delete(uuid, |store: &Store, image| {
+            .delete_or_update(uuid, |store: &Store, image: &Image| {
                 check_owner(image, caller)?;
+                if let ChannelScope::One(channel) = &scope {
+                    if image.channels().count() > 1 && !force_all_channels {
+                        let mut next = image.clone();
+                        let rest: Vec<String> =
+                            image.channels().filter(|c| c != channel).map(str::to_owned).collect();
+                        next.fields.insert("channels".into(), Value::from(rest));
+                        return Ok(Some(next));
+                    }
+                }
                 let dependents: Vec<Uuid> = store.dependents(&image.uuid).iter().map(|i| i.uuid).collect();
                 if dependents.is_empty() {
-                    Ok(())
+                    Ok(None)
                 } else {
                     Err(ImageError::HasDependents { uuid: image.uuid, dependents })
                 }
             })
-            .await?;
-        Ok(None)
+            .await
     }
 }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
-use super::{quoted_list, Caller, ChannelScope, ImageError, Service};
+use super::{check_origin, quoted_list, Caller, ChannelScope, ImageError, Service};
 use crate::manifest::upgrade::upgrade_manifest;
 use crate::manifest::validate::{validate_full, FieldError};
 use crate::manifest::{Image, ImageState, ZERO_OWNER};
@@ -131,11 +131,11 @@ impl Service {
         if !errors.is_empty() {
             return Err(ImageError::validation(errors));
         }
-        let origin = image.origin().map(str::to_owned);
+        let origin = image.fields.get("origin").filter(|o| !o.is_null()).cloned();
         self.store
-            .create(image, |store: &Store| match origin {
-                Some(origin) if !origin_exists(store, &origin) => Err(ImageError::OriginDoesNotExist(origin)),
-                _ => Ok(()),
+            .create(image, |store: &Store| match &origin {
+                Some(origin) => check_origin(store, &uuid, origin),
+                None => Ok(()),
             })
             .await
             .map_err(|e| match e {
@@ -152,10 +152,6 @@ fn upgrade_if_old(body: Map<String, Value>) -> Map<String, Value> {
         return body;
     }
     upgrade_manifest(body.clone()).unwrap_or(body)
-}
-
-fn origin_exists(store: &Store, origin: &str) -> bool {
-    parse_lower_uuid(origin).is_some_and(|u| store.get(&u).is_some())
 }
 
 fn object_body(body: Value) -> Result<Map<String, Value>, ImageError> {

@@ -228,6 +228,43 @@ pub fn check_owner(image: &Image, caller: &Caller) -> Result<(), ImageError> {
     }
 }
 
+/// Checks a manifest's `origin`: a uuid string naming another existing image, whose own
+/// origins do not lead back to `uuid` (a loop would make both undeletable, and hang importers).
+pub(crate) fn check_origin(store: &Store, uuid: &Uuid, origin: &serde_json::Value) -> Result<(), ImageError> {
+    let text = origin.as_str().unwrap_or_default();
+    let Some(origin_uuid) = crate::params::parse_lower_uuid(text) else {
+        return Err(ImageError::invalid_param(
+            format!("invalid \"origin\": not a UUID: {origin}"),
+            "origin",
+            "Invalid",
+        ));
+    };
+    if origin_uuid == *uuid {
+        return Err(ImageError::invalid_param("an image cannot be its own origin", "origin", "Invalid"));
+    }
+    let mut next = Some(origin_uuid);
+    let mut steps = 0;
+    while let Some(current) = next {
+        let Some(image) = store.get(&current) else {
+            return if current == origin_uuid {
+                Err(ImageError::OriginDoesNotExist(text.to_string()))
+            } else {
+                Ok(()) // An ancestor further up is missing: not this image's concern.
+            };
+        };
+        steps += 1;
+        next = image.origin().and_then(crate::params::parse_lower_uuid);
+        if next == Some(*uuid) || steps > 10_000 {
+            return Err(ImageError::invalid_param(
+                "the origin chain leads back to this image",
+                "origin",
+                "Invalid",
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// The message of an `invalid extra parameters` error: `"a", "b"`.
 pub(crate) fn quoted_list<'a>(names: impl IntoIterator<Item = &'a str>) -> String {
     names.into_iter().map(json_str).collect::<Vec<_>>().join(", ")

@@ -93,12 +93,8 @@ impl Service {
                 }
             }
         }
-        if let Some(Value::String(origin)) = changes.get("origin") {
-            let exists =
-                crate::params::parse_lower_uuid(origin).is_some_and(|u| self.store.get(&u).is_some());
-            if !exists {
-                return Err(ImageError::OriginDoesNotExist(origin.clone()));
-            }
+        if let Some(origin) = changes.get("origin").filter(|o| !o.is_null()) {
+            super::check_origin(&self.store, uuid, origin)?;
         }
         self.change(uuid, caller, move |image| {
             apply(image, changes);

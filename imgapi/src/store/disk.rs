@@ -70,7 +70,11 @@ pub fn remove_image_dir(root: &Path, dir: &Path, uuid: &str) -> io::Result<()> {
     // `graveyard` is an empty directory; rename(2) replaces an empty directory atomically.
     fs::rename(dir, &graveyard)?;
     sync_dir(root)?;
-    fs::remove_dir_all(&graveyard)
+    // The image is gone from here on; a failed clean-up is retried at the next start-up.
+    if let Err(error) = fs::remove_dir_all(&graveyard) {
+        tracing::warn!(path = %graveyard.display(), %error, "cannot remove a deleted image's files yet");
+    }
+    Ok(())
 }
 
 /// True for names the store writes only transiently.

@@ -215,8 +215,10 @@ impl Store {
         let record = record_bytes(&image);
         blocking(move || {
             if dir.exists() {
-                // A directory without a loadable record: a create that crashed half-way.
-                fs::remove_dir_all(&dir).map_err(|e| StoreError::from_io("remove stale image dir", e))?;
+                // Only an empty directory (a create that crashed before its record) may go;
+                // one with content holds data start-up could not read: never destroy that.
+                fs::remove_dir(&dir)
+                    .map_err(|e| StoreError::from_io("reuse an image directory start-up skipped", e))?;
             }
             disk::create_image_dir(&root, &dir).map_err(|e| StoreError::from_io("create image dir", e))?;
             disk::write_atomic(&dir, disk::RECORD_NAME, &record)
@@ -297,10 +299,12 @@ impl Store {
         let name = disk::file_name(&staged.sha1);
         let target = self.path_of(uuid, &name);
         let StagedFile { temp, sha1, content_md5, size } = staged;
+        let stored = target.clone();
         blocking(move || {
             disk::persist(temp, &target).map_err(|e| StoreError::from_io("store image file", e))
         })
         .await?;
+        let referenced = current.file.as_ref().is_some_and(|f| f.path == name);
         let file = ImageFile {
             sha1,
             size,
@@ -310,11 +314,17 @@ impl Store {
             mtime: format_timestamp(chrono::Utc::now()),
             path: name,
         };
-        self.update_locked(uuid, |image| {
-            set(image, file);
-            Ok::<(), E>(())
-        })
-        .await
+        let result = self
+            .update_locked(uuid, |image| {
+                set(image, file);
+                Ok::<(), E>(())
+            })
+            .await;
+        if result.is_err() && !referenced {
+            // The record still names the old file: the new one would only fill the disk.
+            let _ = fs::remove_file(&stored);
+        }
+        result
     }
 
     /// Stores icon bytes (small, bounded by the caller) and records them in the image.
@@ -359,9 +369,27 @@ impl Store {
         uuid: &Uuid,
         check: impl FnOnce(&Store, &Image) -> Result<(), E>,
     ) -> Result<(), E> {
+        self.delete_or_update(uuid, |store, image| check(store, image).map(|()| None)).await.map(|_| ())
+    }
+
+    /// Under one hold of the write lock, `decide` either asks for the image's deletion (`None`)
+    /// or returns the image to store instead (e.g. it only leaves one of its channels).
+    pub async fn delete_or_update<E: From<StoreError>>(
+        &self,
+        uuid: &Uuid,
+        decide: impl FnOnce(&Store, &Image) -> Result<Option<Image>, E>,
+    ) -> Result<Option<Arc<Image>>, E> {
         let _guard = self.writer.lock().await;
         let current = self.get(uuid).ok_or(StoreError::NotFound(*uuid))?;
-        check(self, &current)?;
+        if let Some(next) = decide(self, &current)? {
+            return self
+                .update_locked(uuid, move |image| {
+                    *image = next;
+                    Ok::<(), E>(())
+                })
+                .await
+                .map(Some);
+        }
         let root = self.root.clone();
         let dir = self.image_dir(uuid);
         let name = uuid.to_string();
@@ -370,7 +398,7 @@ impl Store {
         })
         .await?;
         self.write_index().remove(uuid);
-        Ok(())
+        Ok(None)
     }
 }
 

@@ -435,3 +435,71 @@ fn account_scoping_follows_owner_public_and_acl() {
         "NotImageOwner",
     );
 }
+
+#[test]
+fn origins_must_be_uuid_strings_without_loops() {
+    let env = Env::start();
+    let base = uuid_of(&env.publish(manifest("base"), b"b"));
+    let mut listed = manifest("listed");
+    listed["origin"] = json!([base]);
+    let err = expect_error(
+        env.admin(Method::POST, "/images").json(&listed).send().unwrap(),
+        422,
+        "InvalidParameter",
+    );
+    assert_eq!(err["errors"][0]["field"], "origin");
+    // Importing an image as its own origin, or making a loop through an update.
+    let own = "4a0e5ea4-1d3b-11e9-8f3c-63bbd3e5e9c5";
+    let mut body = manifest("own");
+    body["uuid"] = json!(own);
+    body["origin"] = json!(own);
+    expect_error(
+        env.admin(Method::POST, &format!("/images/{own}?action=import")).json(&body).send().unwrap(),
+        422,
+        "InvalidParameter",
+    );
+    let a = uuid_of(&env.create(manifest("a")));
+    let mut b = manifest("b");
+    b["origin"] = json!(a);
+    let b = uuid_of(&env.create(b));
+    let update = |uuid: &str, origin: &str| {
+        env.admin(Method::POST, &format!("/images/{uuid}?action=update"))
+            .json(&json!({"origin": origin}))
+            .send()
+            .unwrap()
+    };
+    expect_error(update(&a, &a), 422, "InvalidParameter");
+    let err = expect_error(update(&a, &b), 422, "InvalidParameter");
+    assert_eq!(err["message"], "the origin chain leads back to this image");
+    assert_eq!(expect_json(update(&a, &base), 200)["origin"], base.as_str());
+}
+
+#[test]
+fn racing_channel_deletes_never_leave_an_image_in_no_channel() {
+    let env = Env::with(json!({"channels": [
+        {"name": "a", "description": "A", "default": true}, {"name": "b", "description": "B"}
+    ]}));
+    for _ in 0..10 {
+        let uuid = uuid_of(&env.create(manifest("both")));
+        let added = env
+            .admin(Method::POST, &format!("/images/{uuid}?action=channel-add"))
+            .json(&json!({"channel": "b"}))
+            .send()
+            .unwrap();
+        assert_eq!(added.status(), 200);
+        let threads: Vec<_> = ["a", "b"]
+            .iter()
+            .map(|channel| {
+                let request = env.admin(Method::DELETE, &format!("/images/{uuid}?channel={channel}"));
+                std::thread::spawn(move || request.send().unwrap().status().as_u16())
+            })
+            .collect();
+        let statuses: Vec<u16> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+        // One leaves a channel (200), the other then deletes the image (204).
+        let mut sorted = statuses.clone();
+        sorted.sort();
+        assert_eq!(sorted, [200, 204], "{statuses:?}");
+        let gone = env.admin(Method::GET, &format!("/images/{uuid}?channel=*")).send().unwrap();
+        assert_eq!(gone.status(), 404);
+    }
+}
