@@ -15,6 +15,8 @@ use uuid::Uuid;
 pub struct Source {
     /// The base URL without credentials and without a trailing slash.
     pub url: String,
+    /// `?channel=` of the configured URL, sent with every request (as imgadm does).
+    pub channel: Option<String>,
     user: Option<String>,
     password: Option<String>,
 }
@@ -48,11 +50,13 @@ impl Source {
         let url_password = url.password().map(decode);
         let _ = url.set_username("");
         let _ = url.set_password(None);
+        let channel = url.query_pairs().find(|(k, _)| k == "channel").map(|(_, v)| v.into_owned());
         url.set_query(None);
         url.set_fragment(None);
         let base = url.as_str().trim_end_matches('/').to_string();
         Ok(Source {
             url: base,
+            channel,
             user: user.map(str::to_owned).or(url_user),
             password: password.map(str::to_owned).or(url_password),
         })
@@ -67,6 +71,10 @@ impl Source {
             .get(format!("{}{}", self.url, path))
             .header("accept", "application/json")
             .header("accept-version", "~2");
+        let request = match &self.channel {
+            Some(channel) => request.query(&[("channel", channel)]),
+            None => request,
+        };
         match &self.user {
             Some(user) => request.basic_auth(user, self.password.as_deref()),
             None => request,
@@ -260,7 +268,7 @@ mod tests {
         assert_eq!(s.url, "https://images.smartos.org");
         assert_eq!(s.user.as_deref(), Some("u"));
         let s = Source::parse("http://h/?channel=dev", None, None).unwrap();
-        assert_eq!(s.url, "http://h");
+        assert_eq!((s.url.as_str(), s.channel.as_deref()), ("http://h", Some("dev")));
     }
 
     #[test]

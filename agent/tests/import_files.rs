@@ -522,3 +522,46 @@ fn a_full_disk_fails_cleanly() {
     let left: Vec<_> = std::fs::read_dir(mount.path().join("images")).unwrap().collect();
     assert!(left.is_empty(), "{left:?}");
 }
+
+#[test]
+fn a_source_channel_is_sent_with_every_request() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = json!({"datadir": dir.path().join("data"), "port": 0, "host": "127.0.0.1", "log_level": "warn",
+                        "userdb": [{"name": "admin", "password": "secret"}],
+                        "channels": [{"name": "stable", "description": "s", "default": true},
+                                     {"name": "dev", "description": "d"}]});
+    let config =
+        imgapi::config::Config::from_json(&config.to_string(), Path::new("t"), Path::new("")).unwrap();
+    let server = RunningServer::start(config).unwrap();
+    let (url, client) = (server.url(), Client::new());
+    let file = compress(&disk(8, 1), "gzip");
+    let body = json!({"name": "dev-only", "version": "1", "type": "other", "os": "other"});
+    let created: Value = client
+        .post(format!("{url}/images?channel=dev"))
+        .basic_auth("admin", Some("secret"))
+        .json(&body)
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let uuid = created["uuid"].as_str().unwrap().to_string();
+    let put = client
+        .put(format!("{url}/images/{uuid}/file?channel=dev&compression=gzip&sha1={}", sha1_hex(&file)))
+        .basic_auth("admin", Some("secret"))
+        .body(file.clone())
+        .send()
+        .unwrap();
+    assert_eq!(put.status(), 200);
+    let activated = client
+        .post(format!("{url}/images/{uuid}?channel=dev&action=activate"))
+        .basic_auth("admin", Some("secret"))
+        .send()
+        .unwrap();
+    assert_eq!(activated.status(), 200);
+    // Without the channel the image is not visible (default channel "stable").
+    let plain = Agent::start(&[url.clone()]);
+    assert_eq!(plain.import(&uuid).status(), 404);
+    let on_dev = Agent::start(&[format!("{url}/?channel=dev")]);
+    let response = on_dev.import(&uuid);
+    assert_eq!(response.status(), 200, "{}", response.text().unwrap());
+}

@@ -131,7 +131,7 @@ async fn sources(state: web::Data<AgentState>) -> HttpResponse {
         .importer
         .sources()
         .iter()
-        .map(|s| json!({"url": s.url, "credentials": s.has_credentials()}))
+        .map(|s| json!({"url": s.url, "channel": s.channel, "credentials": s.has_credentials()}))
         .collect();
     HttpResponse::Ok().json(list)
 }
