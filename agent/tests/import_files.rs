@@ -559,7 +559,7 @@ fn a_source_channel_is_sent_with_every_request() {
         .unwrap();
     assert_eq!(activated.status(), 200);
     // Without the channel the image is not visible (default channel "stable").
-    let plain = Agent::start(&[url.clone()]);
+    let plain = Agent::start(std::slice::from_ref(&url));
     assert_eq!(plain.import(&uuid).status(), 404);
     let on_dev = Agent::start(&[format!("{url}/?channel=dev")]);
     let response = on_dev.import(&uuid);

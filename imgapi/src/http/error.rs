@@ -145,6 +145,7 @@ impl From<ImageError> for ApiError {
             ImageError::Download(_) => (S::BAD_REQUEST, "Download"),
             ImageError::Upload(_) => (S::BAD_REQUEST, "Upload"),
             ImageError::Unauthorized(_) => (S::UNAUTHORIZED, "UnauthorizedError"),
+            ImageError::PreconditionFailed { .. } => (S::PRECONDITION_FAILED, "PreconditionFailed"),
             // The reference's own code for what it cannot do (HTTP 400), so clients see a 4xx.
             ImageError::NotImplemented(_) => (S::BAD_REQUEST, "NotImplemented"),
             ImageError::Store(store) => return store_error(store),

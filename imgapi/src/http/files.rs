@@ -161,7 +161,7 @@ pub async fn get_file(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let params = params(&req);
-    let caller = reader(&req, &state, &params)?;
+    let caller = reader(&req, &state, &params).await?;
     let image = state.service.find(&path, &caller, true)?;
     let index = params.get("index").unwrap_or("0");
     let file = image.file.as_ref().ok_or(ImageError::NoFile(image.uuid))?;
@@ -194,7 +194,7 @@ pub async fn put_file(
 ) -> Result<HttpResponse, ApiError> {
     let uuid = path.into_inner();
     let params = params(&req);
-    let caller = writer(&req, &state, &params)?;
+    let caller = writer(&req, &state, &params).await?;
     if params.get("source").is_some() {
         return Err(ImageError::NotImplemented(
             "copying a file from another IMGAPI (\"source\") is not supported by this server yet".into(),
@@ -287,7 +287,7 @@ pub async fn get_icon(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let params = params(&req);
-    let caller = reader(&req, &state, &params)?;
+    let caller = reader(&req, &state, &params).await?;
     let image = state.service.find(&path, &caller, true)?;
     let icon = image.icon.as_ref().ok_or(ImageError::NoIcon(image.uuid))?;
     serve(
@@ -311,7 +311,7 @@ pub async fn put_icon(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let params = params(&req);
-    let caller = writer(&req, &state, &params)?;
+    let caller = writer(&req, &state, &params).await?;
     let content_type = header_str(&req, header::CONTENT_TYPE).unwrap_or("").to_string();
     if !ICON_TYPES.contains(&content_type.as_str()) {
         return Err(ImageError::Upload(format!(
@@ -352,7 +352,7 @@ pub async fn delete_icon(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let params = params(&req);
-    let caller = writer(&req, &state, &params)?;
+    let caller = writer(&req, &state, &params).await?;
     let image = state.service.delete_icon(&path, &caller).await?;
     Ok(image_response(&req, &image, false))
 }

@@ -9,10 +9,7 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use super::error::ApiError;
-use super::{
-    check_if_match, etag_matches, image_etag, image_response, params, reader, render_options, writer,
-    AppState,
-};
+use super::{etag_matches, image_etag, image_response, params, reader, render_options, writer, AppState};
 use crate::service::listing::ListQuery;
 use crate::service::ImageError;
 
@@ -61,7 +58,7 @@ pub async fn json_body(req: &HttpRequest, payload: web::Payload) -> Result<Value
 /// ListImages.
 pub async fn list(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let params = params(&req);
-    let caller = reader(&req, &state, &params)?;
+    let caller = reader(&req, &state, &params).await?;
     let query = ListQuery::parse(&state.service, &caller, &params)?;
     let options = render_options(&req, query.admin_fields);
     let page: Vec<_> = state.service.list(&query, &caller).iter().map(|i| i.to_api(options)).collect();
@@ -75,7 +72,7 @@ pub async fn get(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let params = params(&req);
-    let caller = reader(&req, &state, &params)?;
+    let caller = reader(&req, &state, &params).await?;
     let admin_fields = params.bool("inclAdminFields")?.unwrap_or(false);
     if admin_fields && caller.user.is_none() {
         return Err(ImageError::Unauthorized(
@@ -103,7 +100,7 @@ pub async fn create_or_action(
     match params.get("action") {
         None => {}
         Some(action @ ("create-from-vm" | "import-docker-image" | "import-lxd-image")) => {
-            writer(&req, &state, &params)?;
+            writer(&req, &state, &params).await?;
             return Err(ImageError::NotImplemented(format!(
                 "action \"{action}\" needs Triton services (VMAPI, WFAPI, a Docker or LXD registry) that a standalone IMGAPI does not have"
             ))
@@ -111,7 +108,7 @@ pub async fn create_or_action(
         }
         Some(other) => return Err(ApiError::invalid_action(other)),
     }
-    let caller = writer(&req, &state, &params)?;
+    let caller = writer(&req, &state, &params).await?;
     let body = json_body(&req, payload).await?;
     let image = state.service.create_image(&caller, body).await?;
     Ok(image_response(&req, &image, false))
@@ -134,7 +131,7 @@ pub async fn action(
         )
         .into());
     };
-    let caller = writer(&req, &state, &params)?;
+    let caller = writer(&req, &state, &params).await?;
     let service = &state.service;
     // Imports run before the lookup: their image does not exist yet.
     let image = match action {
@@ -155,8 +152,7 @@ pub async fn action(
             if action == "channel-add" && service.channels.is_empty() {
                 return Err(ApiError::invalid_action(action));
             }
-            let current = service.find_owned(&uuid, &caller)?;
-            check_if_match(&req, &current)?;
+            service.find_owned(&uuid, &caller)?;
             match action {
                 "activate" => service.activate(&uuid, &caller).await?,
                 "enable" => service.set_disabled(&uuid, &caller, false).await?,
@@ -177,7 +173,7 @@ pub async fn delete(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let params = params(&req);
-    let caller = writer(&req, &state, &params)?;
+    let caller = writer(&req, &state, &params).await?;
     let force = params.bool("force_all_channels")?.unwrap_or(false);
     match state.service.delete_image(&path, &caller, force).await? {
         None => Ok(HttpResponse::NoContent().finish()),
@@ -198,7 +194,7 @@ pub async fn acl(
         Some("remove") => false,
         Some(other) => return Err(ApiError::invalid_action(other)),
     };
-    let caller = writer(&req, &state, &params)?;
+    let caller = writer(&req, &state, &params).await?;
     let body = json_body(&req, payload).await?;
     let image = state.service.change_acl(&path, &caller, body, add).await?;
     Ok(image_response(&req, &image, false))

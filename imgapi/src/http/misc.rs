@@ -19,7 +19,7 @@ pub async fn ping(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpRe
     if let Some(name) = params.get("error") {
         return Err(sample_error(name));
     }
-    let user = super::identify(&req, &state)?;
+    let user = super::identify(&req, &state).await?;
     let mut body = json!({
         "ping": "pong",
         "version": env!("CARGO_PKG_VERSION"),
@@ -70,7 +70,7 @@ pub async fn channels(req: HttpRequest, state: web::Data<AppState>) -> Result<Ht
     if state.service.channels.is_empty() {
         return Err(ApiError::no_route(req.path()));
     }
-    super::reader(&req, &state, &params(&req))?;
+    super::reader(&req, &state, &params(&req)).await?;
     Ok(json_response(StatusCode::OK, &state.service.channels))
 }
 
@@ -102,7 +102,7 @@ pub async fn dataset(path: web::Path<String>) -> HttpResponse {
 
 /// AdminGetState: a summary for operators (not the raw records the reference leaks).
 pub async fn get_state(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    writer(&req, &state, &params(&req))?;
+    writer(&req, &state, &params(&req)).await?;
     let store = &state.service.store;
     Ok(json_response(
         StatusCode::OK,
@@ -121,7 +121,7 @@ pub async fn get_state(req: HttpRequest, state: web::Data<AppState>) -> Result<H
 /// write updates the in-memory index at once).
 pub async fn post_state(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let params = params(&req);
-    writer(&req, &state, &params)?;
+    writer(&req, &state, &params).await?;
     match params.get("action") {
         Some("dropcaches") => Ok(HttpResponse::Accepted().finish()),
         None => Err(ApiError::new(StatusCode::CONFLICT, "MissingParameter", "\"action\" is required")),
@@ -139,7 +139,7 @@ pub async fn reload_auth_keys(
     req: HttpRequest,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    writer(&req, &state, &params(&req))?;
+    writer(&req, &state, &params(&req)).await?;
     let Some(path) = state.config.source.clone() else {
         return Err(
             ImageError::NotImplemented("this server was not started from a config file".into()).into()

@@ -14,7 +14,6 @@ use actix_web::http::header::{self, HeaderMap};
 use actix_web::http::{Method, StatusCode};
 use actix_web::{web, HttpMessage, HttpRequest, HttpResponse};
 use serde::Serialize;
-use sha1::{Digest, Sha1};
 
 use crate::auth::signature::SignedRequest;
 use crate::auth::Authenticator;
@@ -114,9 +113,7 @@ pub fn render_options(req: &HttpRequest, admin_fields: bool) -> RenderOptions {
 
 /// The manifest's entity tag: sha1 of its compact JSON, as sdc-imgapi computes it.
 pub fn image_etag(image: &Image) -> String {
-    let compact = serde_json::to_vec(&image.to_api(RenderOptions { channels: true, admin_fields: false }))
-        .expect("manifests serialize");
-    format!("\"{}\"", hex::encode(Sha1::digest(&compact)))
+    image.etag()
 }
 
 /// A 200 with one manifest and its `ETag`.
@@ -129,19 +126,27 @@ pub fn image_response(req: &HttpRequest, image: &Image, admin_fields: bool) -> H
 
 /// The authenticated user, if the request carries valid credentials; bad credentials are a
 /// 401 everywhere.
-pub fn identify(req: &HttpRequest, state: &AppState) -> Result<Option<String>, ApiError> {
+pub async fn identify(req: &HttpRequest, state: &AppState) -> Result<Option<String>, ApiError> {
     let authorization = match req.headers().get(header::AUTHORIZATION) {
-        None => None,
+        None => return Ok(None),
         Some(value) => {
-            Some(value.to_str().map_err(|_| ApiError::unauthorized("malformed Authorization header"))?)
+            value.to_str().map_err(|_| ApiError::unauthorized("malformed Authorization header"))?.to_owned()
         }
     };
     let headers = req.headers().clone();
-    let lookup = move |name: &str| header_string(&headers, name);
-    let path_and_query = req.uri().path_and_query().map(|p| p.as_str()).unwrap_or("/");
-    let signed = SignedRequest { method: req.method().as_str(), path_and_query, header: &lookup };
+    let method = req.method().as_str().to_owned();
+    let path_and_query = req.uri().path_and_query().map(|p| p.as_str()).unwrap_or("/").to_owned();
     let auth = state.auth.read().unwrap_or_else(|e| e.into_inner()).clone();
-    Ok(auth.authenticate(authorization, &signed)?)
+    // argon2/bcrypt and RSA take milliseconds: keep them off the async workers, which also
+    // serve downloads.
+    let verdict = actix_web::web::block(move || {
+        let lookup = |name: &str| header_string(&headers, name);
+        let signed = SignedRequest { method: &method, path_and_query: &path_and_query, header: &lookup };
+        auth.authenticate(Some(&authorization), &signed)
+    })
+    .await
+    .map_err(|e| ApiError::internal("the authentication worker failed", &e))?;
+    Ok(verdict?)
 }
 
 fn header_string(headers: &HeaderMap, name: &str) -> Option<String> {
@@ -149,8 +154,8 @@ fn header_string(headers: &HeaderMap, name: &str) -> Option<String> {
 }
 
 /// Context for a read: anonymous callers are let through unless the read policy is `none`.
-pub fn reader(req: &HttpRequest, state: &AppState, params: &Params) -> Result<Caller, ApiError> {
-    let user = identify(req, state)?;
+pub async fn reader(req: &HttpRequest, state: &AppState, params: &Params) -> Result<Caller, ApiError> {
+    let user = identify(req, state).await?;
     if user.is_none() && state.config.anonymous_reads == AnonymousReads::None {
         return Err(ApiError::unauthorized("Unauthorized"));
     }
@@ -158,9 +163,15 @@ pub fn reader(req: &HttpRequest, state: &AppState, params: &Params) -> Result<Ca
 }
 
 /// Context for a write: credentials are required.
-pub fn writer(req: &HttpRequest, state: &AppState, params: &Params) -> Result<Caller, ApiError> {
-    match identify(req, state)? {
-        Some(user) => Ok(Caller::from_params(Some(user), params)?),
+pub async fn writer(req: &HttpRequest, state: &AppState, params: &Params) -> Result<Caller, ApiError> {
+    match identify(req, state).await? {
+        Some(user) => {
+            let mut caller = Caller::from_params(Some(user), params)?;
+            // Checked by the service against the locked record, not here.
+            caller.if_match =
+                req.headers().get(header::IF_MATCH).and_then(|v| v.to_str().ok()).map(str::to_owned);
+            Ok(caller)
+        }
         None => Err(ApiError::unauthorized("Unauthorized")),
     }
 }
@@ -170,27 +181,7 @@ pub fn params(req: &HttpRequest) -> Params {
     Params::parse(req.query_string())
 }
 
-/// Compares an `If-Match` / `If-None-Match` list with an entity tag, ignoring quotes and `W/`.
-pub fn etag_matches(list: &str, etag: &str) -> bool {
-    let bare = |t: &str| t.trim().trim_start_matches("W/").trim_matches('"').to_string();
-    let etag = bare(etag);
-    list.split(',').any(|t| t.trim() == "*" || bare(t) == etag)
-}
-
-/// `412` when `If-Match` names another version of the image (conditional updates).
-pub fn check_if_match(req: &HttpRequest, image: &Image) -> Result<(), ApiError> {
-    if let Some(list) = req.headers().get(header::IF_MATCH).and_then(|v| v.to_str().ok()) {
-        let etag = image_etag(image);
-        if !etag_matches(list, &etag) {
-            return Err(ApiError::new(
-                StatusCode::PRECONDITION_FAILED,
-                "PreconditionFailed",
-                format!("if-match '{list}' didn't match etag '{}'", etag.trim_matches('"')),
-            ));
-        }
-    }
-    Ok(())
-}
+pub use crate::manifest::etag_matches;
 
 /// True for HEAD requests (same headers as GET, no body).
 pub fn is_head(req: &HttpRequest) -> bool {

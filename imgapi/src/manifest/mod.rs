@@ -280,6 +280,14 @@ impl Image {
         out
     }
 
+    /// The manifest's entity tag: sha1 of its compact JSON (as sdc-imgapi computes it), quoted.
+    pub fn etag(&self) -> String {
+        use sha1::Digest;
+        let compact = serde_json::to_vec(&self.to_api(RenderOptions { channels: true, admin_fields: false }))
+            .expect("manifests serialize");
+        format!("\"{}\"", hex::encode(sha1::Sha1::digest(&compact)))
+    }
+
     /// The view the validator checks: the API fields plus `activated`, `files` and `icon`.
     pub fn validation_view(&self) -> Map<String, Value> {
         let mut view = self.fields.clone();
@@ -345,6 +353,13 @@ impl Image {
         }
         Ok(Image { uuid, fields, activated, file, icon })
     }
+}
+
+/// Compares an `If-Match` / `If-None-Match` list with an entity tag, ignoring quotes and `W/`.
+pub fn etag_matches(list: &str, etag: &str) -> bool {
+    let bare = |t: &str| t.trim().trim_start_matches("W/").trim_matches('"').to_string();
+    let etag = bare(etag);
+    list.split(',').any(|t| t.trim() == "*" || bare(t) == etag)
 }
 
 /// A stored record that cannot be understood.

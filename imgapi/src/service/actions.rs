@@ -39,8 +39,20 @@ impl Service {
     ) -> Result<Arc<Image>, ImageError> {
         self.find_owned(uuid, caller)?;
         let mode = self.validation_mode();
+        let if_match = caller.if_match.clone();
         self.store
             .update(uuid, |image| {
+                // Preconditions hold for the locked record, not for an earlier read of it.
+                check_owner(image, caller)?;
+                if let Some(list) = if_match {
+                    let etag = image.etag();
+                    if !crate::manifest::etag_matches(&list, &etag) {
+                        return Err(ImageError::PreconditionFailed {
+                            list,
+                            etag: etag.trim_matches('"').into(),
+                        });
+                    }
+                }
                 change(image)?;
                 let errors = validate_full(&image.validation_view(), mode);
                 if errors.is_empty() {

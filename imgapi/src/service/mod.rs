@@ -62,6 +62,8 @@ pub enum ImageError {
     /// A feature of Triton's IMGAPI that needs services a standalone server does not have.
     #[error("{0}")]
     NotImplemented(String),
+    #[error("if-match '{list}' didn't match etag '{etag}'")]
+    PreconditionFailed { list: String, etag: String },
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -100,6 +102,8 @@ pub struct Caller {
     pub account: Option<Uuid>,
     /// `?channel=`: the channel named by the request (`*` = all), if any.
     pub channel: Option<String>,
+    /// `If-Match` of a conditional change.
+    pub if_match: Option<String>,
 }
 
 impl Caller {
@@ -109,6 +113,7 @@ impl Caller {
             user,
             account: params.uuid("account")?,
             channel: params.get("channel").map(str::to_owned),
+            if_match: None,
         })
     }
 

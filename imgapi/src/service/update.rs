@@ -69,15 +69,7 @@ impl Service {
                 errors: Vec::new(),
             });
         }
-        let current = self.find_owned(uuid, caller)?;
-        let refused = refused_keys(&changes, &current, caller);
-        if !refused.is_empty() {
-            let fields: Vec<&str> = refused.iter().map(|e| e.field.as_str()).collect();
-            return Err(ImageError::ValidationFailed {
-                message: format!("invalid image update data: {}", fields.join(", ")),
-                errors: refused,
-            });
-        }
+        self.find_owned(uuid, caller)?;
         if let Some(Value::Array(channels)) = changes.get("channels") {
             for channel in channels {
                 let name = channel.as_str().unwrap_or_default();
@@ -93,10 +85,20 @@ impl Service {
                 }
             }
         }
-        if let Some(origin) = changes.get("origin").filter(|o| !o.is_null()) {
-            super::check_origin(&self.store, uuid, origin)?;
-        }
+        let store = self.store.clone();
         self.change(uuid, caller, move |image| {
+            // On the locked record: activation or an origin's deletion may have happened since.
+            let refused = refused_keys(&changes, image, caller);
+            if !refused.is_empty() {
+                let fields: Vec<&str> = refused.iter().map(|e| e.field.as_str()).collect();
+                return Err(ImageError::ValidationFailed {
+                    message: format!("invalid image update data: {}", fields.join(", ")),
+                    errors: refused,
+                });
+            }
+            if let Some(origin) = changes.get("origin").filter(|o| !o.is_null()) {
+                super::check_origin(&store, uuid, origin)?;
+            }
             apply(image, changes);
             Ok(())
         })
