@@ -36,6 +36,9 @@ pub enum BasicError {
 pub struct UserDb {
     users: HashMap<String, Stored>,
     verified: Mutex<HashSet<[u8; 32]>>,
+    /// When some passwords are hashed, an unknown user name is checked against this hash so
+    /// that refusing it takes as long as refusing a real user (no user-name discovery by timing).
+    decoy: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -75,7 +78,9 @@ impl UserDb {
             };
             users.insert(entry.name.clone(), stored);
         }
-        Ok(UserDb { users, verified: Mutex::new(HashSet::new()) })
+        let hashed = users.values().any(|u| !matches!(u, Stored::Plain(_)));
+        let decoy = hashed.then(|| hash_password("decoy password that no one has"));
+        Ok(UserDb { users, verified: Mutex::new(HashSet::new()), decoy })
     }
 
     pub fn is_empty(&self) -> bool {
@@ -110,8 +115,18 @@ impl UserDb {
                 self.verify_hashed(user, password, || bcrypt::verify(password, hash).unwrap_or(false))
             }
             None => {
-                // Same work as a plain-text check, so an unknown name is not faster to refuse.
-                let _ = [0u8; 32].ct_eq(&offered);
+                // Same work as for a known name, so an unknown name is not faster to refuse.
+                match &self.decoy {
+                    Some(decoy) => {
+                        use argon2::PasswordVerifier;
+                        let _ = argon2::PasswordHash::new(decoy).map(|h| {
+                            argon2::Argon2::default().verify_password(password.as_bytes(), &h).is_ok()
+                        });
+                    }
+                    None => {
+                        let _ = [0u8; 32].ct_eq(&offered);
+                    }
+                }
                 false
             }
         }
