@@ -228,7 +228,16 @@ impl Importer {
         let status = job.status();
         let importer = self.clone();
         tokio::spawn(async move {
-            let result = importer.run(&job, source, chain).await.map_err(Arc::new);
+            // The import runs in a task of its own so that even a panic in it ends the job
+            // (as failed) instead of leaving it "running" for every later request to join.
+            let work = {
+                let (importer, job) = (importer.clone(), job.clone());
+                tokio::spawn(async move { importer.run(&job, source, chain).await })
+            };
+            let result = match work.await {
+                Ok(outcome) => outcome.map_err(Arc::new),
+                Err(_) => Err(Arc::new(ImportError::Internal(job.image))),
+            };
             if let Err(e) = &result {
                 tracing::warn!(image = %job.image, error = %error_chain(e.as_ref()), "import failed");
             }
