@@ -65,25 +65,28 @@ GZ_SIZE=$(stat -L -c %s "$WORK/disk.img.gz")
 GZ_SHA1=$(sha1sum "$WORK/disk.img.gz" | cut -d' ' -f1)
 echo "compressed to $GZ_SIZE bytes"
 
-start_server() { # name binary args... -> prints the URL
+start_server() { # name binary args...: starts it here (not in a subshell, so the trap sees the PID)
     local name=$1; shift
     "$@" > "$WORK/$name.out" 2> "$WORK/$name.err" &
     PIDS+=($!)
+}
+server_url() { # name -> prints the URL the server announced
     for _ in $(seq 100); do
-        if grep -q "listening on" "$WORK/$name.out"; then
-            sed -n 's/.* listening on \(.*\)/\1/p' "$WORK/$name.out" | head -1
+        if grep -q "listening on" "$WORK/$1.out"; then
+            sed -n 's/.* listening on \(.*\)/\1/p' "$WORK/$1.out" | head -1
             return
         fi
         sleep 0.1
     done
-    echo "$name did not start" >&2; cat "$WORK/$name.err" >&2; exit 1
+    echo "$1 did not start" >&2; cat "$WORK/$1.err" >&2; exit 1
 }
 
 cat > "$WORK/imgapi.json" <<EOF
 {"datadir": "$WORK/imgapi-data", "port": 0, "host": "127.0.0.1", "log_level": "warn",
  "userdb": [{"name": "admin", "password": "secret"}]}
 EOF
-IMGAPI=$(start_server imgapi "$BIN/imgapi" -s -c "$WORK/imgapi.json")
+start_server imgapi "$BIN/imgapi" -s -c "$WORK/imgapi.json"
+IMGAPI=$(server_url imgapi)
 UUID=$(curl -sf -u admin:secret "$IMGAPI/images" -X POST --data-binary \
     '{"name": "bench", "version": "1", "type": "zvol", "os": "linux", "nic_driver": "virtio",
       "disk_driver": "virtio", "cpu_type": "host", "image_size": '"$SIZE_MIB"'}' \
@@ -96,7 +99,8 @@ cat > "$WORK/agent.json" <<EOF
 {"listen": "127.0.0.1:0", "auth": {"tokens": ["$TOKEN"]}, "sources": ["$IMGAPI"],
  "storage": {"backend": "files", "dir": "$WORK/agent-images"}, "log_level": "warn"}
 EOF
-AGENT=$(start_server agent "$BIN/agent" serve -c "$WORK/agent.json")
+start_server agent "$BIN/agent" serve -c "$WORK/agent.json"
+AGENT=$(server_url agent)
 
 now() { date +%s.%N; }
 reference_times=()
