@@ -9,7 +9,7 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use super::error::ApiError;
-use super::{etag_matches, image_etag, image_response, params, reader, render_options, writer, AppState};
+use super::{image_response, params, reader, render_options, writer, AppState};
 use crate::service::listing::ListQuery;
 use crate::service::ImageError;
 
@@ -82,8 +82,8 @@ pub async fn get(
     }
     let image = state.service.find(&path, &caller, true)?;
     if let Some(list) = req.headers().get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok()) {
-        let etag = image_etag(&image);
-        if etag_matches(list, &etag) {
+        let etag = image.etag();
+        if crate::manifest::etag_matches(list, &etag) {
             return Ok(HttpResponse::NotModified().insert_header((header::ETAG, etag)).finish());
         }
     }
@@ -152,7 +152,6 @@ pub async fn action(
             if action == "channel-add" && service.channels.is_empty() {
                 return Err(ApiError::invalid_action(action));
             }
-            service.find_owned(&uuid, &caller)?;
             match action {
                 "activate" => service.activate(&uuid, &caller).await?,
                 "enable" => service.set_disabled(&uuid, &caller, false).await?,

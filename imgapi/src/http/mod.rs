@@ -111,16 +111,11 @@ pub fn render_options(req: &HttpRequest, admin_fields: bool) -> RenderOptions {
     RenderOptions { channels: api_version(req).0 >= 2, admin_fields }
 }
 
-/// The manifest's entity tag: sha1 of its compact JSON, as sdc-imgapi computes it.
-pub fn image_etag(image: &Image) -> String {
-    image.etag()
-}
-
 /// A 200 with one manifest and its `ETag`.
 pub fn image_response(req: &HttpRequest, image: &Image, admin_fields: bool) -> HttpResponse {
     HttpResponse::Ok()
         .content_type("application/json")
-        .insert_header((header::ETAG, image_etag(image)))
+        .insert_header((header::ETAG, image.etag()))
         .body(to_json(&image.to_api(render_options(req, admin_fields))))
 }
 
@@ -180,8 +175,6 @@ pub async fn writer(req: &HttpRequest, state: &AppState, params: &Params) -> Res
 pub fn params(req: &HttpRequest) -> Params {
     Params::parse(req.query_string())
 }
-
-pub use crate::manifest::etag_matches;
 
 /// True for HEAD requests (same headers as GET, no body).
 pub fn is_head(req: &HttpRequest) -> bool {

@@ -57,7 +57,7 @@ fn filters() {
 fn states_and_authentication() {
     let env = Env::start();
     catalog(&env);
-    let draft = uuid_of(&env.create(manifest("draft")));
+    env.create(manifest("draft"));
     let disabled = uuid_of(&env.publish(manifest("off"), b"y"));
     env.action(&disabled, "disable");
     let anon = |query: &str| env.get_json(&format!("/images?{query}"));
@@ -71,7 +71,6 @@ fn states_and_authentication() {
     assert_eq!(names(&authed("state=disabled")), ["off"]);
     assert_eq!(names(&authed("state=active")).len(), 4);
     assert!(names(&authed("state=failed")).is_empty());
-    let _ = draft;
     let err =
         expect_error(env.anon(Method::GET, "/images?state=bogus").send().unwrap(), 422, "InvalidParameter");
     assert_eq!(err["message"], "invalid state: \"bogus\"");
