@@ -6,6 +6,7 @@ pub mod api;
 pub mod cli;
 pub mod config;
 pub mod host;
+pub mod hypervisor;
 pub mod import;
 pub mod instance;
 pub mod source;

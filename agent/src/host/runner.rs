@@ -6,7 +6,8 @@
 use std::collections::VecDeque;
 use std::ffi::OsString;
 use std::io::{self, Read, Write};
-use std::path::PathBuf;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::{Arc, Mutex};
 
@@ -92,12 +93,56 @@ pub trait PipedChild: Send {
     fn abort(self: Box<Self>);
 }
 
+/// How a long-running process ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProcessExit {
+    Code(i32),
+    Signal(i32),
+}
+
+/// A long-running process the caller supervises (a VM). Dropping it neither kills nor reaps.
+pub trait Process: Send {
+    fn pid(&self) -> u32;
+    /// Blocks until the process ends.
+    fn wait(&mut self) -> Result<ProcessExit, ExecError>;
+}
+
+/// Signals the agent sends to processes it started.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Signal {
+    /// bhyve: press the ACPI power button.
+    Term,
+    Kill,
+}
+
+impl Signal {
+    fn raw(self) -> i32 {
+        match self {
+            Signal::Term => libc::SIGTERM,
+            Signal::Kill => libc::SIGKILL,
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Signal::Term => "TERM",
+            Signal::Kill => "KILL",
+        }
+    }
+}
+
 /// Runs host commands. Blocking: callers on async threads use `spawn_blocking`.
 pub trait CommandRunner: Send + Sync {
     /// Runs to completion; fails unless the exit status is 0.
     fn run(&self, command: &HostCommand) -> Result<Output, ExecError>;
     /// Starts a command that reads its standard input from the caller.
     fn spawn_piped(&self, command: &HostCommand) -> Result<Box<dyn PipedChild>, ExecError>;
+    /// Starts a long-running process in its own process group (a signal to the agent's
+    /// terminal or process group does not reach it), stdin from /dev/null, stdout and stderr appended to
+    /// `log`.
+    fn spawn_process(&self, command: &HostCommand, log: &Path) -> Result<Box<dyn Process>, ExecError>;
+    /// Sends `signal` to a process this agent started (by pid).
+    fn signal(&self, pid: u32, signal: Signal) -> io::Result<()>;
 }
 
 /// The real runner.
@@ -154,6 +199,55 @@ impl CommandRunner for HostRunner {
         let stdout = drain(child.stdout.take());
         let stderr = drain(child.stderr.take());
         Ok(Box::new(HostChild { command: command.display(), child, stdin: Some(stdin), stdout, stderr }))
+    }
+
+    fn spawn_process(&self, command: &HostCommand, log: &Path) -> Result<Box<dyn Process>, ExecError> {
+        let start_error = |source| ExecError::Start { command: command.display(), source };
+        let out = std::fs::OpenOptions::new().create(true).append(true).open(log).map_err(start_error)?;
+        let err = out.try_clone().map_err(start_error)?;
+        let child = command_for(command)
+            .stdout(out)
+            .stderr(err)
+            .process_group(0)
+            .spawn()
+            .map_err(start_error)?;
+        tracing::debug!(command = %command.display(), pid = child.id(), "process started");
+        Ok(Box::new(HostProcess { command: command.display(), child }))
+    }
+
+    // The one unsafe call of the agent: kill(2) has no memory-safety preconditions, and std
+    // offers only SIGKILL (`Child::kill`), while bhyve needs SIGTERM for its ACPI power button.
+    #[allow(unsafe_code)]
+    fn signal(&self, pid: u32, signal: Signal) -> io::Result<()> {
+        let pid = libc::pid_t::try_from(pid).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+        // SAFETY: kill(2) has no memory-safety preconditions.
+        if unsafe { libc::kill(pid, signal.raw()) } == 0 {
+            Ok(())
+        } else {
+            Err(io::Error::last_os_error())
+        }
+    }
+}
+
+struct HostProcess {
+    command: String,
+    child: Child,
+}
+
+impl Process for HostProcess {
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    fn wait(&mut self) -> Result<ProcessExit, ExecError> {
+        let status =
+            self.child.wait().map_err(|source| ExecError::Io { command: self.command.clone(), source })?;
+        tracing::debug!(command = %self.command, status = %status_text(status), "process ended");
+        Ok(match (status.code(), status.signal()) {
+            (Some(code), _) => ProcessExit::Code(code),
+            (None, Some(signal)) => ProcessExit::Signal(signal),
+            (None, None) => ProcessExit::Signal(0),
+        })
     }
 }
 
@@ -214,6 +308,14 @@ impl PipedChild for HostChild {
 pub enum Reply {
     Ok(String),
     Fail(String),
+    /// For `run`: succeeds, and the most recently started live process ends with this (e.g.
+    /// `bhyvectl --force-poweroff`).
+    EndsProcess(ProcessExit),
+    /// For `spawn_process`: the process ends at once with this.
+    Exits(ProcessExit),
+    /// For `spawn_process`: the process runs until signalled; SIGTERM ends it with `on_term`
+    /// (`None`: the guest ignores the power button), SIGKILL with signal 9.
+    Runs { on_term: Option<ProcessExit> },
 }
 
 /// A fake runner: records every command (and the bytes piped to it) and answers from a script
@@ -227,7 +329,32 @@ pub struct RecordingRunner {
 struct Recording {
     calls: Vec<(String, Vec<u8>)>,
     script: VecDeque<(String, Reply)>,
+    /// Fake processes by pid: how SIGTERM ends them, and their end once it is known.
+    processes: Vec<FakeProcess>,
 }
+
+#[derive(Debug)]
+struct FakeProcess {
+    pid: u32,
+    on_term: Option<ProcessExit>,
+    end: Arc<(Mutex<Option<ProcessExit>>, std::sync::Condvar)>,
+}
+
+impl FakeProcess {
+    fn finish(&self, exit: ProcessExit) {
+        let (lock, cvar) = &*self.end;
+        let mut end = lock.lock().unwrap_or_else(|e| e.into_inner());
+        end.get_or_insert(exit);
+        cvar.notify_all();
+    }
+
+    fn is_live(&self) -> bool {
+        self.end.0.lock().unwrap_or_else(|e| e.into_inner()).is_none()
+    }
+}
+
+/// Fake pids start here, far above real ones, so a stray real `kill` cannot hit anything.
+const FAKE_PID_BASE: u32 = 4_000_000;
 
 impl RecordingRunner {
     pub fn new() -> Self {
@@ -249,6 +376,18 @@ impl RecordingRunner {
         self.lock().calls[n].1.clone()
     }
 
+    /// Ends the fake process `pid` (what the guest did), as if the hypervisor exited so.
+    pub fn end_process(&self, pid: u32, exit: ProcessExit) {
+        if let Some(process) = self.lock().processes.iter().find(|p| p.pid == pid) {
+            process.finish(exit);
+        }
+    }
+
+    /// Pids of the fake processes that have not ended.
+    pub fn live_processes(&self) -> Vec<u32> {
+        self.lock().processes.iter().filter(|p| p.is_live()).map(|p| p.pid).collect()
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Recording> {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -266,6 +405,29 @@ fn reply_to_result(command: &str, reply: Reply) -> Result<Output, ExecError> {
         Reply::Fail(stderr) => {
             Err(ExecError::Failed { command: command.to_string(), status: "exit status 1".into(), stderr })
         }
+        Reply::EndsProcess(_) | Reply::Exits(_) | Reply::Runs { .. } => Ok(Output::default()),
+    }
+}
+
+struct RecordedProcess {
+    pid: u32,
+    end: Arc<(Mutex<Option<ProcessExit>>, std::sync::Condvar)>,
+}
+
+impl Process for RecordedProcess {
+    fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    fn wait(&mut self) -> Result<ProcessExit, ExecError> {
+        let (lock, cvar) = &*self.end;
+        let mut end = lock.lock().unwrap_or_else(|e| e.into_inner());
+        loop {
+            if let Some(exit) = *end {
+                return Ok(exit);
+            }
+            end = cvar.wait(end).unwrap_or_else(|e| e.into_inner());
+        }
     }
 }
 
@@ -274,7 +436,46 @@ impl CommandRunner for RecordingRunner {
         let line = command.display();
         self.lock().calls.push((line.clone(), Vec::new()));
         let reply = self.answer(&line);
+        if let Reply::EndsProcess(exit) = reply {
+            if let Some(process) = self.lock().processes.iter().rev().find(|p| p.is_live()) {
+                process.finish(exit);
+            }
+        }
         reply_to_result(&line, reply)
+    }
+
+    fn spawn_process(&self, command: &HostCommand, _log: &Path) -> Result<Box<dyn Process>, ExecError> {
+        let line = command.display();
+        self.lock().calls.push((line.clone(), Vec::new()));
+        let (end, on_term) = match self.answer(&line) {
+            Reply::Fail(stderr) => {
+                return Err(ExecError::Start { command: line, source: io::Error::other(stderr) })
+            }
+            Reply::Exits(exit) => (Some(exit), None),
+            Reply::Runs { on_term } => (None, on_term),
+            Reply::Ok(_) | Reply::EndsProcess(_) => (Some(ProcessExit::Code(0)), None),
+        };
+        let mut rec = self.lock();
+        let pid = FAKE_PID_BASE + rec.processes.len() as u32;
+        let end = Arc::new((Mutex::new(end), std::sync::Condvar::new()));
+        rec.processes.push(FakeProcess { pid, on_term, end: end.clone() });
+        Ok(Box::new(RecordedProcess { pid, end }))
+    }
+
+    fn signal(&self, pid: u32, signal: Signal) -> io::Result<()> {
+        let mut rec = self.lock();
+        rec.calls.push((format!("kill -{} {pid}", signal.name()), Vec::new()));
+        let process = rec.processes.iter().find(|p| p.pid == pid && p.is_live());
+        let Some(process) = process else { return Err(io::Error::from_raw_os_error(libc::ESRCH)) };
+        match signal {
+            Signal::Term => {
+                if let Some(exit) = process.on_term {
+                    process.finish(exit);
+                }
+            }
+            Signal::Kill => process.finish(ProcessExit::Signal(libc::SIGKILL)),
+        }
+        Ok(())
     }
 
     fn spawn_piped(&self, command: &HostCommand) -> Result<Box<dyn PipedChild>, ExecError> {
@@ -352,5 +553,39 @@ mod tests {
             ["/sbin/zfs list -H", "/sbin/zfs destroy tank/x", "/sbin/zfs receive tank/y"]
         );
         assert_eq!(runner.stdin_of(2), b"stream");
+    }
+
+    #[test]
+    fn real_processes_are_waited_for_and_signalled() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("out.log");
+        let mut quick =
+            HostRunner.spawn_process(&HostCommand::new("/bin/sh").args(["-c", "echo hi; exit 3"]), &log).unwrap();
+        assert_eq!(quick.wait().unwrap(), ProcessExit::Code(3));
+        assert_eq!(std::fs::read_to_string(&log).unwrap(), "hi\n");
+        let mut slow = HostRunner.spawn_process(&HostCommand::new("/bin/sleep").arg("30"), &log).unwrap();
+        HostRunner.signal(slow.pid(), Signal::Kill).unwrap();
+        assert_eq!(slow.wait().unwrap(), ProcessExit::Signal(libc::SIGKILL));
+    }
+
+    #[test]
+    fn recorded_processes_follow_their_script() {
+        let runner = RecordingRunner::new();
+        runner.expect("/usr/sbin/bhyve", Reply::Exits(ProcessExit::Code(0)));
+        runner.expect("/usr/sbin/bhyve", Reply::Runs { on_term: Some(ProcessExit::Code(1)) });
+        runner.expect("/usr/sbin/bhyve", Reply::Runs { on_term: None });
+        runner.expect("/usr/sbin/bhyvectl --force-poweroff", Reply::EndsProcess(ProcessExit::Code(1)));
+        let log = Path::new("/nonexistent");
+        let bhyve = HostCommand::new("/usr/sbin/bhyve").arg("vm");
+        assert_eq!(runner.spawn_process(&bhyve, log).unwrap().wait().unwrap(), ProcessExit::Code(0));
+        let mut acpi = runner.spawn_process(&bhyve, log).unwrap();
+        runner.signal(acpi.pid(), Signal::Term).unwrap();
+        assert_eq!(acpi.wait().unwrap(), ProcessExit::Code(1));
+        let mut stubborn = runner.spawn_process(&bhyve, log).unwrap();
+        runner.signal(stubborn.pid(), Signal::Term).unwrap();
+        assert_eq!(runner.live_processes(), [stubborn.pid()]);
+        runner.run(&HostCommand::new("/usr/sbin/bhyvectl").args(["--force-poweroff", "--vm=vm"])).unwrap();
+        assert_eq!(stubborn.wait().unwrap(), ProcessExit::Code(1));
+        assert!(runner.signal(stubborn.pid(), Signal::Kill).is_err(), "ended processes are gone");
     }
 }

@@ -1,0 +1,1 @@
+//! bhyve backend (FreeBSD): being written.

@@ -1,0 +1,1 @@
+//! QEMU backend (Linux): being written.
