@@ -2,6 +2,8 @@
 //! never touches the host itself). People get tables and a progress bar; scripts get `--json`
 //! and exit codes that say what failed.
 
+pub mod instances;
+
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -23,6 +25,7 @@ pub mod exit {
 }
 
 /// How to reach the agent.
+#[derive(Clone)]
 pub struct Connection {
     pub url: String,
     pub token: Option<String>,
@@ -42,7 +45,7 @@ impl Failure {
     }
 }
 
-type CliResult = Result<(), Failure>;
+pub type CliResult = Result<(), Failure>;
 
 impl Connection {
     fn client(&self) -> Client {

@@ -28,6 +28,61 @@ pub struct Config {
     pub commands: Commands,
     #[serde(default = "default_log_level")]
     pub log_level: String,
+    /// Instances: the hypervisor and where their state lives.
+    #[serde(default)]
+    pub instances: InstancesConfig,
+}
+
+/// The `instances` section.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct InstancesConfig {
+    /// `qemu` or `bhyve`; the default follows the OS (bhyve on FreeBSD).
+    pub hypervisor: HypervisorKind,
+    /// Instance disks and records of the `files` storage backend, console logs and the
+    /// record of destroyed instances.
+    pub dir: PathBuf,
+    /// Per-instance sockets and hypervisor output (emptied by a host reboot, which is fine:
+    /// the VMs are gone too).
+    pub run_dir: PathBuf,
+    /// ZFS backends: the parent dataset of instance clones (default: `instances` next to
+    /// `storage.parent`, e.g. `tank/images` -> `tank/instances`).
+    pub zfs_parent: Option<String>,
+    /// Seconds a guest gets to power off after the ACPI button, before it is forced off.
+    pub stop_timeout_secs: u64,
+    /// Bytes of console output kept in memory per instance (what a reader gets first).
+    pub console_ring_bytes: usize,
+    /// Size at which a console log is rotated (one older file is kept).
+    pub console_log_max_bytes: u64,
+    pub qemu: crate::hypervisor::qemu::QemuSettings,
+    pub bhyve: crate::host::bhyve::BhyvePaths,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HypervisorKind {
+    Qemu,
+    Bhyve,
+}
+
+impl Default for InstancesConfig {
+    fn default() -> Self {
+        InstancesConfig {
+            hypervisor: if cfg!(target_os = "freebsd") {
+                HypervisorKind::Bhyve
+            } else {
+                HypervisorKind::Qemu
+            },
+            dir: PathBuf::from("/var/lib/agent/instances"),
+            run_dir: PathBuf::from("/var/run/agent"),
+            zfs_parent: None,
+            stop_timeout_secs: 60,
+            console_ring_bytes: 256 * 1024,
+            console_log_max_bytes: 8 << 20,
+            qemu: Default::default(),
+            bhyve: Default::default(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -95,18 +150,26 @@ pub enum ZfsDialectConfig {
     ZfsFuse,
 }
 
-/// Absolute paths of the host commands the agent may run.
+/// Absolute paths of the host commands the agent may run (the hypervisors' own are in
+/// `instances.qemu` and `instances.bhyve`).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Commands {
     #[serde(default = "default_zfs")]
     pub zfs: PathBuf,
+    /// Makes the qcow2 overlays of `files` instances under QEMU.
+    #[serde(default = "default_qemu_img")]
+    pub qemu_img: PathBuf,
 }
 
 impl Default for Commands {
     fn default() -> Self {
-        Commands { zfs: default_zfs() }
+        Commands { zfs: default_zfs(), qemu_img: default_qemu_img() }
     }
+}
+
+fn default_qemu_img() -> PathBuf {
+    PathBuf::from("/usr/bin/qemu-img")
 }
 
 fn default_listen() -> SocketAddr {
@@ -156,11 +219,37 @@ impl Config {
             .map_err(|source| ConfigError::Parse { path: origin.into(), source })?;
         let invalid = |message: String| ConfigError::Invalid { path: origin.into(), message };
         config.sources().map_err(|e| invalid(e.to_string()))?;
-        if !config.commands.zfs.is_absolute() {
-            return Err(invalid(format!(
-                "commands.zfs must be an absolute path, not {:?}",
-                config.commands.zfs
-            )));
+        for (key, path) in [
+            ("commands.zfs", &config.commands.zfs),
+            ("commands.qemu_img", &config.commands.qemu_img),
+            ("instances.qemu.binary", &config.instances.qemu.binary),
+            ("instances.dir", &config.instances.dir),
+            ("instances.run_dir", &config.instances.run_dir),
+        ] {
+            if !path.is_absolute() {
+                return Err(invalid(format!("{key} must be an absolute path, not {path:?}")));
+            }
+        }
+        if let Some(parent) = &config.instances.zfs_parent {
+            if parent.is_empty() || parent.starts_with('/') || parent.ends_with('/') || parent.contains('@') {
+                return Err(invalid(format!("instances.zfs_parent {parent:?} is not a dataset name")));
+            }
+        }
+        if let StorageConfig::Zfs { parent, .. } | StorageConfig::ZfsFiles { parent, .. } = &config.storage {
+            let Some(instances) = config.instances_zfs_parent() else {
+                return Err(invalid(format!(
+                    "storage.parent {parent:?} is a pool: set instances.zfs_parent to a dataset outside it \
+                     (images are the parent's direct children)"
+                )));
+            };
+            if instances == *parent || instances.starts_with(&format!("{parent}/")) {
+                return Err(invalid(format!(
+                    "instances.zfs_parent {instances:?} must not be inside storage.parent {parent:?}"
+                )));
+            }
+        }
+        if config.instances.stop_timeout_secs == 0 || config.instances.console_ring_bytes == 0 {
+            return Err(invalid("instances.stop_timeout_secs and console_ring_bytes must be above 0".into()));
         }
         if let StorageConfig::Zfs { parent, .. } | StorageConfig::ZfsFiles { parent, .. } = &config.storage {
             if parent.is_empty() || parent.starts_with('/') || parent.ends_with('/') || parent.contains('@') {
@@ -171,6 +260,21 @@ impl Config {
             return Err(invalid("auth.tokens must be at least 16 characters long".into()));
         }
         Ok(config)
+    }
+
+    /// Where instance clones go on the ZFS backends: `instances.zfs_parent`, or `instances`
+    /// next to `storage.parent`. `None` for the `files` backend, and when `storage.parent` is
+    /// a pool and nothing is configured (refused by validation).
+    pub fn instances_zfs_parent(&self) -> Option<String> {
+        let (StorageConfig::Zfs { parent, .. } | StorageConfig::ZfsFiles { parent, .. }) = &self.storage
+        else {
+            return None;
+        };
+        match (&self.instances.zfs_parent, parent.rsplit_once('/')) {
+            (Some(explicit), _) => Some(explicit.clone()),
+            (None, Some((above, _))) => Some(format!("{above}/instances")),
+            (None, None) => None,
+        }
     }
 
     /// The sources, parsed, in lookup order.

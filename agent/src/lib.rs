@@ -1,6 +1,6 @@
-//! The hypervisor host agent: imports images from IMGAPI sources into ZFS or disk files
-//! (and, in a later part, runs instances from them). `main.rs` only parses arguments; this
-//! builds the daemon so that tests run exactly what production runs.
+//! The hypervisor host agent: imports images from IMGAPI sources into ZFS or disk files and
+//! runs instances from them on bhyve or QEMU. `main.rs` only parses arguments; this builds the
+//! daemon so that tests run exactly what production runs.
 
 pub mod api;
 pub mod cli;
@@ -19,9 +19,11 @@ use std::sync::Arc;
 use actix_web::{web, App, HttpServer};
 
 use api::{AgentState, Credentials};
-use config::{Config, StorageConfig, ZfsDialectConfig};
+use config::{Config, HypervisorKind, StorageConfig, ZfsDialectConfig};
 use host::runner::{CommandRunner, HostRunner};
 use import::Importer;
+use instance::disks::{FileDisks, InstanceDisks, ZfsDisks};
+use instance::manager::{Instances, Settings};
 use source::SourceClient;
 use storage::ImageStorage;
 
@@ -31,6 +33,8 @@ pub enum StartError {
     Sources(#[from] source::SourceParseError),
     #[error("cannot open the image storage")]
     Storage(#[from] storage::StorageError),
+    #[error("cannot load the instances")]
+    Instances(#[from] instance::manager::InstanceError),
     #[error("cannot listen on {addr}")]
     Bind {
         addr: SocketAddr,
@@ -44,10 +48,7 @@ pub fn open_storage(
     config: &Config,
     runner: Arc<dyn CommandRunner>,
 ) -> Result<Arc<dyn ImageStorage>, StartError> {
-    let dialect = |d: ZfsDialectConfig| match d {
-        ZfsDialectConfig::Openzfs => host::zfs::Dialect::OpenZfs,
-        ZfsDialectConfig::ZfsFuse => host::zfs::Dialect::ZfsFuse,
-    };
+    let dialect = zfs_dialect;
     let storage: Arc<dyn ImageStorage> = match &config.storage {
         StorageConfig::Files { dir } => Arc::new(storage::files::FilesStorage::new(dir)?),
         StorageConfig::Zfs { parent, zvol_dir, dialect: d } => {
@@ -68,23 +69,86 @@ pub fn open_storage(
     Ok(storage)
 }
 
+fn zfs_dialect(d: ZfsDialectConfig) -> host::zfs::Dialect {
+    match d {
+        ZfsDialectConfig::Openzfs => host::zfs::Dialect::OpenZfs,
+        ZfsDialectConfig::ZfsFuse => host::zfs::Dialect::ZfsFuse,
+    }
+}
+
+/// The hypervisor and instance disks the config names, with every instance loaded and
+/// reconciled with the VMs really running.
+pub fn open_instances(
+    config: &Config,
+    runner: Arc<dyn CommandRunner>,
+    images: Arc<dyn ImageStorage>,
+) -> Result<Arc<Instances>, StartError> {
+    let settings = &config.instances;
+    let hypervisor: Arc<dyn hypervisor::Hypervisor> = match settings.hypervisor {
+        HypervisorKind::Qemu => Arc::new(hypervisor::qemu::Qemu::new(runner.clone(), settings.qemu.clone())),
+        HypervisorKind::Bhyve => {
+            Arc::new(hypervisor::bhyve::Bhyve::new(runner.clone(), settings.bhyve.clone()))
+        }
+    };
+    let disk_error = |e: instance::disks::DiskError| StartError::Instances(e.into());
+    let disks: Arc<dyn InstanceDisks> = match &config.storage {
+        StorageConfig::Files { .. } => Arc::new(
+            FileDisks::new(
+                &settings.dir,
+                runner.clone(),
+                &config.commands.qemu_img,
+                settings.hypervisor == HypervisorKind::Qemu,
+            )
+            .map_err(disk_error)?,
+        ),
+        StorageConfig::Zfs { zvol_dir, dialect, .. } => Arc::new(ZfsDisks::new(
+            host::zfs::Zfs::new(runner.clone(), &config.commands.zfs, zfs_dialect(*dialect)),
+            &config.instances_zfs_parent().expect("validated with the config"),
+            storage::zfs::ZfsMode::Zvol,
+            zvol_dir,
+        )),
+        StorageConfig::ZfsFiles { dialect, .. } => Arc::new(ZfsDisks::new(
+            host::zfs::Zfs::new(runner.clone(), &config.commands.zfs, zfs_dialect(*dialect)),
+            &config.instances_zfs_parent().expect("validated with the config"),
+            storage::zfs::ZfsMode::Files,
+            std::path::Path::new("/dev/zvol"),
+        )),
+    };
+    let settings = Settings {
+        run_dir: settings.run_dir.clone(),
+        state_dir: settings.dir.clone(),
+        stop_timeout: std::time::Duration::from_secs(settings.stop_timeout_secs),
+        console_ring_bytes: settings.console_ring_bytes,
+        console_log_max_bytes: settings.console_log_max_bytes,
+    };
+    Ok(Instances::open(disks, hypervisor, images, settings)?)
+}
+
 /// A bound, not yet running agent.
 pub struct Bound {
     pub server: actix_web::dev::Server,
     pub addrs: Vec<SocketAddr>,
+    /// Detach them (`Instances::detach_all`) when the server has stopped.
+    pub instances: Arc<Instances>,
 }
 
-/// Opens storage, recovers from a crash, and binds the API.
+/// Opens storage, recovers from a crash, loads the instances, and binds the API.
 pub fn bind(config: Config) -> Result<Bound, StartError> {
-    let storage = open_storage(&config, Arc::new(HostRunner))?;
+    let runner: Arc<dyn CommandRunner> = Arc::new(HostRunner);
+    let storage = open_storage(&config, runner.clone())?;
+    let instances = open_instances(&config, runner, storage.clone())?;
     let importer = Importer::new(SourceClient::new(config.sources()?), storage);
-    let state = web::Data::new(AgentState { importer, auth: Credentials::new(&config.auth) });
+    let state = web::Data::new(AgentState {
+        importer,
+        instances: instances.clone(),
+        auth: Credentials::new(&config.auth),
+    });
     let addr = config.listen;
     let server = HttpServer::new(move || App::new().app_data(state.clone()).configure(api::configure))
         .bind(addr)
         .map_err(|source| StartError::Bind { addr, source })?;
     let addrs = server.addrs();
-    Ok(Bound { server: server.run(), addrs })
+    Ok(Bound { server: server.run(), addrs, instances })
 }
 
 /// An agent running on its own thread, for tests. Stops when dropped.
@@ -102,7 +166,10 @@ impl RunningAgent {
                 match bind(config) {
                     Ok(bound) => {
                         let _ = tx.send(Ok((bound.addrs[0], bound.server.handle())));
-                        bound.server.await
+                        let result = bound.server.await;
+                        // As the daemon does when it stops: the VMs go on, unwatched.
+                        bound.instances.detach_all();
+                        result
                     }
                     Err(e) => {
                         let _ = tx.send(Err(e));

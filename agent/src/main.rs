@@ -11,7 +11,7 @@ use clap::{Parser, Subcommand};
 #[command(
     name = "agent",
     version,
-    about = "Hypervisor host agent: images (and instances) from IMGAPI sources"
+    about = "Hypervisor host agent: images from IMGAPI sources, and instances cloned from them"
 )]
 struct Args {
     /// The agent's API.
@@ -48,6 +48,74 @@ enum Command {
     /// The IMGAPI sources images are imported from.
     #[command(subcommand)]
     Sources(SourcesCommand),
+    /// Instances (VMs) on this host. ID is a uuid or an alias.
+    #[command(subcommand)]
+    Instances(InstancesCommand),
+    /// Show an instance's serial console.
+    Console {
+        id: String,
+        /// Keep streaming new output.
+        #[arg(short, long)]
+        follow: bool,
+        /// Stream, and send each line typed to the guest (Ctrl-D detaches).
+        #[arg(short, long)]
+        attach: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum InstancesCommand {
+    /// Create an instance from an imported image, and start it.
+    Create {
+        /// The image uuid.
+        #[arg(long)]
+        image: String,
+        #[arg(long)]
+        alias: Option<String>,
+        #[arg(long)]
+        vcpus: Option<u32>,
+        /// Memory in MiB (default 512).
+        #[arg(long)]
+        memory: Option<u64>,
+        /// Boot disk size in MiB (default: the image's).
+        #[arg(long)]
+        disk: Option<u64>,
+        /// A NIC: `user` or `bridge:<name>`; repeat for more (default: one `user` NIC on QEMU).
+        #[arg(long = "nic")]
+        nics: Vec<String>,
+        /// bios, uefi or bhyveload.
+        #[arg(long)]
+        firmware: Option<String>,
+        /// Create it stopped.
+        #[arg(long)]
+        no_start: bool,
+    },
+    /// List instances.
+    List {
+        /// Include destroyed instances.
+        #[arg(long)]
+        destroyed: bool,
+    },
+    /// Show one instance, with its recent history.
+    Get { id: String },
+    /// Start a stopped or failed instance.
+    Start { id: String },
+    /// Stop: ACPI power button, forced off after the agent's stop timeout.
+    Stop {
+        id: String,
+        /// Power off at once.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Reboot: ACPI poweroff, then start again.
+    Reboot {
+        id: String,
+        /// Hard reset instead.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Destroy an instance and its disk (stopping it first).
+    Delete { id: String },
 }
 
 #[derive(Subcommand)]
@@ -90,6 +158,37 @@ fn main() -> ExitCode {
         }
         Command::Images(ImagesCommand::Delete { uuid }) => cli::finish(cli::images_delete(&conn, &uuid)),
         Command::Sources(SourcesCommand::List) => cli::finish(cli::sources_list(&conn)),
+        Command::Instances(command) => cli::finish(instances(&conn, command)),
+        Command::Console { id, follow, attach } => {
+            cli::finish(cli::instances::console(&conn, &id, follow, attach))
+        }
+    }
+}
+
+fn instances(conn: &Connection, command: InstancesCommand) -> Result<(), cli::Failure> {
+    use cli::instances as i;
+    match command {
+        InstancesCommand::Create { image, alias, vcpus, memory, disk, nics, firmware, no_start } => {
+            i::create(
+                conn,
+                i::CreateArgs {
+                    image,
+                    alias,
+                    vcpus,
+                    memory_mib: memory,
+                    disk_mib: disk,
+                    nics,
+                    firmware,
+                    start: !no_start,
+                },
+            )
+        }
+        InstancesCommand::List { destroyed } => i::list(conn, destroyed),
+        InstancesCommand::Get { id } => i::get(conn, &id),
+        InstancesCommand::Start { id } => i::action(conn, &id, "start", false),
+        InstancesCommand::Stop { id, force } => i::action(conn, &id, "stop", force),
+        InstancesCommand::Reboot { id, force } => i::action(conn, &id, "reboot", force),
+        InstancesCommand::Delete { id } => i::delete(conn, &id),
     }
 }
 
@@ -111,7 +210,10 @@ fn serve(path: &std::path::Path) -> ExitCode {
         for addr in &server.addrs {
             println!("agent listening on http://{addr}");
         }
-        server.server.await.map_err(|e| e.to_string())
+        let result = server.server.await.map_err(|e| e.to_string());
+        // The VMs go on running; the next agent adopts them.
+        server.instances.detach_all();
+        result
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,

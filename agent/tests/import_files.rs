@@ -2,7 +2,6 @@
 //! failures a real server does not make) on 127.0.0.1, the agent's API in front, and the
 //! agent CLI as a user runs it.
 
-use std::io::Write;
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -12,7 +11,9 @@ use agent::RunningAgent;
 use imgapi::RunningServer;
 use reqwest::blocking::Client;
 use serde_json::{json, Value};
-use sha1::{Digest, Sha1};
+
+mod common;
+use common::{compress, sha1_hex, Imgapi};
 
 const TOKEN: &str = "test-token-0123456789";
 
@@ -23,84 +24,6 @@ fn disk(seed: u8, mib: usize) -> Vec<u8> {
     d[510] = 0x55;
     d[511] = 0xaa;
     d
-}
-
-fn compress(data: &[u8], compression: &str) -> Vec<u8> {
-    match compression {
-        "gzip" => {
-            let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-            e.write_all(data).unwrap();
-            e.finish().unwrap()
-        }
-        "bzip2" => {
-            let mut e = bzip2::write::BzEncoder::new(Vec::new(), bzip2::Compression::fast());
-            e.write_all(data).unwrap();
-            e.finish().unwrap()
-        }
-        "xz" => {
-            let mut e = liblzma::write::XzEncoder::new(Vec::new(), 1);
-            e.write_all(data).unwrap();
-            e.finish().unwrap()
-        }
-        _ => data.to_vec(),
-    }
-}
-
-fn sha1_hex(b: &[u8]) -> String {
-    hex::encode(Sha1::digest(b))
-}
-
-struct Imgapi {
-    server: RunningServer,
-    dir: tempfile::TempDir,
-    client: Client,
-}
-
-impl Imgapi {
-    fn start() -> Imgapi {
-        let dir = tempfile::tempdir().unwrap();
-        let config = json!({"datadir": dir.path().join("data"), "port": 0, "host": "127.0.0.1", "log_level": "warn",
-                            "userdb": [{"name": "admin", "password": "secret"}]});
-        let config =
-            imgapi::config::Config::from_json(&config.to_string(), Path::new("t"), Path::new("")).unwrap();
-        Imgapi { server: RunningServer::start(config).unwrap(), dir, client: Client::new() }
-    }
-
-    /// Create, upload and activate; returns the uuid.
-    fn publish(&self, name: &str, file: &[u8], compression: &str, origin: Option<&str>) -> String {
-        let url = self.server.url();
-        let mut body = json!({"name": name, "version": "1.0", "type": "zvol", "os": "linux",
-                              "nic_driver": "virtio", "disk_driver": "virtio", "cpu_type": "host", "image_size": 8});
-        if let Some(origin) = origin {
-            body["origin"] = json!(origin);
-        }
-        let created: Value = self
-            .client
-            .post(format!("{url}/images"))
-            .basic_auth("admin", Some("secret"))
-            .json(&body)
-            .send()
-            .unwrap()
-            .json()
-            .unwrap();
-        let uuid = created["uuid"].as_str().unwrap().to_string();
-        let r = self
-            .client
-            .put(format!("{url}/images/{uuid}/file?compression={compression}&sha1={}", sha1_hex(file)))
-            .basic_auth("admin", Some("secret"))
-            .body(file.to_vec())
-            .send()
-            .unwrap();
-        assert_eq!(r.status(), 200);
-        let r = self
-            .client
-            .post(format!("{url}/images/{uuid}?action=activate"))
-            .basic_auth("admin", Some("secret"))
-            .send()
-            .unwrap();
-        assert_eq!(r.status(), 200);
-        uuid
-    }
 }
 
 impl Imgapi {
@@ -124,6 +47,7 @@ impl Agent {
             "auth": {"tokens": [TOKEN]},
             "sources": sources,
             "storage": {"backend": "files", "dir": dir.path().join("images")},
+            "instances": {"dir": dir.path().join("instances"), "run_dir": dir.path().join("run")},
             "log_level": "warn",
         });
         let config = agent::config::Config::from_json(&config.to_string(), Path::new("t")).unwrap();

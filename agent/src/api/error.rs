@@ -6,6 +6,7 @@ use actix_web::{HttpResponse, ResponseError};
 use serde_json::json;
 
 use crate::import::{error_chain, ImportError};
+use crate::instance::manager::InstanceError;
 use crate::storage::StorageError;
 
 #[derive(Debug)]
@@ -87,5 +88,34 @@ impl From<&ImportError> for ApiError {
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         };
         ApiError::new(status, e.code(), error_chain(e))
+    }
+}
+
+impl From<InstanceError> for ApiError {
+    fn from(e: InstanceError) -> Self {
+        let message = error_chain(&e);
+        let (status, code) = match &e {
+            InstanceError::NotFound(_) => (StatusCode::NOT_FOUND, "InstanceNotFound"),
+            InstanceError::ImageNotFound(_) => (StatusCode::UNPROCESSABLE_ENTITY, "ImageNotFound"),
+            InstanceError::Invalid(_) => (StatusCode::UNPROCESSABLE_ENTITY, "InvalidParameter"),
+            InstanceError::Refused(refused) => (StatusCode::CONFLICT, refused.code()),
+            InstanceError::ImageInUse { .. } => (StatusCode::CONFLICT, "ImageInUse"),
+            InstanceError::Hypervisor(h)
+                if matches!(**h, crate::hypervisor::HypervisorError::Unsupported { .. }) =>
+            {
+                (StatusCode::UNPROCESSABLE_ENTITY, "NotSupported")
+            }
+            InstanceError::Storage(s) if matches!(**s, StorageError::NoSpace(_)) => {
+                (StatusCode::INSUFFICIENT_STORAGE, "InsufficientStorage")
+            }
+            InstanceError::Disk(_)
+            | InstanceError::Hypervisor(_)
+            | InstanceError::Storage(_)
+            | InstanceError::Console(_) => {
+                tracing::error!(error = %message, "instance operation failed");
+                (StatusCode::INTERNAL_SERVER_ERROR, "InternalError")
+            }
+        };
+        ApiError::new(status, code, message)
     }
 }

@@ -1,8 +1,10 @@
-//! The agent's REST API (`/api/v1`): images on this host, import jobs and sources. Reads are
-//! open (the API listens on loopback by default); every mutating call needs a bearer token or
-//! Basic credentials from the config, compared in constant time.
+//! The agent's REST API (`/api/v1`): images on this host, import jobs, sources and instances.
+//! Reads are open (the API listens on loopback by default), except instance consoles; every
+//! mutating call needs a bearer token or Basic credentials from the config, compared in
+//! constant time.
 
 pub mod error;
+mod instances;
 
 use std::sync::Arc;
 
@@ -22,6 +24,7 @@ use error::ApiError;
 /// Shared state of the agent's API.
 pub struct AgentState {
     pub importer: Arc<Importer>,
+    pub instances: Arc<crate::instance::manager::Instances>,
     pub auth: Credentials,
 }
 
@@ -70,7 +73,7 @@ impl Credentials {
     }
 }
 
-fn require_auth(req: &HttpRequest, state: &AgentState) -> Result<(), ApiError> {
+pub(crate) fn require_auth(req: &HttpRequest, state: &AgentState) -> Result<(), ApiError> {
     let ok = req
         .headers()
         .get(header::AUTHORIZATION)
@@ -100,7 +103,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .route("/images/{uuid}", web::get().to(get_image))
             .route("/images/{uuid}", web::delete().to(delete_image))
             .route("/jobs", web::get().to(list_jobs))
-            .route("/jobs/{id}", web::get().to(get_job)),
+            .route("/jobs/{id}", web::get().to(get_job))
+            .configure(instances::configure),
     )
     .default_service(web::to(|req: HttpRequest| async move {
         ApiError::new(
@@ -123,6 +127,7 @@ async fn ping(state: web::Data<AgentState>) -> HttpResponse {
         "agent": true,
         "version": env!("CARGO_PKG_VERSION"),
         "storage": state.importer.storage().kind(),
+        "hypervisor": state.instances.hypervisor_kind(),
     }))
 }
 
@@ -213,6 +218,7 @@ async fn delete_image(
 ) -> Result<HttpResponse, ApiError> {
     require_auth(&req, &state)?;
     let uuid = parse_uuid(&path)?;
+    state.instances.check_image_unused(&uuid)?;
     state.importer.delete(uuid).await?;
     Ok(HttpResponse::NoContent().finish())
 }

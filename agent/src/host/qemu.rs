@@ -1,10 +1,11 @@
-//! The `qemu-system-x86_64` command line for an instance, built from a typed description
-//! (issue 4, in progress: the supervisor that runs it comes next).
+//! The `qemu-system-x86_64` command line for an instance, built from a typed description.
 //!
 //! Choices, from linux-test-backends.md: `-no-reboot` so that a guest reboot ends the process
 //! and the supervisor decides (as with bhyve); a QMP socket for powerdown, reset and status; the
-//! serial console on a Unix socket the agent reads and logs; KVM only when the caller has
-//! checked that it really works, TCG otherwise.
+//! serial console on a Unix socket the agent reads and logs, with `wait=on` so that QEMU does
+//! not start the guest before the agent listens (no boot output lost); the QMP socket comes
+//! first, so it exists while QEMU waits for the console; KVM only when the caller has checked
+//! that it really works, TCG otherwise.
 
 use std::ffi::OsString;
 use std::path::PathBuf;
@@ -56,6 +57,8 @@ pub struct QemuVm {
     /// An ISO attached as a CD.
     pub cdrom: Option<PathBuf>,
     pub boot_from_cdrom: bool,
+    /// UEFI firmware code (OVMF) for `-bios`; `None`: SeaBIOS.
+    pub uefi_firmware: Option<PathBuf>,
     pub qmp_socket: PathBuf,
     pub serial_socket: PathBuf,
 }
@@ -80,11 +83,14 @@ impl QemuVm {
         push(&["-smp", &self.vcpus.to_string()]);
         push(&["-m", &format!("{}M", self.memory_mib)]);
         push(&["-smbios", &format!("type=1,uuid={}", self.uuid)]);
+        if let Some(firmware) = &self.uefi_firmware {
+            push(&["-bios", &firmware.display().to_string()]);
+        }
         push(&["-nodefaults", "-no-user-config", "-display", "none", "-no-reboot"]);
         push(&["-qmp", &format!("unix:{},server=on,wait=off", self.qmp_socket.display())]);
         push(&[
             "-chardev",
-            &format!("socket,id=serial0,path={},server=on,wait=off", self.serial_socket.display()),
+            &format!("socket,id=serial0,path={},server=on,wait=on", self.serial_socket.display()),
         ]);
         push(&["-serial", "chardev:serial0"]);
         for (i, disk) in self.disks.iter().enumerate() {
@@ -136,6 +142,7 @@ mod tests {
             nics: vec![Nic { mac: "58:9c:fc:00:00:01".into(), backend: NicBackend::Tap("tap3".into()) }],
             cdrom: None,
             boot_from_cdrom: false,
+            uefi_firmware: None,
             qmp_socket: "/run/agent/web-1.qmp".into(),
             serial_socket: "/run/agent/web-1.serial".into(),
         }
@@ -149,7 +156,7 @@ mod tests {
             "/usr/bin/qemu-system-x86_64 -name guest=web-1,debug-threads=on -machine q35 -accel tcg -smp 2 -m 512M \
              -smbios type=1,uuid=6de01e97-d7ec-4906-bd8b-cb4eafdb7c8b -nodefaults -no-user-config -display none \
              -no-reboot -qmp unix:/run/agent/web-1.qmp,server=on,wait=off \
-             -chardev socket,id=serial0,path=/run/agent/web-1.serial,server=on,wait=off -serial chardev:serial0 \
+             -chardev socket,id=serial0,path=/run/agent/web-1.serial,server=on,wait=on -serial chardev:serial0 \
              -drive file=/var/lib/agent/i/disk0.qcow2,if=virtio,format=qcow2,cache=none,aio=threads,index=0 \
              -boot order=c -netdev tap,id=net0,ifname=tap3,script=no,downscript=no \
              -device virtio-net-pci,netdev=net0,mac=58:9c:fc:00:00:01"
@@ -162,9 +169,11 @@ mod tests {
         vm.accel = Accel::Kvm;
         vm.cdrom = Some("/isos/debian.iso".into());
         vm.boot_from_cdrom = true;
+        vm.uefi_firmware = Some("/usr/share/OVMF/OVMF_CODE.fd".into());
         vm.nics[0].backend = NicBackend::User;
         let line = vm.command("/usr/bin/qemu-system-x86_64").display();
         assert!(line.contains("-accel kvm -cpu host"), "{line}");
+        assert!(line.contains("cb4eafdb7c8b -bios /usr/share/OVMF/OVMF_CODE.fd -nodefaults"), "{line}");
         assert!(
             line.contains("-drive file=/isos/debian.iso,media=cdrom,readonly=on,if=ide -boot order=d"),
             "{line}"

@@ -205,12 +205,8 @@ impl CommandRunner for HostRunner {
         let start_error = |source| ExecError::Start { command: command.display(), source };
         let out = std::fs::OpenOptions::new().create(true).append(true).open(log).map_err(start_error)?;
         let err = out.try_clone().map_err(start_error)?;
-        let child = command_for(command)
-            .stdout(out)
-            .stderr(err)
-            .process_group(0)
-            .spawn()
-            .map_err(start_error)?;
+        let child =
+            command_for(command).stdout(out).stderr(err).process_group(0).spawn().map_err(start_error)?;
         tracing::debug!(command = %command.display(), pid = child.id(), "process started");
         Ok(Box::new(HostProcess { command: command.display(), child }))
     }
@@ -315,7 +311,9 @@ pub enum Reply {
     Exits(ProcessExit),
     /// For `spawn_process`: the process runs until signalled; SIGTERM ends it with `on_term`
     /// (`None`: the guest ignores the power button), SIGKILL with signal 9.
-    Runs { on_term: Option<ProcessExit> },
+    Runs {
+        on_term: Option<ProcessExit>,
+    },
 }
 
 /// A fake runner: records every command (and the bytes piped to it) and answers from a script
@@ -559,8 +557,9 @@ mod tests {
     fn real_processes_are_waited_for_and_signalled() {
         let dir = tempfile::tempdir().unwrap();
         let log = dir.path().join("out.log");
-        let mut quick =
-            HostRunner.spawn_process(&HostCommand::new("/bin/sh").args(["-c", "echo hi; exit 3"]), &log).unwrap();
+        let mut quick = HostRunner
+            .spawn_process(&HostCommand::new("/bin/sh").args(["-c", "echo hi; exit 3"]), &log)
+            .unwrap();
         assert_eq!(quick.wait().unwrap(), ProcessExit::Code(3));
         assert_eq!(std::fs::read_to_string(&log).unwrap(), "hi\n");
         let mut slow = HostRunner.spawn_process(&HostCommand::new("/bin/sleep").arg("30"), &log).unwrap();

@@ -108,6 +108,8 @@ pub enum RunEnd {
     /// Gone, but how is unknown (a run adopted from an earlier agent process, which was its
     /// parent).
     Unknown,
+    /// The agent let go of the run (it is shutting down); the VM goes on.
+    Detached,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -145,6 +147,10 @@ pub trait VmControl: Send + Sync {
     /// Resets at once (bhyve: `bhyvectl --force-reset`; QEMU: `system_reset`): the run ends as
     /// a reboot.
     fn reset(&self) -> Result<(), HypervisorError>;
+    /// Lets go of the VM without touching it, because the agent is stopping: a `wait` in
+    /// progress returns [`RunEnd::Detached`] where the backend can interrupt it, and control
+    /// channels close so that the next agent process can take them.
+    fn detach(&self) {}
 }
 
 /// One run of a VM: one hypervisor process.

@@ -1,1 +1,336 @@
-//! QEMU backend (Linux): being written.
+//! The QEMU backend (Linux hosts): one `qemu-system-x86_64` process per run, driven over QMP.
+//!
+//! QEMU runs with `-no-reboot`, so every guest reboot ends the process, as with bhyve, and its
+//! exit status (0 for both a poweroff and a reboot) says little: how the run ended comes from
+//! the QMP `SHUTDOWN` reason, translated to bhyve's exit codes (see [`run_end`]).
+
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::{
+    ConsoleEndpoint, DiskFormat, Firmware, Hypervisor, HypervisorError, RunEnd, VmControl, VmNetwork, VmRun,
+    VmSpec,
+};
+use crate::host::qemu::{Accel, Disk, Nic, NicBackend, QemuVm};
+use crate::host::qmp::Qmp;
+use crate::host::runner::{CommandRunner, ProcessExit, Signal};
+
+/// The `qemu` section of the agent config.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct QemuSettings {
+    /// Absolute path of `qemu-system-x86_64`.
+    pub binary: PathBuf,
+    /// `auto` (KVM when it really works here, else TCG), `kvm` or `tcg`.
+    pub accel: AccelChoice,
+    /// UEFI firmware (OVMF) for instances with `firmware: uefi`.
+    pub uefi_firmware: PathBuf,
+}
+
+impl Default for QemuSettings {
+    fn default() -> Self {
+        QemuSettings {
+            binary: PathBuf::from("/usr/bin/qemu-system-x86_64"),
+            accel: AccelChoice::Auto,
+            uefi_firmware: PathBuf::from("/usr/share/OVMF/OVMF_CODE.fd"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AccelChoice {
+    #[default]
+    Auto,
+    Kvm,
+    Tcg,
+}
+
+/// Whether KVM can run guests: `/dev/kvm` must open, and the CPU must have VMX or SVM. The
+/// second check matters: some nested hosts offer a `/dev/kvm` (PVM) on which QEMU starts but
+/// stock guests never run (linux-test-backends.md, section 1).
+pub fn kvm_usable(cpuinfo: &str, dev_kvm_opens: bool) -> bool {
+    dev_kvm_opens
+        && cpuinfo.lines().any(|line| {
+            line.starts_with("flags") && line.split_whitespace().any(|flag| flag == "vmx" || flag == "svm")
+        })
+}
+
+fn probe_accel(choice: AccelChoice) -> Accel {
+    match choice {
+        AccelChoice::Kvm => Accel::Kvm,
+        AccelChoice::Tcg => Accel::Tcg,
+        AccelChoice::Auto => {
+            let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+            let opens = std::fs::OpenOptions::new().read(true).write(true).open("/dev/kvm").is_ok();
+            if kvm_usable(&cpuinfo, opens) {
+                Accel::Kvm
+            } else {
+                Accel::Tcg
+            }
+        }
+    }
+}
+
+/// Translates how QEMU ended into bhyve's terms. `reason` is the last QMP `SHUTDOWN` reason.
+pub fn run_end(exit: Option<ProcessExit>, reason: Option<&str>) -> RunEnd {
+    match (exit, reason) {
+        (Some(ProcessExit::Signal(_)), _) => RunEnd::Signaled,
+        (Some(ProcessExit::Code(code)), _) if code != 0 => RunEnd::Exited(4),
+        // A guest or QMP reset under -no-reboot: bhyve's "rebooted".
+        (_, Some("guest-reset" | "host-qmp-system-reset" | "guest-panic")) => RunEnd::Exited(0),
+        (_, Some("guest-shutdown" | "host-qmp-quit" | "host-ui")) => RunEnd::Exited(1),
+        // SIGTERM/SIGINT/SIGHUP from outside: QEMU quits at once, like a pulled plug.
+        (_, Some("host-signal")) => RunEnd::Signaled,
+        (_, Some(_)) => RunEnd::Exited(4),
+        // The connection ended without a SHUTDOWN event: killed (SIGKILL) or crashed.
+        (Some(ProcessExit::Code(_)) | None, None) => RunEnd::Signaled,
+    }
+}
+
+pub struct Qemu {
+    runner: Arc<dyn CommandRunner>,
+    settings: QemuSettings,
+    accel: Accel,
+}
+
+impl Qemu {
+    /// Probes KVM once (with `accel: auto`).
+    pub fn new(runner: Arc<dyn CommandRunner>, settings: QemuSettings) -> Self {
+        let accel = probe_accel(settings.accel);
+        tracing::info!(?accel, "QEMU acceleration");
+        Qemu { runner, settings, accel }
+    }
+
+    fn command_line(&self, spec: &VmSpec) -> Result<QemuVm, HypervisorError> {
+        let unsupported = |what: &str| HypervisorError::Unsupported { hypervisor: "qemu", what: what.into() };
+        let uefi_firmware = match spec.firmware {
+            Firmware::Bios => None,
+            Firmware::Uefi => Some(self.settings.uefi_firmware.clone()),
+            Firmware::Bhyveload => return Err(unsupported("bhyveload (FreeBSD's bhyve loader)")),
+        };
+        let nics = spec
+            .nics
+            .iter()
+            .enumerate()
+            .map(|(i, nic)| match &nic.network {
+                VmNetwork::User => Ok(Nic { mac: nic.mac.clone(), backend: NicBackend::User }),
+                VmNetwork::Bridge(bridge) => {
+                    Err(unsupported(&format!("NIC {i} on bridge {bridge}: bridged NICs on Linux come later")))
+                }
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(QemuVm {
+            name: spec.name.clone(),
+            uuid: spec.uuid,
+            vcpus: spec.vcpus,
+            memory_mib: spec.memory_mib,
+            accel: self.accel,
+            disks: spec
+                .disks
+                .iter()
+                .map(|d| Disk {
+                    path: d.path.clone(),
+                    format: match d.format {
+                        DiskFormat::Raw => "raw",
+                        DiskFormat::Qcow2 => "qcow2",
+                    },
+                    read_only: d.read_only,
+                })
+                .collect(),
+            nics,
+            cdrom: None,
+            boot_from_cdrom: false,
+            uefi_firmware,
+            qmp_socket: qmp_socket(&spec.run_dir),
+            serial_socket: serial_socket(&spec.run_dir),
+        })
+    }
+}
+
+fn qmp_socket(run_dir: &Path) -> PathBuf {
+    run_dir.join("qmp.sock")
+}
+
+fn serial_socket(run_dir: &Path) -> PathBuf {
+    run_dir.join("console.sock")
+}
+
+impl Hypervisor for Qemu {
+    fn kind(&self) -> &'static str {
+        "qemu"
+    }
+
+    fn start(&self, spec: &VmSpec) -> Result<Box<dyn VmRun>, HypervisorError> {
+        let vm = self.command_line(spec)?;
+        for socket in [&vm.qmp_socket, &vm.serial_socket] {
+            match std::fs::remove_file(socket) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(HypervisorError::io(format!("cannot remove {}", socket.display()), e))
+                }
+                _ => {}
+            }
+        }
+        let command = vm.command(&self.settings.binary);
+        let mut process = self.runner.spawn_process(&command, &spec.run_dir.join("hypervisor.log"))?;
+        let pid = process.pid();
+        // The process is reaped on its own thread; QMP gives up connecting once it is gone.
+        let (exit_tx, exit_rx) = mpsc::channel();
+        let gone = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let gone_flag = gone.clone();
+        std::thread::spawn(move || {
+            let exit = process.wait().ok();
+            gone_flag.store(true, std::sync::atomic::Ordering::SeqCst);
+            let _ = exit_tx.send(exit);
+        });
+        let qmp = Qmp::connect(&vm.qmp_socket, move || gone.load(std::sync::atomic::Ordering::SeqCst));
+        Ok(Box::new(QemuRun {
+            pid,
+            exit: Some(exit_rx),
+            qmp: qmp.clone(),
+            control: Arc::new(QemuControl { pid, qmp, runner: self.runner.clone() }),
+            console: serial_socket(&spec.run_dir),
+        }))
+    }
+
+    fn adopt(&self, spec: &VmSpec, pid: u32) -> Result<Option<Box<dyn VmRun>>, HypervisorError> {
+        if !is_qemu(pid) {
+            return Ok(None);
+        }
+        let Some(qmp) = Qmp::connect_existing(&qmp_socket(&spec.run_dir)) else { return Ok(None) };
+        Ok(Some(Box::new(QemuRun {
+            pid,
+            exit: None,
+            qmp: qmp.clone(),
+            control: Arc::new(QemuControl { pid, qmp, runner: self.runner.clone() }),
+            console: serial_socket(&spec.run_dir),
+        })))
+    }
+}
+
+/// Whether `pid` is a QEMU process (pids are reused: never signal a stranger).
+fn is_qemu(pid: u32) -> bool {
+    std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|cmdline| {
+        cmdline.split(|b| *b == 0).next().is_some_and(|argv0| argv0.ends_with(b"qemu-system-x86_64"))
+    })
+}
+
+struct QemuRun {
+    pid: u32,
+    /// How the process exited, when this agent started it.
+    exit: Option<mpsc::Receiver<Option<ProcessExit>>>,
+    qmp: Arc<Qmp>,
+    control: Arc<QemuControl>,
+    console: PathBuf,
+}
+
+impl VmRun for QemuRun {
+    fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    fn control(&self) -> Arc<dyn VmControl> {
+        self.control.clone()
+    }
+
+    fn console(&self) -> ConsoleEndpoint {
+        ConsoleEndpoint::UnixSocket(self.console.clone())
+    }
+
+    fn wait(self: Box<Self>) -> RunEnd {
+        self.qmp.wait_closed(None);
+        if self.qmp.is_detached() {
+            return RunEnd::Detached;
+        }
+        let exit = match &self.exit {
+            // QMP closes as QEMU exits; the reaper answers right after.
+            Some(exit) => exit.recv_timeout(Duration::from_secs(30)).ok().flatten(),
+            None => {
+                // Not our child: wait for the pid to go (a few ms after QMP closes).
+                for _ in 0..100 {
+                    if !is_qemu(self.pid) {
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                None
+            }
+        };
+        run_end(exit, self.qmp.shutdown_reason().as_deref())
+    }
+}
+
+struct QemuControl {
+    pid: u32,
+    qmp: Arc<Qmp>,
+    runner: Arc<dyn CommandRunner>,
+}
+
+impl QemuControl {
+    fn execute(&self, command: &str) -> Result<(), HypervisorError> {
+        self.qmp.execute(command).map(drop).map_err(HypervisorError::Control)
+    }
+}
+
+impl VmControl for QemuControl {
+    fn request_poweroff(&self) -> Result<(), HypervisorError> {
+        self.execute("system_powerdown")
+    }
+
+    fn force_poweroff(&self) -> Result<(), HypervisorError> {
+        match self.execute("quit") {
+            Ok(()) => Ok(()),
+            Err(error) => {
+                tracing::warn!(pid = self.pid, %error, "QMP quit failed; killing QEMU");
+                if is_qemu(self.pid) {
+                    self.runner.signal(self.pid, Signal::Kill).map_err(|e| {
+                        HypervisorError::io(format!("cannot kill QEMU (pid {})", self.pid), e)
+                    })?;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    fn reset(&self) -> Result<(), HypervisorError> {
+        self.execute("system_reset")
+    }
+
+    fn detach(&self) {
+        self.qmp.detach();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kvm_needs_the_device_and_the_cpu_flag() {
+        let vmx = "processor\t: 0\nflags\t\t: fpu vme sse2 vmx ssse3\n";
+        let none = "processor\t: 0\nflags\t\t: fpu vme sse2 hypervisor\n";
+        assert!(kvm_usable(vmx, true));
+        assert!(kvm_usable("flags : svm", true));
+        assert!(!kvm_usable(vmx, false));
+        assert!(!kvm_usable(none, true), "a /dev/kvm without VMX/SVM (PVM) runs no stock guest");
+    }
+
+    #[test]
+    fn shutdown_reasons_become_bhyve_exit_codes() {
+        let ok = Some(ProcessExit::Code(0));
+        assert_eq!(run_end(ok, Some("guest-shutdown")), RunEnd::Exited(1));
+        assert_eq!(run_end(ok, Some("guest-reset")), RunEnd::Exited(0));
+        assert_eq!(run_end(ok, Some("host-qmp-system-reset")), RunEnd::Exited(0));
+        assert_eq!(run_end(ok, Some("host-qmp-quit")), RunEnd::Exited(1));
+        assert_eq!(run_end(ok, Some("host-signal")), RunEnd::Signaled);
+        assert_eq!(run_end(ok, None), RunEnd::Signaled);
+        assert_eq!(run_end(Some(ProcessExit::Signal(9)), None), RunEnd::Signaled);
+        assert_eq!(run_end(Some(ProcessExit::Code(1)), None), RunEnd::Exited(4));
+        assert_eq!(run_end(None, Some("guest-shutdown")), RunEnd::Exited(1));
+        assert_eq!(run_end(None, None), RunEnd::Signaled);
+    }
+}

@@ -18,6 +18,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::hypervisor::RunEnd;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum InstanceState {
@@ -122,25 +124,20 @@ impl InstanceState {
     }
 }
 
-/// How a hypervisor process ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ProcessEnd {
-    /// It exited with this status (bhyve's codes; QEMU's are translated to them).
-    Exited(i32),
-    /// A signal ended it (crash, or an outside kill).
-    Signaled,
-}
-
-/// What the supervisor does when the process ends. `stop_requested`: the agent asked for the
-/// stop, so even a reboot ends the run.
-pub fn exit_event(end: ProcessEnd, stop_requested: bool) -> Event {
-    match end {
-        ProcessEnd::Exited(0) if !stop_requested => Event::Rebooted,
-        ProcessEnd::Exited(0..=2) => Event::Stopped,
+/// What the supervisor makes of how a run ended. `stop_requested`: the agent asked for the
+/// stop, so even a reboot ends the run. `None`: nothing (the agent let go of the run).
+pub fn exit_event(end: RunEnd, stop_requested: bool) -> Option<Event> {
+    Some(match end {
+        RunEnd::Detached => return None,
+        RunEnd::Exited(0) if !stop_requested => Event::Rebooted,
+        RunEnd::Exited(0..=2) => Event::Stopped,
         // During a requested stop, being killed after the grace period is the expected end.
-        ProcessEnd::Signaled if stop_requested => Event::Stopped,
-        ProcessEnd::Exited(_) | ProcessEnd::Signaled => Event::Faulted,
-    }
+        RunEnd::Signaled | RunEnd::Unknown if stop_requested => Event::Stopped,
+        // A run adopted after an agent restart: its exit status went to the old agent. Most
+        // runs end by a guest poweroff; the instance's reason says the status is unknown.
+        RunEnd::Unknown => Event::Stopped,
+        RunEnd::Exited(_) | RunEnd::Signaled => Event::Faulted,
+    })
 }
 
 #[cfg(test)]
@@ -185,13 +182,16 @@ mod tests {
 
     #[test]
     fn bhyve_exit_codes() {
-        assert_eq!(exit_event(ProcessEnd::Exited(0), false), E::Rebooted);
-        assert_eq!(exit_event(ProcessEnd::Exited(0), true), E::Stopped);
-        assert_eq!(exit_event(ProcessEnd::Exited(1), false), E::Stopped);
-        assert_eq!(exit_event(ProcessEnd::Exited(2), false), E::Stopped);
-        assert_eq!(exit_event(ProcessEnd::Exited(3), false), E::Faulted);
-        assert_eq!(exit_event(ProcessEnd::Exited(4), true), E::Faulted);
-        assert_eq!(exit_event(ProcessEnd::Signaled, false), E::Faulted);
-        assert_eq!(exit_event(ProcessEnd::Signaled, true), E::Stopped);
+        let event = |end, requested| exit_event(end, requested).unwrap();
+        assert_eq!(event(RunEnd::Exited(0), false), E::Rebooted);
+        assert_eq!(event(RunEnd::Exited(0), true), E::Stopped);
+        assert_eq!(event(RunEnd::Exited(1), false), E::Stopped);
+        assert_eq!(event(RunEnd::Exited(2), false), E::Stopped);
+        assert_eq!(event(RunEnd::Exited(3), false), E::Faulted);
+        assert_eq!(event(RunEnd::Exited(4), true), E::Faulted);
+        assert_eq!(event(RunEnd::Signaled, false), E::Faulted);
+        assert_eq!(event(RunEnd::Signaled, true), E::Stopped);
+        assert_eq!(event(RunEnd::Unknown, false), E::Stopped);
+        assert_eq!(exit_event(RunEnd::Detached, false), None);
     }
 }

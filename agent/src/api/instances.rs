@@ -1,0 +1,259 @@
+//! `/api/v1/instances`: create (and start), list, get, start/stop/reboot, delete, and the
+//! serial console. The routes of the seed's curl examples work as written: `POST` with
+//! `{"ima","mem","cpu"}` creates and starts, `PUT /instances/:id` stops, `POST /instances/:id`
+//! starts, `DELETE` stops (if needed) and destroys.
+
+use std::sync::Arc;
+
+use actix_web::http::{header, StatusCode};
+use actix_web::{web, HttpRequest, HttpResponse};
+use futures_util::StreamExt;
+use serde::Deserialize;
+use uuid::Uuid;
+
+use super::error::ApiError;
+use super::{require_auth, AgentState};
+use crate::hypervisor::Firmware;
+use crate::instance::manager::{CreateRequest, InstanceError, Instances};
+use crate::instance::state::InstanceState;
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.route("/instances", web::get().to(list))
+        .route("/instances", web::post().to(create))
+        .route("/instances/{id}", web::get().to(get))
+        .route("/instances/{id}", web::post().to(action))
+        .route("/instances/{id}", web::put().to(stop_seed))
+        .route("/instances/{id}", web::delete().to(delete))
+        .route("/instances/{id}/console", web::get().to(console_read))
+        .route("/instances/{id}/console", web::post().to(console_write));
+}
+
+fn instance_id(text: &str) -> Result<Uuid, ApiError> {
+    Uuid::parse_str(text).map_err(|_| {
+        ApiError::new(StatusCode::NOT_FOUND, "InstanceNotFound", format!("{text:?} is not an instance uuid"))
+    })
+}
+
+/// Runs blocking instance work off the async workers.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, InstanceError> + Send + 'static,
+) -> Result<T, ApiError> {
+    web::block(work)
+        .await
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "InternalError", e.to_string()))?
+        .map_err(ApiError::from)
+}
+
+fn query<T: serde::de::DeserializeOwned>(req: &HttpRequest) -> Result<T, ApiError> {
+    web::Query::<T>::from_query(req.query_string())
+        .map(web::Query::into_inner)
+        .map_err(|e| ApiError::bad_request(format!("invalid query: {e}")))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListQuery {
+    /// Also list destroyed instances (from the history).
+    #[serde(default)]
+    destroyed: bool,
+}
+
+async fn list(req: HttpRequest, state: web::Data<AgentState>) -> Result<HttpResponse, ApiError> {
+    let q: ListQuery = query(&req)?;
+    let mut records = state.instances.list();
+    if q.destroyed {
+        records.extend(state.instances.destroyed());
+    }
+    Ok(HttpResponse::Ok().json(records))
+}
+
+async fn get(path: web::Path<String>, state: web::Data<AgentState>) -> Result<HttpResponse, ApiError> {
+    let uuid = instance_id(&path)?;
+    Ok(HttpResponse::Ok().json(state.instances.get(&uuid)?))
+}
+
+/// The create body. The seed's short names (`ima`, `mem`, `cpu`) are accepted as aliases.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateBody {
+    #[serde(alias = "ima")]
+    image: Uuid,
+    #[serde(default, alias = "mem", alias = "memory")]
+    memory_mib: Option<u64>,
+    #[serde(default, alias = "cpu")]
+    vcpus: Option<u32>,
+    #[serde(default)]
+    alias: Option<String>,
+    #[serde(default, alias = "disk")]
+    disk_mib: Option<u64>,
+    /// One network per NIC: `user` or `bridge:<name>`. Default: one `user` NIC under QEMU,
+    /// none under bhyve (which has no user-mode network).
+    #[serde(default)]
+    nics: Option<Vec<String>>,
+    #[serde(default)]
+    firmware: Option<Firmware>,
+    /// Start it once created (default).
+    #[serde(default)]
+    start: Option<bool>,
+}
+
+async fn create(
+    req: HttpRequest,
+    body: web::Bytes,
+    state: web::Data<AgentState>,
+) -> Result<HttpResponse, ApiError> {
+    require_auth(&req, &state)?;
+    let body: CreateBody = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad_request(format!("invalid instance request: {e}")))?;
+    let instances = state.instances.clone();
+    let default_nics = if instances.hypervisor_kind() == "qemu" { vec!["user".to_string()] } else { vec![] };
+    let request = CreateRequest {
+        image: body.image,
+        alias: body.alias,
+        vcpus: body.vcpus.unwrap_or(1),
+        memory_mib: body.memory_mib.unwrap_or(512),
+        disk_mib: body.disk_mib,
+        networks: body.nics.unwrap_or(default_nics),
+        firmware: body.firmware,
+        start: body.start.unwrap_or(true),
+    };
+    let record = blocking(move || instances.create(request)).await?;
+    Ok(HttpResponse::Created()
+        .insert_header((header::LOCATION, format!("/api/v1/instances/{}", record.uuid)))
+        .json(record))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ActionQuery {
+    /// `start` (the default, as in the seed's `POST /instances/:id`), `stop` or `reboot`.
+    #[serde(default)]
+    action: Option<String>,
+    /// stop: power off at once; reboot: hard reset.
+    #[serde(default)]
+    force: bool,
+    /// stop: wait until the instance is stopped (default) or answer at once (202).
+    #[serde(default)]
+    wait: Option<bool>,
+}
+
+async fn action(
+    req: HttpRequest,
+    path: web::Path<String>,
+    state: web::Data<AgentState>,
+) -> Result<HttpResponse, ApiError> {
+    require_auth(&req, &state)?;
+    let uuid = instance_id(&path)?;
+    let q: ActionQuery = query(&req)?;
+    let instances = state.instances.clone();
+    match q.action.as_deref().unwrap_or("start") {
+        "start" => Ok(HttpResponse::Ok().json(blocking(move || instances.start(&uuid)).await?)),
+        "stop" => stop(instances, uuid, q.force, q.wait.unwrap_or(true)).await,
+        "reboot" => {
+            Ok(HttpResponse::Accepted().json(blocking(move || instances.reboot(&uuid, q.force)).await?))
+        }
+        other => Err(ApiError::bad_request(format!("unknown action {other:?} (start, stop or reboot)"))),
+    }
+}
+
+/// The seed's `PUT /api/v1/instances/:id`: stop.
+async fn stop_seed(
+    req: HttpRequest,
+    path: web::Path<String>,
+    state: web::Data<AgentState>,
+) -> Result<HttpResponse, ApiError> {
+    require_auth(&req, &state)?;
+    let uuid = instance_id(&path)?;
+    stop(state.instances.clone(), uuid, false, true).await
+}
+
+async fn stop(
+    instances: Arc<Instances>,
+    uuid: Uuid,
+    force: bool,
+    wait: bool,
+) -> Result<HttpResponse, ApiError> {
+    let stopping = instances.clone();
+    let record = blocking(move || stopping.stop(&uuid, force)).await?;
+    if !wait {
+        return Ok(HttpResponse::Accepted().json(record));
+    }
+    let deadline = instances.stop_deadline();
+    let record = blocking(move || instances.wait_while_running(&uuid, deadline)).await?;
+    if record.state == InstanceState::Running {
+        return Err(ApiError::new(
+            StatusCode::GATEWAY_TIMEOUT,
+            "StopTimeout",
+            format!("instance {uuid} is still running after {deadline:?}"),
+        ));
+    }
+    Ok(HttpResponse::Ok().json(record))
+}
+
+async fn delete(
+    req: HttpRequest,
+    path: web::Path<String>,
+    state: web::Data<AgentState>,
+) -> Result<HttpResponse, ApiError> {
+    require_auth(&req, &state)?;
+    let uuid = instance_id(&path)?;
+    let instances = state.instances.clone();
+    // As in the seed, deleting a running instance stops it first (ACPI, then forced).
+    if instances.get(&uuid)?.state == InstanceState::Running {
+        match stop(instances.clone(), uuid, false, true).await {
+            // It stopped on its own in between: fine.
+            Err(e) if e.code == "InstanceNotRunning" => {}
+            Err(e) => return Err(e),
+            Ok(_) => {}
+        }
+    }
+    blocking(move || instances.destroy(&uuid)).await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConsoleQuery {
+    /// Keep the response open and stream new output as it comes.
+    #[serde(default)]
+    follow: bool,
+}
+
+/// The console: what the ring buffer holds, then (with `follow`) everything new, for as
+/// long as the client stays. Any number of readers.
+async fn console_read(
+    req: HttpRequest,
+    path: web::Path<String>,
+    state: web::Data<AgentState>,
+) -> Result<HttpResponse, ApiError> {
+    require_auth(&req, &state)?;
+    let uuid = instance_id(&path)?;
+    let q: ConsoleQuery = query(&req)?;
+    let console = state.instances.console(&uuid)?;
+    let mut response = HttpResponse::Ok();
+    response.content_type("application/octet-stream").insert_header((header::CACHE_CONTROL, "no-store"));
+    if !q.follow {
+        return Ok(response.body(console.snapshot()));
+    }
+    let (backlog, live) = console.subscribe();
+    let stream = futures_util::stream::once(async move { web::Bytes::from(backlog) })
+        .chain(live)
+        .map(Ok::<_, actix_web::Error>);
+    Ok(response.streaming(stream))
+}
+
+/// Input for the guest's serial console (the request body, as is).
+async fn console_write(
+    req: HttpRequest,
+    path: web::Path<String>,
+    body: web::Bytes,
+    state: web::Data<AgentState>,
+) -> Result<HttpResponse, ApiError> {
+    require_auth(&req, &state)?;
+    let uuid = instance_id(&path)?;
+    let console = state.instances.console(&uuid)?;
+    console.write_input(&body).map_err(|e| {
+        ApiError::new(StatusCode::CONFLICT, "ConsoleNotConnected", format!("instance {uuid}: {e}"))
+    })?;
+    Ok(HttpResponse::NoContent().finish())
+}

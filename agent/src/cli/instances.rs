@@ -1,0 +1,205 @@
+//! `agent instances ...` and `agent console`: clients of `/api/v1/instances`. An instance is
+//! named by uuid or by alias.
+
+use std::io::{BufRead, Read, Write};
+
+use serde_json::{json, Value};
+
+use super::{exit, str_of, CliResult, Connection, Failure};
+
+/// What `instances create` sends.
+pub struct CreateArgs {
+    pub image: String,
+    pub alias: Option<String>,
+    pub vcpus: Option<u32>,
+    pub memory_mib: Option<u64>,
+    pub disk_mib: Option<u64>,
+    pub nics: Vec<String>,
+    pub firmware: Option<String>,
+    pub start: bool,
+}
+
+impl Connection {
+    /// The uuid of the instance named `id` (a uuid, or an alias).
+    fn instance_uuid(&self, id: &str) -> Result<String, Failure> {
+        if uuid::Uuid::parse_str(id).is_ok() {
+            return Ok(id.to_string());
+        }
+        let list = self.get("/api/v1/instances")?;
+        let matches: Vec<&Value> =
+            list.as_array().into_iter().flatten().filter(|i| str_of(i, "alias") == id).collect();
+        match matches.as_slice() {
+            [one] => Ok(str_of(one, "uuid").to_string()),
+            [] => Err(Failure::new(exit::NOT_FOUND, format!("no instance with uuid or alias {id:?}"))),
+            _ => {
+                Err(Failure::new(exit::USAGE, format!("several instances have the alias {id:?}; use a uuid")))
+            }
+        }
+    }
+
+    fn instance_url(&self, id: &str) -> Result<String, Failure> {
+        Ok(format!("{}/api/v1/instances/{}", self.url, self.instance_uuid(id)?))
+    }
+}
+
+fn print_instances(list: &Value) {
+    println!(
+        "{:<36}  {:<16}  {:<10}  {:>4}  {:>8}  {:<36}  REASON",
+        "UUID", "ALIAS", "STATE", "CPUS", "MEMORY", "IMAGE"
+    );
+    for i in list.as_array().into_iter().flatten() {
+        println!(
+            "{:<36}  {:<16}  {:<10}  {:>4}  {:>6}Mi  {:<36}  {}",
+            str_of(i, "uuid"),
+            str_of(i, "alias"),
+            str_of(i, "state"),
+            i.get("vcpus").and_then(Value::as_u64).unwrap_or(0),
+            i.get("memory_mib").and_then(Value::as_u64).unwrap_or(0),
+            str_of(i, "image"),
+            str_of(i, "reason"),
+        );
+    }
+}
+
+fn print_instance(i: &Value) {
+    for key in [
+        "uuid",
+        "alias",
+        "state",
+        "reason",
+        "image",
+        "vcpus",
+        "memory_mib",
+        "disk_mib",
+        "firmware",
+        "vm_name",
+        "pid",
+        "created_at",
+    ] {
+        let value = match i.get(key) {
+            Some(Value::String(s)) => s.clone(),
+            Some(Value::Null) | None => "-".into(),
+            Some(other) => other.to_string(),
+        };
+        println!("{key:<11} {value}");
+    }
+    for (n, nic) in i.get("nics").and_then(Value::as_array).into_iter().flatten().enumerate() {
+        println!("{:<11} {} on {}", format!("nic{n}"), str_of(nic, "mac"), str_of(nic, "network"));
+    }
+    println!("history");
+    for t in i.get("history").and_then(Value::as_array).into_iter().flatten() {
+        println!("  {}  {:<12} {}", str_of(t, "at"), str_of(t, "state"), str_of(t, "reason"));
+    }
+}
+
+pub fn list(conn: &Connection, destroyed: bool) -> CliResult {
+    let path = if destroyed { "/api/v1/instances?destroyed=true" } else { "/api/v1/instances" };
+    let list = conn.get(path)?;
+    conn.print(&list, print_instances);
+    Ok(())
+}
+
+pub fn get(conn: &Connection, id: &str) -> CliResult {
+    let instance = conn.send(conn.client().get(conn.instance_url(id)?))?;
+    conn.print(&instance, print_instance);
+    Ok(())
+}
+
+pub fn create(conn: &Connection, args: CreateArgs) -> CliResult {
+    let mut body = json!({"image": args.image, "start": args.start});
+    let mut set = |key: &str, value: Value| {
+        body[key] = value;
+    };
+    if let Some(alias) = args.alias {
+        set("alias", json!(alias));
+    }
+    if let Some(vcpus) = args.vcpus {
+        set("vcpus", json!(vcpus));
+    }
+    if let Some(memory) = args.memory_mib {
+        set("memory_mib", json!(memory));
+    }
+    if let Some(disk) = args.disk_mib {
+        set("disk_mib", json!(disk));
+    }
+    if !args.nics.is_empty() {
+        set("nics", json!(args.nics));
+    }
+    if let Some(firmware) = args.firmware {
+        set("firmware", json!(firmware));
+    }
+    let instance = conn.send(conn.client().post(format!("{}/api/v1/instances", conn.url)).json(&body))?;
+    conn.print(&instance, |i| {
+        println!("Created instance {} ({}): {}", str_of(i, "uuid"), str_of(i, "alias"), str_of(i, "state"))
+    });
+    Ok(())
+}
+
+/// start, stop or reboot.
+pub fn action(conn: &Connection, id: &str, action: &str, force: bool) -> CliResult {
+    let url = format!("{}?action={action}&force={force}", conn.instance_url(id)?);
+    let instance = conn.send(conn.client().post(url))?;
+    conn.print(&instance, |i| {
+        let done = match action {
+            "start" => "Started",
+            "stop" => "Stopped",
+            _ => "Rebooting",
+        };
+        println!("{done} instance {} ({}): {}", str_of(i, "uuid"), str_of(i, "alias"), str_of(i, "reason"))
+    });
+    Ok(())
+}
+
+pub fn delete(conn: &Connection, id: &str) -> CliResult {
+    let uuid = conn.instance_uuid(id)?;
+    conn.send(conn.client().delete(format!("{}/api/v1/instances/{uuid}", conn.url)))?;
+    if conn.json {
+        println!("{}", json!({"uuid": uuid, "state": "destroyed"}));
+    } else {
+        println!("Destroyed instance {uuid}");
+    }
+    Ok(())
+}
+
+/// Prints the console (what the agent kept); `follow` streams new output until interrupted;
+/// `attach` also sends each line typed on stdin to the guest (Ctrl-D detaches).
+pub fn console(conn: &Connection, id: &str, follow: bool, attach: bool) -> CliResult {
+    let url = format!("{}/console", conn.instance_url(id)?);
+    let follow = follow || attach;
+    let response = conn.authed(conn.client().get(format!("{url}?follow={follow}"))).send().map_err(|e| {
+        Failure::new(exit::UNREACHABLE, format!("cannot reach the agent at {}: {e}", conn.url))
+    })?;
+    if !response.status().is_success() {
+        return super::answer(response).map(drop);
+    }
+    if attach {
+        let sender = conn.clone();
+        let input_url = url.clone();
+        std::thread::spawn(move || {
+            let stdin = std::io::stdin();
+            for line in stdin.lock().lines() {
+                let Ok(mut line) = line else { break };
+                // A serial terminal's Enter is a carriage return.
+                line.push('\r');
+                let request = sender.client().post(&input_url).body(line);
+                if let Err(failure) = sender.send(request) {
+                    eprintln!("agent: {}", failure.message);
+                }
+            }
+            std::process::exit(0);
+        });
+    }
+    let mut response = response;
+    let mut stdout = std::io::stdout();
+    let mut buffer = [0u8; 8192];
+    loop {
+        match response.read(&mut buffer) {
+            Ok(0) => return Ok(()),
+            Ok(n) => {
+                let _ = stdout.write_all(&buffer[..n]);
+                let _ = stdout.flush();
+            }
+            Err(e) => return Err(Failure::new(exit::ERROR, format!("console stream broke: {e}"))),
+        }
+    }
+}

@@ -1,0 +1,349 @@
+//! Where instances live: their boot disk, cloned from an image, and their persisted record.
+//! `zfs`/`zfs-files`: a `zfs clone` of the image's `@final` under the instances parent, with
+//! the record in the `imgagent:instance` user property of the clone. `files`: a directory per
+//! instance holding a qcow2 overlay on the image (QEMU) or a sparse copy (bhyve), and
+//! `instance.json`. Creating is atomic in both: a crash leaves a complete instance or a
+//! leftover that `load_all` removes.
+
+use std::collections::BTreeMap;
+use std::fs::{self, File};
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use uuid::Uuid;
+
+use super::record::InstanceRecord;
+use crate::host::runner::{CommandRunner, ExecError, HostCommand};
+use crate::host::zfs::{Depth, Zfs, ZfsError};
+use crate::hypervisor::{DiskFormat, VmDisk};
+use crate::storage::zfs::{ZfsMode, DISK_FILE, FINAL_SNAPSHOT};
+use crate::storage::{ContentKind, LocalImage};
+
+/// The ZFS user property holding an instance's record (compact JSON).
+pub const RECORD_PROPERTY: &str = "imgagent:instance";
+/// zfs limits user property values to 8 KiB.
+const MAX_RECORD_LEN: usize = 8000;
+const MIB: u64 = 1024 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DiskError {
+    #[error("{0}")]
+    Zfs(Box<ZfsError>),
+    #[error("{0}")]
+    Command(#[from] ExecError),
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl From<ZfsError> for DiskError {
+    fn from(e: ZfsError) -> Self {
+        DiskError::Zfs(Box::new(e))
+    }
+}
+
+fn io_error(context: impl Into<String>) -> impl FnOnce(io::Error) -> DiskError {
+    let context = context.into();
+    move |source| DiskError::Io { context, source }
+}
+
+/// Instance disks and records. Methods block (host commands, file I/O).
+pub trait InstanceDisks: Send + Sync {
+    /// Creates the instance's boot disk from `image` and persists `record` with it.
+    fn create(&self, record: &InstanceRecord, image: &LocalImage) -> Result<(), DiskError>;
+    /// Persists a changed record.
+    fn save(&self, record: &InstanceRecord) -> Result<(), DiskError>;
+    /// Every persisted instance; removes what an interrupted create left.
+    fn load_all(&self) -> Result<Vec<InstanceRecord>, DiskError>;
+    /// The disks the hypervisor gets, boot disk first.
+    fn disks(&self, record: &InstanceRecord) -> Result<Vec<VmDisk>, DiskError>;
+    /// Destroys the disk and the record.
+    fn destroy(&self, uuid: &Uuid) -> Result<(), DiskError>;
+}
+
+/// `files` backend instances: `<dir>/<uuid>/{disk0.qcow2|disk0.raw, instance.json}`.
+pub struct FileDisks {
+    dir: PathBuf,
+    runner: Arc<dyn CommandRunner>,
+    qemu_img: PathBuf,
+    /// qcow2 overlays (QEMU) rather than full copies (bhyve reads raw only).
+    overlay: bool,
+}
+
+impl FileDisks {
+    pub fn new(
+        dir: &Path,
+        runner: Arc<dyn CommandRunner>,
+        qemu_img: &Path,
+        overlay: bool,
+    ) -> Result<Self, DiskError> {
+        fs::create_dir_all(dir).map_err(io_error(format!("create {}", dir.display())))?;
+        Ok(FileDisks { dir: dir.to_owned(), runner, qemu_img: qemu_img.to_owned(), overlay })
+    }
+
+    fn instance_dir(&self, uuid: &Uuid) -> PathBuf {
+        self.dir.join(uuid.to_string())
+    }
+
+    fn disk_name(&self) -> &'static str {
+        if self.overlay {
+            "disk0.qcow2"
+        } else {
+            "disk0.raw"
+        }
+    }
+}
+
+fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), DiskError> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let mut temp = tempfile::NamedTempFile::new_in(dir).map_err(io_error("create a temp file"))?;
+    temp.write_all(bytes).and_then(|_| temp.as_file().sync_all()).map_err(io_error("write a temp file"))?;
+    temp.persist(path)
+        .map_err(|e| DiskError::Io { context: format!("rename to {}", path.display()), source: e.error })?;
+    File::open(dir).and_then(|d| d.sync_all()).map_err(io_error("sync a directory"))
+}
+
+/// Copies a raw disk, leaving holes where the source has zeros, then sizes it to `size`.
+fn sparse_copy(from: &Path, to: &Path, size: u64) -> Result<(), DiskError> {
+    let mut source = File::open(from).map_err(io_error(format!("open {}", from.display())))?;
+    let mut target = File::create(to).map_err(io_error(format!("create {}", to.display())))?;
+    let mut block = vec![0u8; MIB as usize];
+    loop {
+        let n = source.read(&mut block).map_err(io_error("read the image"))?;
+        if n == 0 {
+            break;
+        }
+        if block[..n].iter().all(|b| *b == 0) {
+            target.seek(SeekFrom::Current(n as i64)).map_err(io_error("seek"))?;
+        } else {
+            target.write_all(&block[..n]).map_err(io_error("write the disk"))?;
+        }
+    }
+    let end = target.stream_position().map_err(io_error("seek"))?;
+    target.set_len(size.max(end)).map_err(io_error("size the disk"))?;
+    target.sync_all().map_err(io_error("sync the disk"))
+}
+
+impl InstanceDisks for FileDisks {
+    fn create(&self, record: &InstanceRecord, image: &LocalImage) -> Result<(), DiskError> {
+        if image.content != ContentKind::RawDisk {
+            return Err(DiskError::Invalid("the files backend runs raw disk images only".into()));
+        }
+        let partial = self.dir.join(format!(".partial-{}", record.uuid));
+        let _ = fs::remove_dir_all(&partial);
+        fs::create_dir(&partial).map_err(io_error(format!("create {}", partial.display())))?;
+        let result = (|| {
+            let disk = partial.join(self.disk_name());
+            let size = record.disk_mib * MIB;
+            if self.overlay {
+                let command = HostCommand::new(&self.qemu_img)
+                    .args(["create", "-q", "-f", "qcow2", "-F", "raw", "-b"])
+                    .arg(&image.location)
+                    .arg(&disk)
+                    .arg(size.to_string());
+                self.runner.run(&command)?;
+            } else {
+                sparse_copy(Path::new(&image.location), &disk, size)?;
+            }
+            let json = serde_json::to_vec_pretty(record).map_err(|e| DiskError::Invalid(e.to_string()))?;
+            write_atomically(&partial.join("instance.json"), &json)?;
+            fs::rename(&partial, self.instance_dir(&record.uuid))
+                .map_err(io_error("rename the instance dir"))?;
+            File::open(&self.dir).and_then(|d| d.sync_all()).map_err(io_error("sync the instances dir"))
+        })();
+        if result.is_err() {
+            let _ = fs::remove_dir_all(&partial);
+        }
+        result
+    }
+
+    fn save(&self, record: &InstanceRecord) -> Result<(), DiskError> {
+        let json = serde_json::to_vec_pretty(record).map_err(|e| DiskError::Invalid(e.to_string()))?;
+        write_atomically(&self.instance_dir(&record.uuid).join("instance.json"), &json)
+    }
+
+    fn load_all(&self) -> Result<Vec<InstanceRecord>, DiskError> {
+        let mut records = Vec::new();
+        for entry in fs::read_dir(&self.dir).map_err(io_error("list instances"))? {
+            let entry = entry.map_err(io_error("list instances"))?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.starts_with(".partial-") || name.starts_with(".destroying-") {
+                tracing::info!(path = %entry.path().display(), "removing an unfinished instance");
+                let _ = fs::remove_dir_all(entry.path());
+                continue;
+            }
+            if Uuid::parse_str(&name).is_err() {
+                continue;
+            }
+            let path = entry.path().join("instance.json");
+            let text = fs::read(&path).map_err(io_error(format!("read {}", path.display())))?;
+            let record: InstanceRecord = serde_json::from_slice(&text)
+                .map_err(|e| DiskError::Invalid(format!("{}: {e}", path.display())))?;
+            records.push(record);
+        }
+        records.sort_by_key(|r| r.uuid);
+        Ok(records)
+    }
+
+    fn disks(&self, record: &InstanceRecord) -> Result<Vec<VmDisk>, DiskError> {
+        let format = if self.overlay { DiskFormat::Qcow2 } else { DiskFormat::Raw };
+        let path = self.instance_dir(&record.uuid).join(self.disk_name());
+        Ok(vec![VmDisk { path, format, read_only: false }])
+    }
+
+    fn destroy(&self, uuid: &Uuid) -> Result<(), DiskError> {
+        let dir = self.instance_dir(uuid);
+        let doomed = self.dir.join(format!(".destroying-{uuid}"));
+        // Out of the namespace first: a crash halfway leaves a leftover, not half an instance.
+        fs::rename(&dir, &doomed).map_err(io_error(format!("remove {}", dir.display())))?;
+        fs::remove_dir_all(&doomed).map_err(io_error(format!("remove {}", doomed.display())))
+    }
+}
+
+/// `zfs`/`zfs-files` backend instances: clones under `parent`.
+pub struct ZfsDisks {
+    zfs: Zfs,
+    parent: String,
+    mode: ZfsMode,
+    zvol_dir: PathBuf,
+}
+
+impl ZfsDisks {
+    pub fn new(zfs: Zfs, parent: &str, mode: ZfsMode, zvol_dir: &Path) -> Self {
+        ZfsDisks {
+            zfs,
+            parent: parent.trim_end_matches('/').to_string(),
+            mode,
+            zvol_dir: zvol_dir.to_owned(),
+        }
+    }
+
+    fn dataset(&self, uuid: &Uuid) -> String {
+        format!("{}/{uuid}", self.parent)
+    }
+
+    fn encode(record: &InstanceRecord) -> Result<String, DiskError> {
+        let json = serde_json::to_string(record).map_err(|e| DiskError::Invalid(e.to_string()))?;
+        if json.len() > MAX_RECORD_LEN {
+            return Err(DiskError::Invalid(format!(
+                "instance record too long for a zfs property ({} bytes)",
+                json.len()
+            )));
+        }
+        Ok(json)
+    }
+
+    fn mountpoint(&self, dataset: &str) -> Result<PathBuf, DiskError> {
+        let rows = self.zfs.get(dataset, &["mountpoint", "mounted"], Depth::Itself, None)?;
+        let value = |p: &str| rows.iter().find(|r| r.property == p).and_then(|r| r.value.clone());
+        let mountpoint = value("mountpoint").unwrap_or_default();
+        if !mountpoint.starts_with('/') {
+            return Err(DiskError::Invalid(format!("{dataset} has mountpoint {mountpoint:?}, not a path")));
+        }
+        if value("mounted").as_deref() != Some("yes") {
+            self.zfs.mount(dataset)?;
+        }
+        Ok(PathBuf::from(mountpoint))
+    }
+
+    fn grow(&self, dataset: &str, size_mib: u64) -> Result<(), DiskError> {
+        match self.mode {
+            ZfsMode::Zvol => self.zfs.set(dataset, "volsize", &format!("{size_mib}M"))?,
+            ZfsMode::Files => {
+                let disk = self.mountpoint(dataset)?.join(DISK_FILE);
+                let file = fs::OpenOptions::new()
+                    .write(true)
+                    .open(&disk)
+                    .map_err(io_error(format!("open {}", disk.display())))?;
+                let size = size_mib * MIB;
+                if file.metadata().map_err(io_error("stat the disk"))?.len() < size {
+                    file.set_len(size).map_err(io_error("grow the disk"))?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl InstanceDisks for ZfsDisks {
+    fn create(&self, record: &InstanceRecord, image: &LocalImage) -> Result<(), DiskError> {
+        let json = Self::encode(record)?;
+        if !self.zfs.exists(&self.parent)? {
+            self.zfs.create_filesystem(&self.parent, true, &[])?;
+        }
+        let dataset = self.dataset(&record.uuid);
+        self.zfs.clone_snapshot(&format!("{}@{FINAL_SNAPSHOT}", image.location), &dataset)?;
+        // The record goes last: a clone without it is a leftover `load_all` removes.
+        let result = self
+            .grow(&dataset, record.disk_mib)
+            .and_then(|()| self.zfs.set(&dataset, RECORD_PROPERTY, &json).map_err(DiskError::from));
+        if result.is_err() {
+            if let Err(error) = self.zfs.destroy(&dataset, true) {
+                tracing::warn!(%dataset, %error, "cannot remove a failed instance clone");
+            }
+        }
+        result
+    }
+
+    fn save(&self, record: &InstanceRecord) -> Result<(), DiskError> {
+        Ok(self.zfs.set(&self.dataset(&record.uuid), RECORD_PROPERTY, &Self::encode(record)?)?)
+    }
+
+    fn load_all(&self) -> Result<Vec<InstanceRecord>, DiskError> {
+        let rows = match self.zfs.get(&self.parent, &[RECORD_PROPERTY], Depth::Children, None) {
+            Ok(rows) => rows,
+            Err(ZfsError::NotFound { .. }) => return Ok(Vec::new()),
+            Err(e) => return Err(e.into()),
+        };
+        let mut by_dataset: BTreeMap<String, Option<String>> = BTreeMap::new();
+        for row in rows {
+            let is_child = row
+                .dataset
+                .strip_prefix(&self.parent)
+                .and_then(|r| r.strip_prefix('/'))
+                .is_some_and(|r| !r.contains(['/', '@']));
+            if is_child && row.property == RECORD_PROPERTY {
+                by_dataset.insert(row.dataset, row.value.filter(|v| v != "-"));
+            }
+        }
+        let mut records = Vec::new();
+        for (dataset, value) in by_dataset {
+            match value.map(|v| serde_json::from_str::<InstanceRecord>(&v)) {
+                Some(Ok(record)) => records.push(record),
+                Some(Err(error)) => {
+                    tracing::warn!(%dataset, %error, "skipping an unreadable instance record")
+                }
+                None => {
+                    tracing::info!(%dataset, "removing an unfinished instance clone");
+                    if let Err(error) = self.zfs.destroy(&dataset, true) {
+                        tracing::warn!(%dataset, %error, "cannot remove an unfinished instance clone");
+                    }
+                }
+            }
+        }
+        records.sort_by_key(|r| r.uuid);
+        Ok(records)
+    }
+
+    fn disks(&self, record: &InstanceRecord) -> Result<Vec<VmDisk>, DiskError> {
+        let dataset = self.dataset(&record.uuid);
+        let path = match self.mode {
+            ZfsMode::Zvol => self.zvol_dir.join(&dataset),
+            ZfsMode::Files => self.mountpoint(&dataset)?.join(DISK_FILE),
+        };
+        Ok(vec![VmDisk { path, format: DiskFormat::Raw, read_only: false }])
+    }
+
+    fn destroy(&self, uuid: &Uuid) -> Result<(), DiskError> {
+        match self.zfs.destroy(&self.dataset(uuid), true) {
+            Ok(()) | Err(ZfsError::NotFound { .. }) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+}

@@ -1,0 +1,220 @@
+//! Instances for real under QEMU (TCG): the test guest of `tests/guest/` is published to a
+//! real `imgapi` server, imported by the agent, and run through its whole life over the REST
+//! API: boot (marker on the console), graceful stop via QMP, start, reboot, an agent restart
+//! while it runs, a kill from outside, and destroy. Needs `AGENT_TEST_GUEST` (see
+//! `tests/guest/README.md`); skipped without it, except in CI, where that is a failure.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use agent::RunningAgent;
+use common::{compress, Imgapi};
+use reqwest::blocking::Client;
+use serde_json::{json, Value};
+
+const TOKEN: &str = "test-token-0123456789";
+const BOOT_LIMIT: Duration = Duration::from_secs(120);
+
+fn guest_dir() -> Option<PathBuf> {
+    match std::env::var_os("AGENT_TEST_GUEST") {
+        Some(dir) => Some(PathBuf::from(dir)),
+        None if std::env::var_os("CI").is_some() => panic!("AGENT_TEST_GUEST is not set in CI"),
+        None => {
+            eprintln!("skipping: AGENT_TEST_GUEST is not set (see agent/tests/guest/README.md)");
+            None
+        }
+    }
+}
+
+struct Agent {
+    agent: Option<RunningAgent>,
+    config: agent::config::Config,
+    client: Client,
+}
+
+impl Agent {
+    fn start(dir: &Path, source: &str) -> Agent {
+        let config = json!({
+            "listen": "127.0.0.1:0",
+            "auth": {"tokens": [TOKEN]},
+            "sources": [source],
+            "storage": {"backend": "files", "dir": dir.join("images")},
+            "instances": {"hypervisor": "qemu", "dir": dir.join("instances"), "run_dir": dir.join("run"),
+                          "stop_timeout_secs": 30, "qemu": {"accel": "tcg"}},
+            "log_level": "warn",
+        });
+        let config = agent::config::Config::from_json(&config.to_string(), Path::new("t")).unwrap();
+        let agent = RunningAgent::start(config.clone()).unwrap();
+        Agent { agent: Some(agent), config, client: Client::builder().timeout(None).build().unwrap() }
+    }
+
+    /// Stops the agent (the VMs go on) and starts a new one on the same config.
+    fn restart(&mut self) {
+        drop(self.agent.take());
+        self.agent = Some(RunningAgent::start(self.config.clone()).unwrap());
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}/api/v1{path}", self.agent.as_ref().unwrap().url())
+    }
+
+    fn send(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
+        let mut request = self.client.request(method, self.url(path)).bearer_auth(TOKEN);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().unwrap();
+        let status = response.status().as_u16();
+        (status, response.json().unwrap_or(Value::Null))
+    }
+
+    fn instance(&self, uuid: &str) -> Value {
+        let (status, body) = self.send(reqwest::Method::GET, &format!("/instances/{uuid}"), None);
+        assert_eq!(status, 200, "{body}");
+        body
+    }
+
+    fn console(&self, uuid: &str) -> String {
+        let response = self
+            .client
+            .get(self.url(&format!("/instances/{uuid}/console")))
+            .bearer_auth(TOKEN)
+            .send()
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        String::from_utf8_lossy(&response.bytes().unwrap()).into_owned()
+    }
+
+    /// Waits until the console shows `marker` `count` times.
+    fn wait_console(&self, uuid: &str, marker: &str, count: usize) -> String {
+        let started = Instant::now();
+        loop {
+            let text = self.console(uuid);
+            if text.matches(marker).count() >= count {
+                return text;
+            }
+            assert!(started.elapsed() < BOOT_LIMIT, "no {count}x {marker} after {BOOT_LIMIT:?}:\n{text}");
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    }
+
+    fn wait_state(&self, uuid: &str, state: &str) -> Value {
+        let started = Instant::now();
+        loop {
+            let instance = self.instance(uuid);
+            if instance["state"] == state {
+                return instance;
+            }
+            assert!(started.elapsed() < Duration::from_secs(60), "not {state}: {instance}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+fn is_alive(pid: u64) -> bool {
+    Path::new(&format!("/proc/{pid}")).exists()
+        && !std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default().contains(") Z ")
+}
+
+#[test]
+fn a_guest_boots_stops_starts_reboots_survives_an_agent_restart_and_is_destroyed() {
+    let Some(guest) = guest_dir() else { return };
+    let disk = std::fs::read(guest.join("disk.raw")).unwrap();
+    let imgapi = Imgapi::start();
+    let image = imgapi.publish("test-guest", &compress(&disk, "gzip"), "gzip", None);
+    let dir = tempfile::tempdir().unwrap();
+    let mut agent = Agent::start(dir.path(), &format!("http://admin:secret@{}", imgapi.server.addr));
+    use reqwest::Method as M;
+
+    let (status, body) = agent.send(M::POST, "/images", Some(json!({"uuid": image})));
+    assert_eq!(status, 200, "{body}");
+
+    // Bad requests first: nothing is created.
+    let (status, body) = agent.send(M::POST, "/instances", Some(json!({"ima": image, "mem": 8})));
+    assert_eq!((status, body["code"].as_str()), (422, Some("InvalidParameter")), "{body}");
+    let (status, body) = agent.send(M::POST, "/instances", Some(json!({"ima": image, "disk_mib": 1})));
+    assert_eq!(status, 422, "disk smaller than the image: {body}");
+    let (status, _) = agent.send(M::POST, "/instances", Some(json!({"ima": uuid::Uuid::new_v4()})));
+    assert_eq!(status, 422);
+    let unauthorized =
+        agent.client.post(agent.url("/instances")).json(&json!({"ima": image})).send().unwrap();
+    assert_eq!(unauthorized.status(), 401);
+    assert_eq!(agent.send(M::GET, "/instances", None).1, json!([]));
+
+    // The seed's create: {"ima","mem","cpu"} creates and starts.
+    let (status, created) =
+        agent.send(M::POST, "/instances", Some(json!({"ima": image, "mem": 256, "cpu": 1, "disk_mib": 64})));
+    assert_eq!(status, 201, "{created}");
+    let id = created["uuid"].as_str().unwrap().to_string();
+    assert_eq!(created["state"], "running");
+    let mac = created["nics"][0]["mac"].clone();
+    agent.wait_console(&id, "GUEST-BOOT-OK", 1);
+    let console_log = dir.path().join("instances").join(format!("{id}.log"));
+    assert!(std::fs::read_to_string(&console_log).unwrap().contains("GUEST-BOOT-OK"), "console log on disk");
+    let qcow2 = dir.path().join("instances").join(&id).join("disk0.qcow2");
+    assert!(qcow2.exists(), "a qcow2 overlay, not a copy");
+
+    // Refused transitions are 409s that say why; the image cannot go while used.
+    let (status, body) = agent.send(M::POST, &format!("/instances/{id}?action=start"), None);
+    assert_eq!((status, body["code"].as_str()), (409, Some("InstanceAlreadyRunning")));
+    let (status, body) = agent.send(M::DELETE, &format!("/images/{image}"), None);
+    assert_eq!((status, body["code"].as_str()), (409, Some("ImageInUse")));
+
+    // Graceful stop through QMP (the seed's PUT): the guest sees the power button.
+    let (status, stopped) = agent.send(M::PUT, &format!("/instances/{id}"), None);
+    assert_eq!(status, 200, "{stopped}");
+    assert_eq!(stopped["state"], "stopped");
+    assert!(stopped["reason"].as_str().unwrap().contains("powered off"), "{stopped}");
+    agent.wait_console(&id, "GUEST-POWEROFF", 1);
+    let (status, body) = agent.send(M::PUT, &format!("/instances/{id}"), None);
+    assert_eq!((status, body["code"].as_str()), (409, Some("InstanceNotRunning")));
+
+    // Start again (the seed's POST); output of the earlier run is still there.
+    let (status, body) = agent.send(M::POST, &format!("/instances/{id}"), None);
+    assert_eq!((status, body["state"].as_str()), (200, Some("running")), "{body}");
+    agent.wait_console(&id, "GUEST-BOOT-OK", 2);
+
+    // Reboot: powered off and started again by the supervisor.
+    let (status, body) = agent.send(M::POST, &format!("/instances/{id}?action=reboot"), None);
+    assert_eq!(status, 202, "{body}");
+    agent.wait_console(&id, "GUEST-BOOT-OK", 3);
+    let instance = agent.wait_state(&id, "running");
+    let history: Vec<&str> =
+        instance["history"].as_array().unwrap().iter().map(|t| t["reason"].as_str().unwrap()).collect();
+    assert!(history.iter().any(|r| r.contains("rebooted on request")), "{history:?}");
+
+    // Agent restart while it runs: found running, same pid, console still flowing, stop works.
+    let pid = instance["pid"].as_u64().unwrap();
+    agent.restart();
+    let adopted = agent.instance(&id);
+    assert_eq!((adopted["state"].as_str(), adopted["pid"].as_u64()), (Some("running"), Some(pid)));
+    assert_eq!(adopted["nics"][0]["mac"], mac, "the MAC is kept");
+    let alive_before = agent.console(&id).matches("GUEST-ALIVE").count();
+    agent.wait_console(&id, "GUEST-ALIVE", alive_before + 2);
+    let (status, stopped) = agent.send(M::POST, &format!("/instances/{id}?action=stop"), None);
+    assert_eq!((status, stopped["state"].as_str()), (200, Some("stopped")), "{stopped}");
+    assert!(!is_alive(pid), "qemu {pid} is gone");
+
+    // Killed from outside: never stuck in running.
+    let (_, started) = agent.send(M::POST, &format!("/instances/{id}?action=start"), None);
+    agent.wait_console(&id, "GUEST-BOOT-OK", 4);
+    let pid = started["pid"].as_u64().unwrap();
+    use agent::host::runner::{CommandRunner, HostRunner, Signal};
+    HostRunner.signal(pid as u32, Signal::Kill).unwrap();
+    let failed = agent.wait_state(&id, "failed");
+    assert!(failed["reason"].as_str().unwrap().contains("killed"), "{failed}");
+
+    // Destroy: the overlay and record are gone, the image stays.
+    let (status, _) = agent.send(M::DELETE, &format!("/instances/{id}"), None);
+    assert_eq!(status, 204);
+    assert!(!dir.path().join("instances").join(&id).exists());
+    assert!(!console_log.exists());
+    let (status, _) = agent.send(M::GET, &format!("/instances/{id}"), None);
+    assert_eq!(status, 404);
+    let (status, _) = agent.send(M::GET, &format!("/images/{image}"), None);
+    assert_eq!(status, 200);
+    let (_, history) = agent.send(M::GET, "/instances?destroyed=true", None);
+    assert_eq!(history[0]["state"], "destroyed");
+}
