@@ -378,3 +378,66 @@ fn recover_removes_leftover_partials_only() {
     assert_eq!(f.storage.list().unwrap(), [image]);
     assert!(f.storage.recover().unwrap().is_empty());
 }
+
+/// An instance record as the manager makes it.
+fn instance_record(image: Uuid, disk_mib: u64) -> agent::instance::record::InstanceRecord {
+    let uuid = Uuid::new_v4();
+    serde_json::from_value(serde_json::json!({
+        "uuid": uuid, "alias": "web-1", "image": image, "vcpus": 1, "memory_mib": 256,
+        "disk_mib": disk_mib, "nics": [{"mac": "58:9c:fc:01:02:03", "network": "user"}],
+        "firmware": "bios", "vm_name": agent::instance::record::InstanceRecord::vm_name_for(&uuid),
+        "state": "stopped", "reason": "created", "pid": null, "created_at": "2026-11-22T00:00:00Z",
+        "history": []
+    }))
+    .unwrap()
+}
+
+#[test]
+fn instances_are_clones_that_carry_their_record() {
+    use agent::instance::disks::{InstanceDisks, ZfsDisks, RECORD_PROPERTY};
+    use agent::instance::state::InstanceState;
+    let Some(f) = Fixture::new() else { return };
+    let disk = raw_disk();
+    let image = f.import(meta("base"), &disk, 65536).unwrap();
+    let instances_parent = f.ds("inst");
+    let disks =
+        ZfsDisks::new(f.zfs.clone(), &instances_parent, ZfsMode::Files, std::path::Path::new("/dev/zvol"));
+    assert!(disks.load_all().unwrap().is_empty(), "no parent yet is no instances");
+
+    let mut record = instance_record(image.meta.uuid, 16);
+    disks.create(&record, &image).unwrap();
+    let clone = format!("{instances_parent}/{}", record.uuid);
+    let origin = f.zfs.get(&clone, &["origin"], Depth::Itself, None).unwrap();
+    assert_eq!(origin[0].value.as_deref(), Some(format!("{}@final", image.location).as_str()));
+    let path = disks.disks(&record).unwrap().remove(0).path;
+    assert_eq!(std::fs::metadata(&path).unwrap().len(), 16 << 20, "grown to disk_mib");
+    assert_eq!(&std::fs::read(&path).unwrap()[..disk.len()], &disk[..], "the image's bytes");
+
+    // The guest writes; the image does not change.
+    std::fs::write(&path, b"guest data").unwrap();
+    assert_eq!(f.read_through_clone(&image, DISK_FILE), disk);
+
+    // The record lives on the clone and survives a reload; saves replace it.
+    assert_eq!(disks.load_all().unwrap(), [record.clone()]);
+    record.set_state(InstanceState::Running, "started");
+    record.pid = Some(4242);
+    disks.save(&record).unwrap();
+    assert_eq!(disks.load_all().unwrap(), [record.clone()]);
+    let raw = f.zfs_run(&["get", "-H", "-o", "value", RECORD_PROPERTY, &clone]);
+    assert!(raw.contains("\"pid\":4242"), "{raw}");
+
+    // The image cannot go while the clone exists.
+    assert!(matches!(f.storage.delete(&image.meta.uuid), Err(StorageError::InUse { .. })));
+
+    // A clone without a record (a create cut short) is removed at load.
+    let leftover = format!("{instances_parent}/{}", Uuid::new_v4());
+    f.zfs.clone_snapshot(&format!("{}@final", image.location), &leftover).unwrap();
+    assert_eq!(disks.load_all().unwrap().len(), 1);
+    assert!(!f.zfs.exists(&leftover).unwrap());
+
+    disks.destroy(&record.uuid).unwrap();
+    assert!(!f.zfs.exists(&clone).unwrap());
+    assert!(disks.load_all().unwrap().is_empty());
+    disks.destroy(&record.uuid).unwrap();
+    f.storage.delete(&image.meta.uuid).unwrap();
+}

@@ -254,7 +254,15 @@ impl ZfsDisks {
 
     fn grow(&self, dataset: &str, size_mib: u64) -> Result<(), DiskError> {
         match self.mode {
-            ZfsMode::Zvol => self.zfs.set(dataset, "volsize", &format!("{size_mib}M"))?,
+            ZfsMode::Zvol => {
+                // Only ever grow: a smaller volsize would cut the guest's disk.
+                let rows = self.zfs.get(dataset, &["volsize"], Depth::Itself, None)?;
+                let current =
+                    rows.first().and_then(|r| r.value.as_deref()).and_then(|v| v.parse::<u64>().ok());
+                if current.is_some_and(|bytes| bytes < size_mib * MIB) {
+                    self.zfs.set(dataset, "volsize", &format!("{size_mib}M"))?;
+                }
+            }
             ZfsMode::Files => {
                 let disk = self.mountpoint(dataset)?.join(DISK_FILE);
                 let file = fs::OpenOptions::new()
@@ -345,5 +353,136 @@ impl InstanceDisks for ZfsDisks {
             Ok(()) | Err(ZfsError::NotFound { .. }) => Ok(()),
             Err(e) => Err(e.into()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::host::runner::{RecordingRunner, Reply};
+    use crate::host::zfs::Dialect;
+    use crate::storage::ImageMeta;
+
+    fn record(disk_mib: u64) -> InstanceRecord {
+        let uuid = Uuid::parse_str("6de01e97-d7ec-4906-bd8b-cb4eafdb7c8b").unwrap();
+        serde_json::from_value(serde_json::json!({
+            "uuid": uuid, "alias": "a", "image": Uuid::nil(), "vcpus": 1, "memory_mib": 64,
+            "disk_mib": disk_mib, "nics": [], "firmware": "bios", "vm_name": "i-6de01e97d7ec",
+            "state": "stopped", "reason": "created", "pid": null, "created_at": "", "history": []
+        }))
+        .unwrap()
+    }
+
+    fn image(location: &str, content: ContentKind) -> LocalImage {
+        LocalImage {
+            meta: ImageMeta {
+                uuid: Uuid::nil(),
+                name: "img".into(),
+                version: "1".into(),
+                os: "linux".into(),
+                image_type: "zvol".into(),
+                origin: None,
+                sha1: String::new(),
+                size: 1,
+                compression: "none".into(),
+                image_size_mib: Some(10),
+                source: String::new(),
+            },
+            content,
+            location: location.into(),
+            content_size: 10 << 20,
+            imported_at: String::new(),
+        }
+    }
+
+    #[test]
+    fn zvol_instances_are_grown_clones_with_the_record_set_last() {
+        let runner = RecordingRunner::new();
+        runner.expect(
+            "/sbin/zfs get -H -p -o name,property,value,source volsize",
+            Reply::Ok("tank/instances/6de01e97-d7ec-4906-bd8b-cb4eafdb7c8b\tvolsize\t10485760\t-\n".into()),
+        );
+        let zfs = Zfs::new(Arc::new(runner.clone()), "/sbin/zfs", Dialect::OpenZfs);
+        let disks = ZfsDisks::new(zfs, "tank/instances", ZfsMode::Zvol, Path::new("/dev/zvol"));
+        let record = record(20);
+        disks.create(&record, &image("tank/images/x", ContentKind::ZfsStream)).unwrap();
+        let commands = runner.commands();
+        let clone = "tank/instances/6de01e97-d7ec-4906-bd8b-cb4eafdb7c8b";
+        assert_eq!(commands[0], "/sbin/zfs list -H -o name -t all tank/instances");
+        assert_eq!(commands[1], format!("/sbin/zfs clone tank/images/x@final {clone}"));
+        assert_eq!(commands[3], format!("/sbin/zfs set volsize=20M {clone}"));
+        assert!(
+            commands[4].starts_with(&format!("/sbin/zfs set {RECORD_PROPERTY}={{\"uuid\"")),
+            "{}",
+            commands[4]
+        );
+        assert_eq!(commands.len(), 5);
+        let disk = disks.disks(&record).unwrap().remove(0);
+        assert_eq!(disk.path, Path::new("/dev/zvol").join(clone));
+    }
+
+    #[test]
+    fn a_failed_clone_setup_destroys_the_clone_and_volumes_never_shrink() {
+        let runner = RecordingRunner::new();
+        runner.expect("/sbin/zfs get", Reply::Ok("tank/instances/x\tvolsize\t52428800\t-\n".into()));
+        runner.expect("/sbin/zfs set imgagent:instance", Reply::Fail("out of space".into()));
+        let zfs = Zfs::new(Arc::new(runner.clone()), "/sbin/zfs", Dialect::OpenZfs);
+        let disks = ZfsDisks::new(zfs, "tank/instances", ZfsMode::Zvol, Path::new("/dev/zvol"));
+        assert!(disks.create(&record(20), &image("tank/images/x", ContentKind::RawDisk)).is_err());
+        let commands = runner.commands();
+        assert!(!commands.iter().any(|c| c.contains("volsize=")), "50 MiB is not cut to 20: {commands:?}");
+        assert!(commands.last().unwrap().starts_with("/sbin/zfs destroy -r tank/instances/"), "{commands:?}");
+    }
+
+    #[test]
+    fn file_instances_are_overlays_or_sparse_copies_created_atomically() {
+        let dir = tempfile::tempdir().unwrap();
+        let raw = dir.path().join("image.raw");
+        let mut bytes = vec![0u8; 3 << 20];
+        bytes[..4].copy_from_slice(b"boot");
+        bytes[(2 << 20) + 5] = 7;
+        fs::write(&raw, &bytes).unwrap();
+        let runner = RecordingRunner::new();
+        let overlays = FileDisks::new(
+            &dir.path().join("q"),
+            Arc::new(runner.clone()),
+            Path::new("/usr/bin/qemu-img"),
+            true,
+        )
+        .unwrap();
+        let record = record(8);
+        overlays.create(&record, &image(raw.to_str().unwrap(), ContentKind::RawDisk)).unwrap();
+        assert_eq!(
+            runner.commands()[0],
+            format!(
+                "/usr/bin/qemu-img create -q -f qcow2 -F raw -b {} {}/q/.partial-{}/disk0.qcow2 {}",
+                raw.display(),
+                dir.path().display(),
+                record.uuid,
+                8 << 20
+            )
+        );
+        assert_eq!(overlays.load_all().unwrap(), [record.clone()]);
+        assert_eq!(overlays.disks(&record).unwrap()[0].format, DiskFormat::Qcow2);
+
+        let copies =
+            FileDisks::new(&dir.path().join("c"), Arc::new(RecordingRunner::new()), Path::new("/x"), false)
+                .unwrap();
+        copies.create(&record, &image(raw.to_str().unwrap(), ContentKind::RawDisk)).unwrap();
+        let disk = &copies.disks(&record).unwrap()[0].path;
+        let copied = fs::read(disk).unwrap();
+        assert_eq!(copied.len(), 8 << 20);
+        assert_eq!(&copied[..bytes.len()], &bytes[..]);
+        use std::os::unix::fs::MetadataExt;
+        assert!(fs::metadata(disk).unwrap().blocks() * 512 < 3 << 20, "zero runs stay holes");
+        assert!(copies.create(&record, &image("/x", ContentKind::ZfsStream)).is_err());
+
+        // A create cut short leaves a .partial- dir that loading removes; destroy removes all.
+        fs::create_dir(dir.path().join("c/.partial-x")).unwrap();
+        assert_eq!(copies.load_all().unwrap().len(), 1);
+        assert!(!dir.path().join("c/.partial-x").exists());
+        copies.destroy(&record.uuid).unwrap();
+        assert!(copies.load_all().unwrap().is_empty());
+        assert_eq!(fs::read_dir(dir.path().join("c")).unwrap().count(), 0);
     }
 }
