@@ -462,7 +462,7 @@ mod tests {
                 8 << 20
             )
         );
-        assert_eq!(overlays.load_all().unwrap(), [record.clone()]);
+        assert_eq!(overlays.load_all().unwrap(), std::slice::from_ref(&record));
         assert_eq!(overlays.disks(&record).unwrap()[0].format, DiskFormat::Qcow2);
 
         let copies =
