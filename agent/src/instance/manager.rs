@@ -113,7 +113,8 @@ struct Slot {
     record: Mutex<InstanceRecord>,
     changed: Condvar,
     run: Mutex<Option<RunHandle>>,
-    request: Mutex<Option<Request>>,
+    /// What the API asked of the current run, and whether by force.
+    request: Mutex<Option<(Request, bool)>>,
     console: Arc<Console>,
     /// Serialises start, stop and destroy decisions on this instance.
     op: Mutex<()>,
@@ -433,7 +434,7 @@ impl Instances {
         let record = slot.snapshot();
         // Both are changes of a running instance: the table decides (stop is the test).
         record.state.apply(Event::Stopped)?;
-        *lock(&slot.request) = Some(request);
+        *lock(&slot.request) = Some((request, force));
         let run = lock(&slot.run).as_ref().map(|r| (r.control.clone(), r.generation));
         // No run: the supervisor is between two runs and acts on the request itself.
         if let Some((control, generation)) = run {
@@ -574,8 +575,8 @@ impl Instances {
             let pump_stop = Arc::new(AtomicBool::new(false));
             console::spawn_pump(slot.console.clone(), run.console(), pump_stop.clone());
             // A request that came while no run was up (between two runs) is acted on now.
-            if let Some(request) = *lock(&slot.request) {
-                self.press(&slot, control, generation, request, false);
+            if let Some((request, force)) = *lock(&slot.request) {
+                self.press(&slot, control, generation, request, force);
             }
             let end = run.wait();
             pump_stop.store(true, Ordering::SeqCst);
@@ -583,7 +584,7 @@ impl Instances {
             if self.detached.load(Ordering::SeqCst) {
                 return;
             }
-            let request = lock(&slot.request).take();
+            let request = lock(&slot.request).take().map(|(request, _)| request);
             let Some(mut event) = exit_event(end, request == Some(Request::Stop)) else { return };
             if request == Some(Request::Reboot) && event == Event::Stopped {
                 event = Event::Rebooted;
@@ -591,7 +592,9 @@ impl Instances {
             let mut reason = describe(end, request);
             if event == Event::Rebooted {
                 let now = Instant::now();
-                reboots.push_back(now);
+                if request != Some(Request::Reboot) {
+                    reboots.push_back(now);
+                }
                 while reboots.front().is_some_and(|t| now.duration_since(*t) > CRASH_LOOP_WINDOW) {
                     reboots.pop_front();
                 }

@@ -1,0 +1,292 @@
+//! The instance manager and its supervisor on the bhyve backend, with recorded runs: every
+//! command goes to a `RecordingRunner`, whose fake bhyve processes end the way a test says
+//! (bhyve's exit codes 0 reboot, 1 poweroff, 2 halt, 3 triple fault, 4 error, a signal), or
+//! when the agent presses a button. bhyve cannot run on Linux; this is its behaviour, exactly.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use agent::host::bhyve::BhyvePaths;
+use agent::host::runner::{ProcessExit, RecordingRunner, Reply};
+use agent::hypervisor::bhyve::Bhyve;
+use agent::instance::disks::{FileDisks, InstanceDisks};
+use agent::instance::manager::{CreateRequest, InstanceError, Instances, Settings};
+use agent::instance::record::InstanceRecord;
+use agent::instance::state::{InstanceState, Refused};
+use agent::storage::files::FilesStorage;
+use agent::storage::{ImageMeta, ImageStorage};
+use uuid::Uuid;
+
+const BHYVE: &str = "/usr/sbin/bhyve ";
+const BHYVECTL: &str = "/usr/sbin/bhyvectl";
+
+struct Host {
+    dir: tempfile::TempDir,
+    runner: RecordingRunner,
+    image: Uuid,
+    instances: Arc<Instances>,
+}
+
+fn paths(dir: &Path) -> BhyvePaths {
+    BhyvePaths { vmm_dir: dir.join("vmm"), nmdm_prefix: dir.join("nmdm"), ..BhyvePaths::default() }
+}
+
+fn open(dir: &Path, runner: &RecordingRunner) -> Arc<Instances> {
+    let images: Arc<dyn ImageStorage> = Arc::new(FilesStorage::new(&dir.join("images")).unwrap());
+    let disks: Arc<dyn InstanceDisks> = Arc::new(
+        FileDisks::new(&dir.join("instances"), Arc::new(runner.clone()), Path::new("/x"), false).unwrap(),
+    );
+    let bhyve = Bhyve::new(Arc::new(runner.clone()), paths(dir))
+        .with_adopted_poll_interval(Duration::from_millis(20));
+    let settings = Settings {
+        run_dir: dir.join("run"),
+        state_dir: dir.join("instances"),
+        stop_timeout: Duration::from_millis(300),
+        console_ring_bytes: 4096,
+        console_log_max_bytes: 1 << 20,
+    };
+    Instances::open(disks, Arc::new(bhyve), images, settings).unwrap()
+}
+
+impl Host {
+    fn new() -> Host {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("vmm")).unwrap();
+        let images = FilesStorage::new(&dir.path().join("images")).unwrap();
+        let image = Uuid::new_v4();
+        let mut writer = images
+            .begin(ImageMeta {
+                uuid: image,
+                name: "freebsd".into(),
+                version: "14.1".into(),
+                os: "other".into(),
+                image_type: "zvol".into(),
+                origin: None,
+                sha1: "0".repeat(40),
+                size: 1,
+                compression: "none".into(),
+                image_size_mib: Some(2),
+                source: "http://127.0.0.1".into(),
+            })
+            .unwrap();
+        writer.write_all(&[1u8; 2 << 20]).unwrap();
+        writer.commit().unwrap();
+        let runner = RecordingRunner::new();
+        let instances = open(dir.path(), &runner);
+        Host { dir, runner, image, instances }
+    }
+
+    fn create(&self, start: bool) -> InstanceRecord {
+        self.instances
+            .create(CreateRequest {
+                image: self.image,
+                alias: Some("vm".into()),
+                vcpus: 2,
+                memory_mib: 1024,
+                disk_mib: Some(4),
+                networks: vec![],
+                firmware: None,
+                start,
+            })
+            .unwrap()
+    }
+
+    /// The next bhyve process runs until signalled; SIGTERM (the power button) powers it off.
+    fn next_bhyve_obeys_acpi(&self) {
+        self.runner.expect(BHYVE, Reply::Runs { on_term: Some(ProcessExit::Code(1)) });
+    }
+
+    fn wait_for(&self, uuid: &Uuid, what: &str, done: impl Fn(&InstanceRecord) -> bool) -> InstanceRecord {
+        let started = Instant::now();
+        loop {
+            let record = self.instances.get(uuid).unwrap();
+            if done(&record) {
+                return record;
+            }
+            assert!(started.elapsed() < Duration::from_secs(10), "{what}: {record:?}");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    fn bhyve_starts(&self) -> usize {
+        self.runner.commands().iter().filter(|c| c.starts_with(BHYVE)).count()
+    }
+
+    fn vmm_entry(&self, record: &InstanceRecord) -> PathBuf {
+        self.dir.path().join("vmm").join(&record.vm_name)
+    }
+}
+
+#[test]
+fn the_argv_of_a_start_and_the_destroy_after_every_run() {
+    let host = Host::new();
+    host.next_bhyve_obeys_acpi();
+    let record = host.create(true);
+    assert_eq!(record.state, InstanceState::Running);
+    let disk = host.dir.path().join("instances").join(record.uuid.to_string()).join("disk0.raw");
+    let bhyve = host.runner.commands().into_iter().find(|c| c.starts_with(BHYVE)).unwrap();
+    let name = &record.vm_name;
+    let nmdm = host.dir.path().join("nmdm");
+    assert_eq!(
+        bhyve,
+        format!(
+            "/usr/sbin/bhyve -c 2 -m 1024M -H -A -P -w -u -U {} -s 0,hostbridge -s 31,lpc -l com1,{}{name}A \
+             -l bootrom,/usr/local/share/uefi-firmware/BHYVE_UEFI_CSM.fd -s 4:0,virtio-blk,{} {name}",
+            record.uuid,
+            nmdm.display(),
+            disk.display()
+        )
+    );
+    host.instances.stop(&record.uuid, false).unwrap();
+    let stopped = host.wait_for(&record.uuid, "stopped", |r| r.state == InstanceState::Stopped);
+    assert_eq!(stopped.reason, "stopped on request (guest powered off)");
+    let commands = host.runner.commands();
+    let n = commands.len();
+    assert_eq!(commands[n - 2], format!("kill -TERM {}", record.pid.unwrap()));
+    assert_eq!(commands[n - 1], format!("{BHYVECTL} --vm={name} --destroy"));
+}
+
+#[test]
+fn every_exit_code_leads_where_the_table_says() {
+    let host = Host::new();
+    let record = host.create(false);
+    let uuid = record.uuid;
+    for (exit, state, reason) in [
+        (ProcessExit::Code(1), InstanceState::Stopped, "guest powered off"),
+        (ProcessExit::Code(2), InstanceState::Stopped, "guest halted"),
+        (ProcessExit::Code(3), InstanceState::Failed, "guest triple fault (exit status 3)"),
+        (ProcessExit::Code(4), InstanceState::Failed, "hypervisor error (exit status 4)"),
+        (ProcessExit::Signal(9), InstanceState::Failed, "hypervisor process killed"),
+    ] {
+        host.next_bhyve_obeys_acpi();
+        let started = host.instances.start(&uuid).unwrap();
+        assert_eq!(started.state, InstanceState::Running);
+        host.runner.end_process(started.pid.unwrap(), exit);
+        let ended = host.wait_for(&uuid, reason, |r| r.state != InstanceState::Running);
+        assert_eq!((ended.state, ended.reason.as_str(), ended.pid), (state, reason, None), "{exit:?}");
+    }
+    // Exit 0 is a guest reboot: a new run, the instance stays running.
+    host.next_bhyve_obeys_acpi();
+    let first = host.instances.start(&uuid).unwrap();
+    host.next_bhyve_obeys_acpi();
+    host.runner.end_process(first.pid.unwrap(), ProcessExit::Code(0));
+    let rebooted = host.wait_for(&uuid, "rebooted", |r| r.pid.is_some() && r.pid != first.pid);
+    assert_eq!((rebooted.state, rebooted.reason.as_str()), (InstanceState::Running, "guest rebooted"));
+    assert_eq!(host.runner.live_processes(), [rebooted.pid.unwrap()]);
+    // The old VM was destroyed in the kernel before the new run.
+    let commands = host.runner.commands();
+    let last_start = commands.iter().rposition(|c| c.starts_with(BHYVE)).unwrap();
+    assert!(commands[..last_start].last().unwrap().ends_with("--destroy"), "{commands:?}");
+}
+
+#[test]
+fn a_guest_that_ignores_the_power_button_is_forced_off_after_the_timeout() {
+    let host = Host::new();
+    host.runner.expect(BHYVE, Reply::Runs { on_term: None });
+    host.runner.expect(&format!("{BHYVECTL} --vm="), Reply::EndsProcess(ProcessExit::Code(1)));
+    let record = host.create(true);
+    let asked = Instant::now();
+    host.instances.stop(&record.uuid, false).unwrap();
+    let stopped = host.instances.wait_while_running(&record.uuid, Duration::from_secs(10)).unwrap();
+    assert_eq!(stopped.state, InstanceState::Stopped);
+    assert!(asked.elapsed() >= Duration::from_millis(300), "forced only after stop_timeout");
+    let commands = host.runner.commands();
+    let term = commands.iter().position(|c| c.starts_with("kill -TERM")).unwrap();
+    let force = commands.iter().position(|c| c.ends_with("--force-poweroff")).unwrap();
+    assert!(term < force, "{commands:?}");
+    assert!(commands.last().unwrap().ends_with("--destroy"));
+}
+
+#[test]
+fn reboots_on_request_and_a_crash_loop_ends_in_failed() {
+    let host = Host::new();
+    host.next_bhyve_obeys_acpi();
+    let record = host.create(true);
+    host.next_bhyve_obeys_acpi();
+    host.instances.reboot(&record.uuid, false).unwrap();
+    let rebooted = host.wait_for(&record.uuid, "rebooted", |r| r.pid.is_some() && r.pid != record.pid);
+    assert_eq!(rebooted.reason, "rebooted on request (guest powered off)");
+    assert_eq!(host.bhyve_starts(), 2);
+
+    // A guest that resets at once, again and again: after 5 reboots in 60 s it is failed
+    // (requested reboots do not count).
+    for _ in 0..6 {
+        host.runner.expect(BHYVE, Reply::Exits(ProcessExit::Code(0)));
+    }
+    host.runner.end_process(rebooted.pid.unwrap(), ProcessExit::Code(0));
+    let failed = host.wait_for(&record.uuid, "failed", |r| r.state == InstanceState::Failed);
+    assert!(failed.reason.contains("rebooted more than 5 times"), "{}", failed.reason);
+    assert_eq!(host.bhyve_starts(), 2 + 5);
+}
+
+#[test]
+fn refused_transitions_say_why_and_destroy_removes_everything() {
+    let host = Host::new();
+    host.next_bhyve_obeys_acpi();
+    let record = host.create(true);
+    let uuid = record.uuid;
+    let refused = |e: InstanceError| match e {
+        InstanceError::Refused(r) => r,
+        other => panic!("not a refusal: {other}"),
+    };
+    assert_eq!(refused(host.instances.start(&uuid).unwrap_err()), Refused::AlreadyRunning);
+    assert_eq!(refused(host.instances.destroy(&uuid).unwrap_err()), Refused::Running);
+    assert!(matches!(host.instances.check_image_unused(&host.image), Err(InstanceError::ImageInUse { .. })));
+    host.runner.expect(&format!("{BHYVECTL} --vm="), Reply::EndsProcess(ProcessExit::Code(1)));
+    host.instances.stop(&uuid, true).unwrap();
+    host.wait_for(&uuid, "stopped", |r| r.state == InstanceState::Stopped);
+    let commands = host.runner.commands();
+    assert!(commands[commands.len() - 2].ends_with("--force-poweroff"), "{commands:?}");
+    assert!(commands[commands.len() - 1].ends_with("--destroy"), "{commands:?}");
+    assert_eq!(refused(host.instances.stop(&uuid, false).unwrap_err()), Refused::NotRunning);
+    host.instances.destroy(&uuid).unwrap();
+    assert!(matches!(host.instances.get(&uuid), Err(InstanceError::NotFound(_))));
+    assert!(!host.dir.path().join("instances").join(uuid.to_string()).exists());
+    host.instances.check_image_unused(&host.image).unwrap();
+    assert_eq!(host.instances.destroyed()[0].state, InstanceState::Destroyed);
+}
+
+#[test]
+fn a_restarted_agent_adopts_running_vms_and_marks_vanished_ones_stopped() {
+    let host = Host::new();
+    host.next_bhyve_obeys_acpi();
+    let kept = host.create(true);
+    host.next_bhyve_obeys_acpi();
+    let vanished = host.create(true);
+    // The kernel holds the first VM; the second one's is gone (a host reboot, say).
+    std::fs::write(host.vmm_entry(&kept), "").unwrap();
+    host.instances.detach_all();
+    let Host { dir, instances: old, .. } = host;
+    drop(old);
+
+    let runner = RecordingRunner::new();
+    runner.expect(&format!("/bin/ps -p {}", kept.pid.unwrap()), Reply::Ok("bhyve\n".into()));
+    let instances = open(dir.path(), &runner);
+    let vmm_entry = |r: &InstanceRecord| dir.path().join("vmm").join(&r.vm_name);
+    let adopted = instances.get(&kept.uuid).unwrap();
+    assert_eq!((adopted.state, adopted.pid), (InstanceState::Running, kept.pid));
+    let gone = instances.get(&vanished.uuid).unwrap();
+    assert_eq!(
+        (gone.state, gone.reason.as_str()),
+        (InstanceState::Stopped, "not running when the agent started")
+    );
+
+    // The adopted VM ends: its exit status went to the old agent, so the reason says so.
+    std::fs::remove_file(vmm_entry(&kept)).unwrap();
+    let started = Instant::now();
+    let ended = loop {
+        let record = instances.get(&kept.uuid).unwrap();
+        if record.state != InstanceState::Running {
+            break record;
+        }
+        assert!(started.elapsed() < Duration::from_secs(10));
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    assert_eq!(ended.state, InstanceState::Stopped);
+    assert!(ended.reason.contains("exit status unknown"), "{}", ended.reason);
+    // Both records were persisted: a third agent sees the same.
+    let third = open(dir.path(), &RecordingRunner::new());
+    assert!(third.list().iter().all(|r| r.state == InstanceState::Stopped));
+}
