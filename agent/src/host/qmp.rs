@@ -108,6 +108,11 @@ impl Qmp {
         };
         let Ok(write_half) = stream.try_clone() else { return self.finish() };
         *self.writer.lock().unwrap_or_else(|e| e.into_inner()) = Some(write_half);
+        // A detach that came while connecting found no stream to shut down: do it here.
+        if self.lock().detached {
+            let _ = stream.shutdown(Shutdown::Both);
+            return self.finish();
+        }
         let mut lines = BufReader::new(stream).lines();
         let mut negotiated = false;
         while let Some(Ok(line)) = lines.next() {

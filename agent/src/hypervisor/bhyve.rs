@@ -192,9 +192,9 @@ impl Bhyve {
         for (index, bridge) in plan.bridges.iter().enumerate() {
             let stdout = host.run(&tap_create(paths))?;
             let tap = parse_created_interface(&stdout).ok_or_else(|| {
-                // If a tap was created, its name is unknown and it leaks; say so in the error.
+                // If a tap was created, its name is unknown: it leaks (and the log shows the output).
                 HypervisorError::io(
-                    format!("`ifconfig tap create` printed no interface name (a tap may be left behind): {stdout:?}"),
+                    format!("`ifconfig tap create` printed no interface name: {stdout:?}"),
                     io::Error::from(io::ErrorKind::InvalidData),
                 )
             })?;
@@ -495,7 +495,8 @@ mod tests {
               -s 0,hostbridge -s 31,lpc -l com1,/dev/nmdmweb-1A \
               -l bootrom,/usr/local/share/uefi-firmware/BHYVE_UEFI.fd \
               -s 4:0,virtio-blk,/dev/zvol/zones/web-1/disk0 -s 5:0,virtio-blk,/dev/zvol/zones/seed,ro \
-              -s 6:0,virtio-net,tap3,mac=58:9c:fc:00:00:01 -s 6:1,virtio-net,tap4,mac=58:9c:fc:00:00:02 web-1"]
+              -s 6:0,virtio-net,tap3,mac=58:9c:fc:00:00:01 \
+              -s 6:1,virtio-net,tap4,mac=58:9c:fc:00:00:02 web-1"]
         );
         assert_eq!(fx.runner.live_processes(), [run.pid()]);
         assert_eq!(run.console(), ConsoleEndpoint::Device("/dev/nmdmweb-1B".into()));
@@ -564,7 +565,7 @@ mod tests {
         fx.runner.expect("/sbin/ifconfig bridge0 addm tap4", Reply::Fail("no such bridge".into()));
         assert!(fx.bhyve.start(&fx.spec()).is_err());
         assert_eq!(
-            fx.commands_after(6),
+            fx.commands_after(5),
             [
                 "/sbin/ifconfig bridge0 addm tap4",
                 "/sbin/ifconfig tap3 destroy",

@@ -107,7 +107,8 @@ impl Console {
 
     /// The newest output and a subscription to what follows, taken under one lock: the
     /// snapshot followed by the stream is the output with no byte missing or repeated. The
-    /// subscription is dropped once `max_queued_chunks` chunks wait for its reader.
+    /// subscription is dropped when output comes while `max_queued_chunks` chunks already
+    /// wait for its reader.
     pub fn subscribe_bounded(&self, max_queued_chunks: usize) -> (Vec<u8>, Subscription) {
         // One slot more than allowed, kept free for the notice of a reader being dropped.
         let (sender, receiver) = mpsc::channel(max_queued_chunks.max(1) + 1);
@@ -382,6 +383,15 @@ enum Connection {
     Device(File),
 }
 
+/// Puts a console tty (the nmdm side the agent holds) in raw mode: as opened it would echo
+/// the guest's output back to the guest as input, and buffer by line.
+fn make_raw(device: &File) -> io::Result<()> {
+    use nix::sys::termios::{cfmakeraw, tcgetattr, tcsetattr, SetArg};
+    let mut termios = tcgetattr(device).map_err(io::Error::from)?;
+    cfmakeraw(&mut termios);
+    tcsetattr(device, SetArg::TCSANOW, &termios).map_err(io::Error::from)
+}
+
 impl Connection {
     fn open(endpoint: &ConsoleEndpoint) -> io::Result<Connection> {
         match endpoint {
@@ -394,6 +404,7 @@ impl Connection {
                 // O_NOCTTY: the agent must not become the session leader of the VM's tty.
                 let device =
                     OpenOptions::new().read(true).write(true).custom_flags(libc::O_NOCTTY).open(path)?;
+                make_raw(&device)?;
                 Ok(Connection::Device(device))
             }
         }
@@ -507,21 +518,27 @@ mod tests {
         assert!(everything.ends_with(&on_disk));
         drop(console);
 
-        // After a restart, the ring is filled from both files.
+        // After a restart, the ring is filled from both files (they hold less than 150 bytes
+        // here), or from the newest bytes only.
+        assert!(fs::metadata(&log).unwrap().len() < 20);
         let console = Console::open(&log, 150, 100).unwrap();
-        assert_eq!(console.snapshot(), &everything[everything.len() - 150..]);
+        assert_eq!(console.snapshot(), on_disk);
+        drop(console);
+        let console = Console::open(&log, 20, 100).unwrap();
+        assert_eq!(console.snapshot(), &everything[everything.len() - 20..]);
     }
 
     #[test]
     fn every_subscriber_sees_every_byte_once_while_output_is_pushed() {
+        const READERS: usize = 200;
         let dir = tempfile::tempdir().unwrap();
         let console = Console::open(&dir.path().join("console.log"), 16 * MIB, 64 * MIB as u64).unwrap();
         let subscribed = Arc::new(AtomicBool::new(false));
         let pusher = {
             let (console, subscribed) = (console.clone(), subscribed.clone());
             thread::spawn(move || {
-                // Pushes until both readers have subscribed, then some more: both subscribe
-                // while output flows, and both have something to stream.
+                // Pushes until every reader has subscribed, then some more: they all subscribe
+                // while output flows, and all have something to stream.
                 let (mut line, mut extra) = (0, 0);
                 while extra < 1000 {
                     console.push_output(format!("line {line}\n").as_bytes());
@@ -529,7 +546,7 @@ mod tests {
                     if subscribed.load(Ordering::Relaxed) {
                         extra += 1;
                     }
-                    if line % 16 == 0 {
+                    if line % 64 == 0 {
                         thread::sleep(Duration::from_micros(100));
                     }
                 }
@@ -537,17 +554,21 @@ mod tests {
             })
         };
         wait_until("output flows", || console.snapshot().len() > 1000);
-        let (first_snapshot, first) = console.subscribe_bounded(MIB);
-        let seen = first_snapshot.len();
-        wait_until("more output flows", || console.snapshot().len() > seen + 1000);
-        let (second_snapshot, second) = console.subscribe_bounded(MIB);
-        assert_eq!(console.subscriber_count(), 2);
+        // Many readers, at different moments: a race between the snapshot and the
+        // subscription has many chances to show.
+        let readers: Vec<_> = (0..READERS)
+            .map(|_| {
+                thread::yield_now();
+                console.subscribe_bounded(MIB)
+            })
+            .collect();
+        assert_eq!(console.subscriber_count(), READERS);
         subscribed.store(true, Ordering::Relaxed);
         let lines = pusher.join().unwrap();
         console.close();
 
         let everything: Vec<u8> = (0..lines).flat_map(|line| format!("line {line}\n").into_bytes()).collect();
-        for (snapshot, subscription) in [(first_snapshot, first), (second_snapshot, second)] {
+        for (snapshot, subscription) in readers {
             let streamed = drain(subscription);
             assert!(!streamed.is_empty());
             assert!([snapshot, streamed].concat() == everything, "a gap or a duplicate");
