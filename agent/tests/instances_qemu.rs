@@ -113,6 +113,39 @@ impl Agent {
     }
 }
 
+impl Agent {
+    /// Runs the agent CLI against this agent.
+    fn cli(&self, args: &[&str]) -> std::process::Output {
+        #[allow(clippy::disallowed_methods)] // the test runs the agent binary as a user would
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_agent"));
+        command.args(["--url", &self.agent.as_ref().unwrap().url(), "--token", TOKEN]).args(args);
+        command.env_remove("AGENT_TOKEN").env_remove("AGENT_URL").output().unwrap()
+    }
+
+    /// Follows the console stream until `marker` shows up in what arrives after the backlog.
+    fn follow_until(&self, uuid: &str, marker: &'static str) -> std::thread::JoinHandle<String> {
+        use std::io::Read;
+        let url = self.url(&format!("/instances/{uuid}/console?follow=true"));
+        let client = self.client.clone();
+        std::thread::spawn(move || {
+            let mut response = client.get(url).bearer_auth(TOKEN).send().unwrap();
+            assert_eq!(response.status(), 200);
+            let mut seen = Vec::new();
+            let mut buffer = [0u8; 4096];
+            let started = Instant::now();
+            while started.elapsed() < BOOT_LIMIT {
+                let n = response.read(&mut buffer).unwrap();
+                assert!(n > 0, "the stream ended");
+                seen.extend_from_slice(&buffer[..n]);
+                if String::from_utf8_lossy(&seen).matches(marker).count() >= 2 {
+                    break;
+                }
+            }
+            String::from_utf8_lossy(&seen).into_owned()
+        })
+    }
+}
+
 fn is_alive(pid: u64) -> bool {
     Path::new(&format!("/proc/{pid}")).exists()
         && !std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default().contains(") Z ")
@@ -155,6 +188,34 @@ fn a_guest_boots_stops_starts_reboots_survives_an_agent_restart_and_is_destroyed
     assert!(std::fs::read_to_string(&console_log).unwrap().contains("GUEST-BOOT-OK"), "console log on disk");
     let qcow2 = dir.path().join("instances").join(&id).join("disk0.qcow2");
     assert!(qcow2.exists(), "a qcow2 overlay, not a copy");
+
+    // Two readers follow the console at once; each gets the backlog and new output.
+    let readers = [agent.follow_until(&id, "GUEST-ALIVE"), agent.follow_until(&id, "GUEST-ALIVE")];
+    for reader in readers {
+        let seen = reader.join().unwrap();
+        assert!(seen.contains("GUEST-BOOT-OK") && seen.matches("GUEST-ALIVE").count() >= 2, "{seen}");
+    }
+    let response = agent
+        .client
+        .post(agent.url(&format!("/instances/{id}/console")))
+        .bearer_auth(TOKEN)
+        .body("\r")
+        .send()
+        .unwrap();
+    assert_eq!(response.status(), 204, "input reaches the serial port");
+
+    // The CLI: a table for people, JSON for scripts, consoles by alias.
+    let listed = agent.cli(&["instances", "list"]);
+    let table = String::from_utf8_lossy(&listed.stdout);
+    assert!(listed.status.success() && table.contains(&id) && table.contains("running"), "{table}");
+    let got = agent.cli(&["--json", "instances", "get", created["alias"].as_str().unwrap()]);
+    let got: Value = serde_json::from_slice(&got.stdout).unwrap();
+    assert_eq!(got["uuid"], id.as_str());
+    let console = agent.cli(&["console", &id]);
+    assert!(String::from_utf8_lossy(&console.stdout).contains("GUEST-BOOT-OK"));
+    let refused = agent.cli(&["instances", "start", &id]);
+    assert_eq!(refused.status.code(), Some(4), "conflict exit code");
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("InstanceAlreadyRunning"));
 
     // Refused transitions are 409s that say why; the image cannot go while used.
     let (status, body) = agent.send(M::POST, &format!("/instances/{id}?action=start"), None);
@@ -206,9 +267,15 @@ fn a_guest_boots_stops_starts_reboots_survives_an_agent_restart_and_is_destroyed
     let failed = agent.wait_state(&id, "failed");
     assert!(failed["reason"].as_str().unwrap().contains("killed"), "{failed}");
 
-    // Destroy: the overlay and record are gone, the image stays.
+    // Destroy (the seed's DELETE, on a running instance: stopped first, then destroyed): the
+    // overlay and record are gone, the image stays.
+    let (_, started) = agent.send(M::POST, &format!("/instances/{id}"), None);
+    assert_eq!(started["state"], "running");
+    agent.wait_console(&id, "GUEST-BOOT-OK", 5);
+    let pid = started["pid"].as_u64().unwrap();
     let (status, _) = agent.send(M::DELETE, &format!("/instances/{id}"), None);
     assert_eq!(status, 204);
+    assert!(!is_alive(pid));
     assert!(!dir.path().join("instances").join(&id).exists());
     assert!(!console_log.exists());
     let (status, _) = agent.send(M::GET, &format!("/instances/{id}"), None);
