@@ -262,7 +262,10 @@ fn a_restarted_agent_adopts_running_vms_and_marks_vanished_ones_stopped() {
     drop(old);
 
     let runner = RecordingRunner::new();
-    runner.expect(&format!("/bin/ps -p {}", kept.pid.unwrap()), Reply::Ok("bhyve\n".into()));
+    // ps keeps saying the process is bhyve (the adopted run polls it), for longer than the test.
+    for _ in 0..2000 {
+        runner.expect(&format!("/bin/ps -p {}", kept.pid.unwrap()), Reply::Ok("bhyve\n".into()));
+    }
     let instances = open(dir.path(), &runner);
     let vmm_entry = |r: &InstanceRecord| dir.path().join("vmm").join(&r.vm_name);
     let adopted = instances.get(&kept.uuid).unwrap();
