@@ -58,9 +58,38 @@ pub struct Config {
     /// Value of the `Server` response header.
     #[serde(default)]
     pub server_name: Option<String>,
+    /// Upstream IMGAPI servers this one mirrors (and may pull through from), in lookup order.
+    #[serde(default)]
+    pub mirrors: Vec<MirrorConfig>,
     /// The file this config was read from (for `POST /authkeys/reload`); not a config key.
     #[serde(skip)]
     pub source: Option<PathBuf>,
+}
+
+/// One `mirrors` entry.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MirrorConfig {
+    /// The upstream: `http[s]://[user:pass@]host[:port][/prefix][?channel=NAME]`.
+    pub url: String,
+    /// Seconds between two syncs; 0: no periodic sync (pull-through only).
+    #[serde(default = "default_mirror_interval")]
+    pub interval_secs: u64,
+    /// ListImages filters sent upstream (`os`, `type`, `name`, `owner`, `tag.KEY`...): only
+    /// matching active images are mirrored.
+    #[serde(default)]
+    pub filter: BTreeMap<String, String>,
+    /// Delete local copies of images that this mirror copied and the upstream no longer has.
+    #[serde(default)]
+    pub follow_deletes: bool,
+    /// A GetImage/GetImageFile for an image this server lacks asks this upstream, copies the
+    /// image and serves it.
+    #[serde(default)]
+    pub pull_through: bool,
+}
+
+fn default_mirror_interval() -> u64 {
+    3600
 }
 
 /// One `userdb` entry.
@@ -189,6 +218,14 @@ impl Config {
         }
         if defaults > 1 {
             return Err("channels: at most one channel may be the default".into());
+        }
+        for mirror in &self.mirrors {
+            crate::upstream::Upstream::new(&mirror.url).map_err(|e| format!("mirrors: {e}"))?;
+            if let Some(key) =
+                mirror.filter.keys().find(|k| matches!(k.as_str(), "limit" | "marker" | "state"))
+            {
+                return Err(format!("mirrors: filter {key:?} is chosen by the mirror itself"));
+            }
         }
         if self.max_file_size == 0 {
             return Err("\"max_file_size\" must be positive".into());

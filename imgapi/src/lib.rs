@@ -6,9 +6,11 @@ pub mod auth;
 pub mod config;
 pub mod http;
 pub mod manifest;
+pub mod mirror;
 pub mod params;
 pub mod service;
 pub mod store;
+pub mod upstream;
 
 use std::io;
 use std::net::SocketAddr;
@@ -29,6 +31,8 @@ pub enum StartError {
     Store(#[from] store::StoreError),
     #[error("invalid credentials in the config")]
     Auth(#[from] auth::AuthSetupError),
+    #[error("invalid mirror")]
+    Mirror(#[from] upstream::UpstreamError),
     #[error("cannot load the TLS certificate or key: {0}")]
     Tls(String),
     #[error("cannot listen on {addr}")]
@@ -42,6 +46,7 @@ pub enum StartError {
 /// Opens the store and builds the shared state.
 pub fn build_state(config: Config) -> Result<AppState, StartError> {
     let store = Arc::new(Store::open(&config.datadir)?);
+    let store_root = &store.root().to_path_buf();
     let auth = Authenticator::from_config(&config)?;
     if !auth.has_users() {
         tracing::warn!("no users in \"userdb\" or \"auth_keys\": every write will be refused");
@@ -51,11 +56,14 @@ pub fn build_state(config: Config) -> Result<AppState, StartError> {
         channels: config.channels.clone(),
         anonymous_reads: config.anonymous_reads,
         max_file_size: config.max_file_size,
+        copies: Arc::default(),
     };
     let server_name =
         config.server_name.clone().unwrap_or_else(|| format!("imgapi/{}", env!("CARGO_PKG_VERSION")));
+    let mirrors = Arc::new(mirror::Mirrors::new(&config.mirrors, store_root)?);
     Ok(AppState {
         service,
+        mirrors,
         auth: std::sync::RwLock::new(Arc::new(auth)),
         config: Arc::new(config),
         server_name,
@@ -76,6 +84,8 @@ fn host_name() -> String {
 pub struct Bound {
     pub server: actix_web::dev::Server,
     pub addrs: Vec<SocketAddr>,
+    /// Running mirror syncs: stop them once the server has stopped.
+    pub mirrors: Arc<mirror::Mirrors>,
 }
 
 /// Binds the listening socket (plain or TLS) and prepares the server.
@@ -83,9 +93,10 @@ pub fn bind(config: Config) -> Result<Bound, StartError> {
     let addr = config.listen_addr();
     let tls = config.tls.clone();
     let state = web::Data::new(build_state(config)?);
+    let app_state = state.clone();
     let server = HttpServer::new(move || {
         App::new()
-            .app_data(state.clone())
+            .app_data(app_state.clone())
             .wrap(from_fn(http::middleware::standard))
             .configure(http::configure)
     })
@@ -98,7 +109,9 @@ pub fn bind(config: Config) -> Result<Bound, StartError> {
     }
     .map_err(|source| StartError::Bind { addr, source })?;
     let addrs = server.addrs();
-    Ok(Bound { server: server.run(), addrs })
+    // Only once the server could bind: a failed start leaves no sync threads behind.
+    state.mirrors.start(&state.service);
+    Ok(Bound { server: server.run(), addrs, mirrors: state.mirrors.clone() })
 }
 
 fn tls_config(tls: &config::TlsConfig) -> Result<rustls::ServerConfig, StartError> {
@@ -140,7 +153,9 @@ impl RunningServer {
                 match bind(config) {
                     Ok(bound) => {
                         let _ = tx.send(Ok((bound.addrs[0], bound.server.handle())));
-                        bound.server.await
+                        let result = bound.server.await;
+                        bound.mirrors.stop();
+                        result
                     }
                     Err(e) => {
                         let _ = tx.send(Err(e));

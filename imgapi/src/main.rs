@@ -104,7 +104,9 @@ fn main() -> ExitCode {
             // Tests and scripts read the chosen port from this line.
             println!("imgapi listening on {scheme}://{addr}");
         }
-        bound.server.await.map_err(|e| e.to_string())
+        let result = bound.server.await.map_err(|e| e.to_string());
+        bound.mirrors.stop();
+        result
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -47,9 +47,8 @@ impl Upstream {
             return Err(bad("only http and https sources are supported".into()));
         }
         let channel = parsed.query_pairs().find(|(k, _)| k == "channel").map(|(_, v)| v.into_owned());
-        let credentials = (!parsed.username().is_empty()).then(|| {
-            (percent_decode(parsed.username()), percent_decode(parsed.password().unwrap_or("")))
-        });
+        let credentials = (!parsed.username().is_empty())
+            .then(|| (percent_decode(parsed.username()), percent_decode(parsed.password().unwrap_or(""))));
         let mut base = parsed.clone();
         let _ = base.set_username("");
         let _ = base.set_password(None);
@@ -82,8 +81,13 @@ impl Upstream {
         request
     }
 
-    async fn send(&self, request: reqwest::RequestBuilder, uuid: Option<Uuid>) -> Result<reqwest::Response, UpstreamError> {
-        let response = request.send().await.map_err(|e| UpstreamError::Remote(format!("{}: {e}", self.base)))?;
+    async fn send(
+        &self,
+        request: reqwest::RequestBuilder,
+        uuid: Option<Uuid>,
+    ) -> Result<reqwest::Response, UpstreamError> {
+        let response =
+            request.send().await.map_err(|e| UpstreamError::Remote(format!("{}: {e}", self.base)))?;
         match (response.status().as_u16(), uuid) {
             (200..=299, _) => Ok(response),
             (404, Some(uuid)) => Err(UpstreamError::NotFound(uuid)),
@@ -106,7 +110,10 @@ impl Upstream {
             .await
             .map_err(|e| UpstreamError::Remote(format!("{}: bad manifest for {uuid}: {e}", self.base)))?;
         if manifest.get("uuid").and_then(Value::as_str) != Some(&uuid.to_string()) {
-            return Err(UpstreamError::Remote(format!("{}: the manifest of {uuid} names another uuid", self.base)));
+            return Err(UpstreamError::Remote(format!(
+                "{}: the manifest of {uuid} names another uuid",
+                self.base
+            )));
         }
         Ok(manifest)
     }
@@ -116,7 +123,8 @@ impl Upstream {
         let mut all = Vec::new();
         let mut marker: Option<String> = None;
         loop {
-            let mut query: Vec<(&str, String)> = filters.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
+            let mut query: Vec<(&str, String)> =
+                filters.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
             query.push(("limit", PAGE.to_string()));
             if let Some(marker) = &marker {
                 query.push(("marker", marker.clone()));
@@ -129,7 +137,10 @@ impl Upstream {
             let full = page.len() >= PAGE;
             let last = page.last().and_then(|m| m.get("uuid")).and_then(Value::as_str).map(str::to_string);
             // A marker is inclusive in IMGAPI: skip the repeated first entry.
-            let skip = usize::from(marker.is_some() && page.first().and_then(|m| m.get("uuid")).and_then(Value::as_str) == marker.as_deref());
+            let skip = usize::from(
+                marker.is_some()
+                    && page.first().and_then(|m| m.get("uuid")).and_then(Value::as_str) == marker.as_deref(),
+            );
             all.extend(page.into_iter().skip(skip));
             match (full, last) {
                 (true, Some(last)) if marker.as_deref() != Some(&last) => marker = Some(last),
@@ -150,9 +161,9 @@ impl Upstream {
         }
         let length = response.content_length();
         let base = self.base.clone();
-        let body = response
-            .bytes_stream()
-            .map(move |chunk| chunk.map_err(|e| UpstreamError::Remote(format!("{base}: download broke: {e}"))));
+        let body = response.bytes_stream().map(move |chunk| {
+            chunk.map_err(|e| UpstreamError::Remote(format!("{base}: download broke: {e}")))
+        });
         Ok(FileStream { length, body: Box::pin(body) })
     }
 }

@@ -148,6 +148,7 @@ impl From<ImageError> for ApiError {
             ImageError::PreconditionFailed { .. } => (S::PRECONDITION_FAILED, "PreconditionFailed"),
             // The reference's own code for what it cannot do (HTTP 400), so clients see a 4xx.
             ImageError::NotImplemented(_) => (S::BAD_REQUEST, "NotImplemented"),
+            ImageError::RemoteSource(_) => (S::SERVICE_UNAVAILABLE, "RemoteSourceError"),
             ImageError::Store(store) => return store_error(store),
         };
         Self::new(status, code, message)

@@ -162,7 +162,7 @@ pub async fn get_file(
 ) -> Result<HttpResponse, ApiError> {
     let params = params(&req);
     let caller = reader(&req, &state, &params).await?;
-    let image = state.service.find(&path, &caller, true)?;
+    let image = super::find_or_pull(&state, &path, &caller).await?;
     let index = params.get("index").unwrap_or("0");
     let file = image.file.as_ref().ok_or(ImageError::NoFile(image.uuid))?;
     if index.trim().parse::<u64>() != Ok(0) {
@@ -195,11 +195,9 @@ pub async fn put_file(
     let uuid = path.into_inner();
     let params = params(&req);
     let caller = writer(&req, &state, &params).await?;
-    if params.get("source").is_some() {
-        return Err(ImageError::NotImplemented(
-            "copying a file from another IMGAPI (\"source\") is not supported by this server yet".into(),
-        )
-        .into());
+    if let Some(source) = params.get("source") {
+        let image = state.service.add_file_from_source(uuid, source, &caller).await?;
+        return Ok(image_response(&req, &image, false));
     }
     let compression = match params.get("compression") {
         None => {

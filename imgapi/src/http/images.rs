@@ -80,7 +80,7 @@ pub async fn get(
         )
         .into());
     }
-    let image = state.service.find(&path, &caller, true)?;
+    let image = super::find_or_pull(&state, &path, &caller).await?;
     if let Some(list) = req.headers().get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok()) {
         let etag = image.etag();
         if crate::manifest::etag_matches(list, &etag) {
@@ -135,13 +135,10 @@ pub async fn action(
     let service = &state.service;
     // Imports run before the lookup: their image does not exist yet.
     let image = match action {
-        "import" if params.get("source").is_some() => {
-            return Err(ImageError::NotImplemented(
-                "importing from another IMGAPI (\"source\") is not supported by this server yet".into(),
-            )
-            .into())
-        }
-        "import" => service.import_image(uuid, &caller, json_body(&req, payload).await?).await?,
+        "import" => match params.get("source") {
+            Some(source) => service.import_from_source(uuid, source, &caller).await?,
+            None => service.import_image(uuid, &caller, json_body(&req, payload).await?).await?,
+        },
         "import-remote" | "import-from-datacenter" | "change-stor" | "export" => {
             return Err(ImageError::NotImplemented(format!(
                 "action \"{action}\" needs Triton services (WFAPI, Manta or other datacenters) that a standalone IMGAPI does not have"

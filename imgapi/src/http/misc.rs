@@ -101,6 +101,12 @@ pub async fn dataset(path: web::Path<String>) -> HttpResponse {
 }
 
 /// AdminGetState: a summary for operators (not the raw records the reference leaks).
+/// `GET /mirrors`: what each mirror did last (operators only).
+pub async fn mirrors(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    writer(&req, &state, &params(&req)).await?;
+    Ok(json_response(StatusCode::OK, &json!(state.mirrors.statuses())))
+}
+
 pub async fn get_state(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     writer(&req, &state, &params(&req)).await?;
     let store = &state.service.store;

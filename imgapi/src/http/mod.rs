@@ -26,6 +26,7 @@ use error::ApiError;
 /// Shared state of the running server.
 pub struct AppState {
     pub service: Service,
+    pub mirrors: Arc<crate::mirror::Mirrors>,
     /// Replaced as a whole by `POST /authkeys/reload`.
     pub auth: std::sync::RwLock<Arc<Authenticator>>,
     pub config: Arc<Config>,
@@ -84,6 +85,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .route(web::post().to(misc::post_state)),
         )
         .service(resource("/authkeys/reload", "POST").route(web::post().to(misc::reload_auth_keys)))
+        .service(resource("/mirrors", "GET").route(web::get().to(misc::mirrors)))
         .default_service(web::to(|req: HttpRequest| async move { ApiError::no_route(req.path()) }));
 }
 
@@ -149,6 +151,24 @@ fn header_string(headers: &HeaderMap, name: &str) -> Option<String> {
 }
 
 /// Context for a read: anonymous callers are let through unless the read policy is `none`.
+/// GetImage's and GetImageFile's lookup: a local image, or, when a mirror pulls through, one
+/// copied from an upstream on the spot.
+pub async fn find_or_pull(
+    state: &AppState,
+    uuid: &uuid::Uuid,
+    caller: &Caller,
+) -> Result<Arc<crate::manifest::Image>, ApiError> {
+    match state.service.find(uuid, caller, true) {
+        Err(crate::service::ImageError::NotFound(_)) if state.mirrors.has_pull_through() => {
+            match state.mirrors.pull_through(&state.service, *uuid).await? {
+                Some(_) => Ok(state.service.find(uuid, caller, true)?),
+                None => Err(crate::service::ImageError::NotFound(*uuid).into()),
+            }
+        }
+        other => Ok(other?),
+    }
+}
+
 pub async fn reader(req: &HttpRequest, state: &AppState, params: &Params) -> Result<Caller, ApiError> {
     let user = identify(req, state).await?;
     if user.is_none() && state.config.anonymous_reads == AnonymousReads::None {

@@ -15,7 +15,7 @@ use crate::params::{json_str, parse_lower_uuid};
 use crate::store::Store;
 
 /// Body keys CreateImage accepts (sdc-imgapi `apiCreateImage`).
-const CREATE_KEYS: &[&str] = &[
+pub(super) const CREATE_KEYS: &[&str] = &[
     "v",
     "owner",
     "name",
@@ -44,13 +44,13 @@ const CREATE_KEYS: &[&str] = &[
 ];
 
 /// Extra keys an import may carry, preserved from the source.
-const IMPORT_KEYS: &[&str] = &["uuid", "published_at", "urn"];
+pub(super) const IMPORT_KEYS: &[&str] = &["uuid", "published_at", "urn"];
 
 /// Keys allowed only when `type` is `zvol`.
-const ZVOL_KEYS: &[&str] = &["nic_driver", "disk_driver", "cpu_type", "image_size"];
+pub(super) const ZVOL_KEYS: &[&str] = &["nic_driver", "disk_driver", "cpu_type", "image_size"];
 
 /// Keys accepted in a body but never stored: the server manages them.
-const DROPPED_KEYS: &[&str] = &["files", "icon", "channels", "state"];
+pub(super) const DROPPED_KEYS: &[&str] = &["files", "icon", "channels", "state"];
 
 impl Service {
     /// CreateImage: a new unactivated image with a server-chosen uuid.

@@ -5,6 +5,7 @@
 pub mod actions;
 pub mod create;
 pub mod listing;
+pub mod remote;
 pub mod update;
 
 use std::sync::Arc;
@@ -62,6 +63,9 @@ pub enum ImageError {
     /// A feature of Triton's IMGAPI that needs services a standalone server does not have.
     #[error("{0}")]
     NotImplemented(String),
+    /// Another IMGAPI server (a `source`, a mirror's upstream) failed or sent garbage.
+    #[error("{0}")]
+    RemoteSource(String),
     #[error("if-match '{list}' didn't match etag '{etag}'")]
     PreconditionFailed { list: String, etag: String },
     #[error(transparent)]
@@ -123,11 +127,14 @@ impl Caller {
 }
 
 /// Server-wide settings the rules depend on.
+#[derive(Clone)]
 pub struct Service {
     pub store: Arc<Store>,
     pub channels: Vec<Channel>,
     pub anonymous_reads: AnonymousReads,
     pub max_file_size: u64,
+    /// Whole-image copies in progress (mirror syncs, pull-through), one at a time per image.
+    pub copies: Arc<remote::CopyGates>,
 }
 
 /// The channel a request resolved to.

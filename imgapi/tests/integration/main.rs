@@ -10,4 +10,5 @@ mod files;
 mod images;
 mod listing;
 mod memory;
+mod mirror;
 mod misc;

@@ -1,0 +1,351 @@
+//! Mirrors of upstream IMGAPI servers: a thread per mirror keeps a local copy of every active
+//! upstream image that matches its filter (each file streamed once, verified, and the image
+//! activated only once complete), optionally follows upstream deletions, and backs off when
+//! the upstream fails. Pull-through copies an image on first request, one download shared by
+//! concurrent requests. `GET /mirrors` shows what each mirror did last.
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use serde::Serialize;
+use uuid::Uuid;
+
+use crate::config::MirrorConfig;
+use crate::manifest::Image;
+use crate::service::remote::operator;
+use crate::service::{ImageError, Service};
+use crate::upstream::{redact, Upstream, UpstreamError};
+
+/// The longest pause after failed syncs (the interval caps it too).
+const MAX_BACKOFF: Duration = Duration::from_secs(600);
+
+/// What a mirror did, for `GET /mirrors` and the log.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct MirrorStatus {
+    pub url: String,
+    pub interval_secs: u64,
+    pub pull_through: bool,
+    pub follow_deletes: bool,
+    /// `idle` or `syncing`.
+    pub state: &'static str,
+    /// The image being copied now.
+    pub copying: Option<Uuid>,
+    pub syncs: u64,
+    pub last_started: Option<String>,
+    pub last_finished: Option<String>,
+    /// `ok`, `partial` (some images failed) or `error` (the upstream could not be listed).
+    pub last_result: Option<&'static str>,
+    pub last_error: Option<String>,
+    /// Of the last sync: matching active images upstream, copied now, already here, failed,
+    /// deleted (following the upstream).
+    pub upstream_images: usize,
+    pub copied: usize,
+    pub present: usize,
+    pub failed: usize,
+    pub deleted: usize,
+    pub consecutive_failures: u32,
+    pub pulled_through: u64,
+}
+
+struct Mirror {
+    config: MirrorConfig,
+    upstream: Upstream,
+    status: Mutex<MirrorStatus>,
+    /// The uuids this mirror copied (to follow deletions of those only), persisted.
+    state_file: PathBuf,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn now() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+pub struct Mirrors {
+    mirrors: Vec<Arc<Mirror>>,
+    stop: tokio::sync::watch::Sender<bool>,
+}
+
+impl Mirrors {
+    /// `datadir` holds each mirror's record of what it copied (`mirrors/<key>.json`).
+    pub fn new(configs: &[MirrorConfig], datadir: &std::path::Path) -> Result<Self, UpstreamError> {
+        let mut mirrors = Vec::new();
+        for config in configs {
+            let upstream = Upstream::new(&config.url)?;
+            let key = hex::encode(&sha1_of(config.url.as_bytes())[..8]);
+            mirrors.push(Arc::new(Mirror {
+                status: Mutex::new(MirrorStatus {
+                    url: redact(&config.url),
+                    interval_secs: config.interval_secs,
+                    pull_through: config.pull_through,
+                    follow_deletes: config.follow_deletes,
+                    state: "idle",
+                    ..MirrorStatus::default()
+                }),
+                config: config.clone(),
+                upstream,
+                state_file: datadir.join("mirrors").join(format!("{key}.json")),
+            }));
+        }
+        let (stop, _) = tokio::sync::watch::channel(false);
+        Ok(Mirrors { mirrors, stop })
+    }
+
+    pub fn statuses(&self) -> Vec<MirrorStatus> {
+        self.mirrors.iter().map(|m| lock(&m.status).clone()).collect()
+    }
+
+    pub fn has_pull_through(&self) -> bool {
+        self.mirrors.iter().any(|m| m.config.pull_through)
+    }
+
+    /// Starts a sync thread per mirror with an interval; they end on [`Mirrors::stop`].
+    pub fn start(&self, service: &Service) {
+        for mirror in self.mirrors.iter().filter(|m| m.config.interval_secs > 0) {
+            let mirror = mirror.clone();
+            let service = service.clone();
+            let stop = self.stop.subscribe();
+            let spawned = std::thread::Builder::new().name("mirror".into()).spawn(move || {
+                match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                    Ok(runtime) => runtime.block_on(mirror.run(service, stop)),
+                    Err(error) => tracing::error!(%error, "cannot start a mirror runtime"),
+                }
+            });
+            if let Err(error) = spawned {
+                tracing::error!(%error, "cannot start a mirror thread");
+            }
+        }
+    }
+
+    pub fn stop(&self) {
+        let _ = self.stop.send(true);
+    }
+
+    /// Pull-through: asks each pull-through upstream for an image this server lacks, copies
+    /// it from the first that has it. `None`: no upstream has it.
+    pub async fn pull_through(
+        &self,
+        service: &Service,
+        uuid: Uuid,
+    ) -> Result<Option<Arc<Image>>, ImageError> {
+        if !self.has_pull_through() {
+            return Ok(None);
+        }
+        // Concurrent requests for one image wait on the same copy (see `CopyGates`); the
+        // lookups before it are cheap manifest GETs.
+        self.pull(service, uuid).await
+    }
+
+    async fn pull(&self, service: &Service, uuid: Uuid) -> Result<Option<Arc<Image>>, ImageError> {
+        // Already here: a sync or another request copied it.
+        if let Some(image) = service.store.get(&uuid).filter(|i| i.activated) {
+            return Ok(Some(image));
+        }
+        let mut last_error = None;
+        for mirror in self.mirrors.iter().filter(|m| m.config.pull_through) {
+            match mirror.upstream.manifest(uuid).await {
+                Err(UpstreamError::NotFound(_)) => continue,
+                Err(error) => {
+                    tracing::warn!(image = %uuid, upstream = %mirror.upstream.base, %error, "pull-through lookup failed");
+                    last_error = Some(ImageError::from(error));
+                    continue;
+                }
+                Ok(_) => {}
+            }
+            lock(&mirror.status).copying = Some(uuid);
+            let copied = service.copy_image(&mirror.upstream, uuid).await;
+            let mut status = lock(&mirror.status);
+            status.copying = None;
+            match copied {
+                Ok((image, copied)) => {
+                    if copied {
+                        status.pulled_through += 1;
+                        drop(status);
+                        mirror.remember(uuid);
+                    }
+                    tracing::info!(image = %uuid, upstream = %mirror.upstream.base, "pulled through");
+                    return Ok(Some(image));
+                }
+                Err(error) => {
+                    tracing::warn!(image = %uuid, upstream = %mirror.upstream.base, %error, "pull-through copy failed");
+                    status.last_error = Some(format!("pull-through of {uuid}: {error}"));
+                    last_error = Some(error);
+                }
+            }
+        }
+        match last_error {
+            Some(error) => Err(error),
+            None => Ok(None),
+        }
+    }
+}
+
+fn sha1_of(bytes: &[u8]) -> Vec<u8> {
+    use sha1::Digest;
+    sha1::Sha1::digest(bytes).to_vec()
+}
+
+impl Mirror {
+    async fn run(self: Arc<Self>, service: Service, mut stop: tokio::sync::watch::Receiver<bool>) {
+        let interval = Duration::from_secs(self.config.interval_secs);
+        loop {
+            let ok = self.sync(&service).await;
+            let failures = lock(&self.status).consecutive_failures;
+            let pause = if ok {
+                interval
+            } else {
+                // 5 s, 10 s, 20 s... never more than the interval or MAX_BACKOFF.
+                Duration::from_secs(5 << failures.min(7)).min(interval).min(MAX_BACKOFF)
+            };
+            tokio::select! {
+                _ = tokio::time::sleep(pause) => {}
+                _ = stop.changed() => return,
+            }
+            if *stop.borrow() {
+                return;
+            }
+        }
+    }
+
+    fn copied(&self) -> BTreeSet<Uuid> {
+        std::fs::read(&self.state_file)
+            .ok()
+            .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+            .unwrap_or_default()
+    }
+
+    fn save_copied(&self, copied: &BTreeSet<Uuid>) {
+        let bytes = serde_json::to_vec(copied).unwrap_or_default();
+        let written =
+            self.state_file.parent().ok_or_else(|| std::io::Error::other("no parent")).and_then(|dir| {
+                std::fs::create_dir_all(dir)?;
+                let name = self.state_file.file_name().and_then(|n| n.to_str()).unwrap_or("mirror.json");
+                crate::store::disk::write_atomic(dir, name, &bytes)
+            });
+        if let Err(error) = written {
+            tracing::warn!(file = %self.state_file.display(), %error, "cannot record mirrored images");
+        }
+    }
+
+    fn remember(&self, uuid: Uuid) {
+        let mut copied = self.copied();
+        if copied.insert(uuid) {
+            self.save_copied(&copied);
+        }
+    }
+
+    /// One pass: list, copy what is missing, follow deletions. Returns whether the upstream
+    /// could be listed.
+    async fn sync(&self, service: &Service) -> bool {
+        {
+            let mut status = lock(&self.status);
+            status.state = "syncing";
+            status.syncs += 1;
+            status.last_started = Some(now());
+        }
+        let mut filters: Vec<(String, String)> =
+            self.config.filter.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        filters.push(("state".into(), "active".into()));
+        let listed = match self.upstream.list(&filters).await {
+            Ok(listed) => listed,
+            Err(error) => {
+                tracing::warn!(upstream = %self.upstream.base, %error, "mirror: cannot list the upstream");
+                let mut status = lock(&self.status);
+                status.state = "idle";
+                status.last_finished = Some(now());
+                status.last_result = Some("error");
+                status.last_error = Some(error.to_string());
+                status.consecutive_failures += 1;
+                return false;
+            }
+        };
+        let upstream: Vec<Uuid> = listed
+            .iter()
+            .filter_map(|m| m.get("uuid").and_then(serde_json::Value::as_str))
+            .filter_map(|u| Uuid::parse_str(u).ok())
+            .collect();
+        let mut copied_set = self.copied();
+        let (mut copied, mut present, mut failed, mut deleted) = (0, 0, 0, 0);
+        let mut last_error = None;
+        {
+            // Progress of this sync, visible while it runs.
+            let mut status = lock(&self.status);
+            status.upstream_images = upstream.len();
+            (status.copied, status.present, status.failed, status.deleted) = (0, 0, 0, 0);
+        }
+        for uuid in &upstream {
+            if service.store.get(uuid).is_some_and(|i| i.activated) {
+                present += 1;
+                lock(&self.status).present = present;
+                continue;
+            }
+            lock(&self.status).copying = Some(*uuid);
+            match service.copy_image(&self.upstream, *uuid).await {
+                Ok((_, false)) => present += 1,
+                Ok((_, true)) => {
+                    copied += 1;
+                    copied_set.insert(*uuid);
+                    self.save_copied(&copied_set);
+                }
+                Err(error) => {
+                    failed += 1;
+                    tracing::warn!(image = %uuid, upstream = %self.upstream.base, %error, "mirror: copy failed");
+                    last_error = Some(format!("{uuid}: {error}"));
+                }
+            }
+            let mut status = lock(&self.status);
+            (status.copied, status.failed) = (copied, failed);
+        }
+        if self.config.follow_deletes {
+            let listed: BTreeSet<Uuid> = upstream.iter().copied().collect();
+            // Children before origins: a reverse-sorted pass per round until nothing moves.
+            let gone: Vec<Uuid> = copied_set.difference(&listed).copied().collect();
+            let mut remaining = gone;
+            loop {
+                let before = remaining.len();
+                let mut next = Vec::new();
+                for uuid in remaining {
+                    if service.store.get(&uuid).is_none() {
+                        copied_set.remove(&uuid);
+                        continue;
+                    }
+                    match service.delete_image(&uuid, &operator(), true).await {
+                        Ok(_) => {
+                            deleted += 1;
+                            copied_set.remove(&uuid);
+                            tracing::info!(image = %uuid, upstream = %self.upstream.base, "mirror: deleted, as upstream did");
+                        }
+                        Err(ImageError::HasDependents { .. }) => next.push(uuid),
+                        Err(error) => {
+                            tracing::warn!(image = %uuid, %error, "mirror: cannot delete");
+                            last_error = Some(format!("delete {uuid}: {error}"));
+                        }
+                    }
+                }
+                if next.is_empty() || next.len() == before {
+                    break;
+                }
+                remaining = next;
+            }
+            self.save_copied(&copied_set);
+        }
+        let mut status = lock(&self.status);
+        status.state = "idle";
+        status.copying = None;
+        status.last_finished = Some(now());
+        status.upstream_images = upstream.len();
+        status.copied = copied;
+        status.present = present;
+        status.failed = failed;
+        status.deleted = deleted;
+        status.last_result = Some(if failed == 0 && last_error.is_none() { "ok" } else { "partial" });
+        status.last_error = last_error;
+        status.consecutive_failures = if failed == 0 { 0 } else { status.consecutive_failures + 1 };
+        tracing::info!(upstream = %self.upstream.base, images = upstream.len(), copied, failed, deleted, "mirror sync done");
+        failed == 0
+    }
+}

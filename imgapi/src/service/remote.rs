@@ -1,0 +1,280 @@
+//! Copying images from another IMGAPI server: AdminImportImage with `?source=`, AddImageFile
+//! with `?source=`, and the whole-image copy that mirrors and pull-through use (origins first,
+//! manifest, file streamed through the upload pipeline with sha1 and size checked against the
+//! source's manifest, then activation).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use serde_json::{Map, Value};
+use uuid::Uuid;
+
+use super::actions::FileUpload;
+use super::{Caller, ImageError, Service};
+use crate::manifest::{Compression, Image};
+use crate::store::upload::{StagedFile, UploadSink};
+use crate::upstream::{Upstream, UpstreamError};
+
+/// Download attempts per file; later attempts resume where the last one broke.
+const ATTEMPTS: u32 = 5;
+/// Whether an import from a source keeps a manifest key: what AdminImportImage accepts,
+/// without what the server manages itself (files, state, channels, icon).
+fn imported_key(key: &str) -> bool {
+    use super::create::{CREATE_KEYS, DROPPED_KEYS, IMPORT_KEYS, ZVOL_KEYS};
+    (CREATE_KEYS.contains(&key) || IMPORT_KEYS.contains(&key) || ZVOL_KEYS.contains(&key))
+        && !DROPPED_KEYS.contains(&key)
+}
+
+impl From<UpstreamError> for ImageError {
+    fn from(e: UpstreamError) -> Self {
+        match e {
+            UpstreamError::BadUrl { .. } => ImageError::invalid_param(e.to_string(), "source", "Invalid"),
+            other => ImageError::RemoteSource(other.to_string()),
+        }
+    }
+}
+
+/// The file entry of a source manifest.
+struct RemoteFile {
+    sha1: String,
+    size: u64,
+    compression: Compression,
+    dataset_guid: Option<String>,
+}
+
+fn remote_file(uuid: Uuid, manifest: &Value) -> Result<RemoteFile, ImageError> {
+    let file = manifest
+        .pointer("/files/0")
+        .ok_or_else(|| ImageError::RemoteSource(format!("the source's manifest of {uuid} has no file")))?;
+    let text = |k: &str| file.get(k).and_then(Value::as_str).map(str::to_string);
+    let bad = |what: &str| {
+        ImageError::RemoteSource(format!("the source's manifest of {uuid}: bad files[0].{what}"))
+    };
+    let sha1 = text("sha1")
+        .filter(|s| s.len() == 40 && s.bytes().all(|b| b.is_ascii_hexdigit()))
+        .ok_or_else(|| bad("sha1"))?;
+    let size = file.get("size").and_then(Value::as_u64).filter(|s| *s > 0).ok_or_else(|| bad("size"))?;
+    let compression =
+        text("compression").and_then(|c| Compression::parse(&c)).ok_or_else(|| bad("compression"))?;
+    Ok(RemoteFile { sha1, size, compression, dataset_guid: text("dataset_guid") })
+}
+
+/// One gate per image being copied: a mirror sync and a pull-through (or two pulls) of the
+/// same image take turns, and the second finds the image already there.
+#[derive(Default)]
+pub struct CopyGates(std::sync::Mutex<std::collections::HashMap<Uuid, Arc<tokio::sync::Mutex<()>>>>);
+
+impl CopyGates {
+    fn gate(&self, uuid: Uuid) -> Arc<tokio::sync::Mutex<()>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).entry(uuid).or_default().clone()
+    }
+
+    fn release(&self, uuid: Uuid, gate: &Arc<tokio::sync::Mutex<()>>) {
+        let mut gates = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        // Only the last holder removes it (the map's and ours are the two references left).
+        if Arc::strong_count(gate) <= 2 {
+            gates.remove(&uuid);
+        }
+    }
+}
+
+/// The operator identity background copies run as.
+pub fn operator() -> Caller {
+    Caller { user: Some("mirror".into()), ..Caller::default() }
+}
+
+impl Service {
+    /// AdminImportImage from a source: the source's manifest becomes a local unactivated image
+    /// (uuid and `published_at` kept); a missing origin is copied (whole) first.
+    pub async fn import_from_source(
+        &self,
+        uuid: Uuid,
+        source: &str,
+        caller: &Caller,
+    ) -> Result<Arc<Image>, ImageError> {
+        if caller.account.is_some() {
+            return Err(ImageError::OperatorOnly);
+        }
+        let upstream = Upstream::new(source)?;
+        if self.store.get(&uuid).is_some() {
+            return Err(ImageError::UuidExists(uuid));
+        }
+        let manifest = upstream.manifest(uuid).await.map_err(|e| {
+            ImageError::RemoteSource(format!(
+                "Unable to get manifest for image {uuid}. Error from remote: {e}"
+            ))
+        })?;
+        self.import_manifest(&upstream, uuid, manifest, caller).await
+    }
+
+    async fn import_manifest(
+        &self,
+        upstream: &Upstream,
+        uuid: Uuid,
+        manifest: Value,
+        caller: &Caller,
+    ) -> Result<Arc<Image>, ImageError> {
+        if let Some(origin) =
+            manifest.get("origin").and_then(Value::as_str).and_then(|o| Uuid::parse_str(o).ok())
+        {
+            if self.store.get(&origin).is_none() {
+                tracing::info!(image = %uuid, %origin, source = %upstream.base, "copying the origin first");
+                Box::pin(self.copy_image(upstream, origin)).await?;
+            }
+        }
+        let Value::Object(fields) = manifest else {
+            return Err(ImageError::RemoteSource(format!(
+                "the source's manifest of {uuid} is not an object"
+            )));
+        };
+        let body: Map<String, Value> =
+            fields.into_iter().filter(|(k, v)| imported_key(k) && !v.is_null()).collect();
+        self.import_image(uuid, caller, Value::Object(body)).await
+    }
+
+    /// AddImageFile from a source: streams the source's file into the image, checked against
+    /// the source manifest's sha1 and size; compression and `dataset_guid` come from it too.
+    pub async fn add_file_from_source(
+        &self,
+        uuid: Uuid,
+        source: &str,
+        caller: &Caller,
+    ) -> Result<Arc<Image>, ImageError> {
+        let upstream = Upstream::new(source)?;
+        self.find_owned(&uuid, caller)?;
+        let manifest = upstream.manifest(uuid).await?;
+        self.copy_file(&upstream, uuid, &manifest, caller).await
+    }
+
+    async fn copy_file(
+        &self,
+        upstream: &Upstream,
+        uuid: Uuid,
+        manifest: &Value,
+        caller: &Caller,
+    ) -> Result<Arc<Image>, ImageError> {
+        let remote = remote_file(uuid, manifest)?;
+        let upload = FileUpload {
+            compression: remote.compression,
+            sha1: Some(remote.sha1.clone()),
+            dataset_guid: remote.dataset_guid.clone(),
+            content_length: Some(remote.size),
+        };
+        self.precheck_file(&uuid, caller, &upload)?;
+        let staged = self.download(upstream, uuid, remote.size).await?;
+        self.commit_file(&uuid, caller, upload, staged).await
+    }
+
+    /// Streams the source's file into a staged upload (never whole in memory), resuming with
+    /// a Range request when the connection breaks, with a growing pause between attempts.
+    async fn download(&self, upstream: &Upstream, uuid: Uuid, size: u64) -> Result<StagedFile, ImageError> {
+        let temp = self.store.stage(&uuid)?;
+        let mut sink = UploadSink::start(temp, self.max_file_size.min(size))
+            .map_err(|e| ImageError::Store(crate::store::StoreError::from_io("start a download", e)))?;
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match self.download_into(upstream, uuid, size, &mut sink).await {
+                Ok(()) => break,
+                Err(error @ ImageError::Download(_)) => {
+                    sink.abort().await;
+                    return Err(error);
+                }
+                Err(error) if attempt < ATTEMPTS => {
+                    let pause = Duration::from_millis(200 << attempt);
+                    tracing::warn!(image = %uuid, source = %upstream.base, %error, received = sink.received(),
+                                   ?pause, "download broke; resuming");
+                    tokio::time::sleep(pause).await;
+                }
+                Err(error) => {
+                    sink.abort().await;
+                    return Err(error);
+                }
+            }
+        }
+        sink.finish().await.map_err(|e| ImageError::Download(format!("image file of {uuid}: {e}")))
+    }
+
+    async fn download_into(
+        &self,
+        upstream: &Upstream,
+        uuid: Uuid,
+        size: u64,
+        sink: &mut UploadSink,
+    ) -> Result<(), ImageError> {
+        let offset = sink.received();
+        let mut stream = upstream.file(uuid, offset).await?;
+        if let Some(length) = stream.length {
+            if offset + length != size {
+                return Err(ImageError::Download(format!(
+                    "the source sends {} bytes for {uuid}, its manifest says {size}",
+                    offset + length
+                )));
+            }
+        }
+        while let Some(chunk) = stream.body.next().await {
+            let chunk = chunk?;
+            if sink.received() + chunk.len() as u64 > size {
+                return Err(ImageError::Download(format!(
+                    "the source sends more than the {size} bytes its manifest says for {uuid}"
+                )));
+            }
+            sink.write(&chunk)
+                .await
+                .map_err(|e| ImageError::Download(format!("image file of {uuid}: {e}")))?;
+        }
+        if sink.received() < size {
+            return Err(ImageError::RemoteSource(format!(
+                "the download of {uuid} ended after {} of {size} bytes",
+                sink.received()
+            )));
+        }
+        Ok(())
+    }
+
+    /// Copies a whole image from `upstream`: origins first, the manifest, the file, then
+    /// activation. An image left unactivated by an interrupted copy is completed. Until it is
+    /// activated, a copy is not listed and cannot be downloaded. Returns the image and whether
+    /// this call copied it (false: it was already here).
+    pub async fn copy_image(
+        &self,
+        upstream: &Upstream,
+        uuid: Uuid,
+    ) -> Result<(Arc<Image>, bool), ImageError> {
+        let gate = self.copies.gate(uuid);
+        let result = {
+            let _turn = gate.lock().await;
+            self.copy_image_locked(upstream, uuid).await
+        };
+        self.copies.release(uuid, &gate);
+        result
+    }
+
+    async fn copy_image_locked(
+        &self,
+        upstream: &Upstream,
+        uuid: Uuid,
+    ) -> Result<(Arc<Image>, bool), ImageError> {
+        if let Some(image) = self.store.get(&uuid).filter(|i| i.activated) {
+            return Ok((image, false));
+        }
+        let caller = operator();
+        let manifest = upstream.manifest(uuid).await?;
+        if manifest.get("state").and_then(Value::as_str).is_some_and(|s| s != "active") {
+            return Err(ImageError::RemoteSource(format!("image {uuid} is not active on {}", upstream.base)));
+        }
+        let local = match self.store.get(&uuid) {
+            Some(image) if image.activated => return Ok((image, false)),
+            Some(image) => image,
+            None => self.import_manifest(upstream, uuid, manifest.clone(), &caller).await?,
+        };
+        let remote = remote_file(uuid, &manifest)?;
+        if local.file.as_ref().is_none_or(|f| f.sha1 != remote.sha1) {
+            self.copy_file(upstream, uuid, &manifest, &caller).await?;
+        }
+        let image = self.activate(&uuid, &caller).await?;
+        tracing::info!(image = %uuid, source = %upstream.base, "image copied");
+        Ok((image, true))
+    }
+}
