@@ -4,7 +4,7 @@
 //! the upstream fails. Pull-through copies an image on first request, one download shared by
 //! concurrent requests. `GET /mirrors` shows what each mirror did last.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -14,8 +14,9 @@ use uuid::Uuid;
 
 use crate::config::MirrorConfig;
 use crate::manifest::Image;
-use crate::service::remote::operator;
+use crate::service::remote::{operator, CopyGates, Pull};
 use crate::service::{ImageError, Service};
+use crate::store::upload::Written;
 use crate::upstream::{redact, Upstream, UpstreamError};
 
 /// The longest pause after failed syncs (the interval caps it too).
@@ -67,6 +68,9 @@ fn now() -> String {
 
 pub struct Mirrors {
     mirrors: Vec<Arc<Mirror>>,
+    /// Pull-through copies under way, which later requests join.
+    pulls: Arc<Mutex<HashMap<Uuid, Arc<Pull>>>>,
+    starts: CopyGates,
     stop: tokio::sync::watch::Sender<bool>,
 }
 
@@ -92,7 +96,7 @@ impl Mirrors {
             }));
         }
         let (stop, _) = tokio::sync::watch::channel(false);
-        Ok(Mirrors { mirrors, stop })
+        Ok(Mirrors { mirrors, pulls: Arc::default(), starts: CopyGates::default(), stop })
     }
 
     pub fn statuses(&self) -> Vec<MirrorStatus> {
@@ -125,56 +129,79 @@ impl Mirrors {
         let _ = self.stop.send(true);
     }
 
-    /// Pull-through: asks each pull-through upstream for an image this server lacks, copies
-    /// it from the first that has it. `None`: no upstream has it.
-    pub async fn pull_through(
-        &self,
-        service: &Service,
-        uuid: Uuid,
-    ) -> Result<Option<Arc<Image>>, ImageError> {
+    /// Pull-through: asks each pull-through upstream for an image this server lacks and
+    /// starts copying it from the first that has it. `None`: no upstream has it.
+    pub async fn pull_through(&self, service: &Service, uuid: Uuid) -> Result<Option<Pulled>, ImageError> {
         if !self.has_pull_through() {
             return Ok(None);
         }
-        // Concurrent requests for one image wait on the same copy (see `CopyGates`); the
-        // lookups before it are cheap manifest GETs.
-        self.pull(service, uuid).await
+        // One start at a time per image: the second request finds the first one's pull.
+        let gate = self.starts.gate(uuid);
+        let result = {
+            let _turn = gate.lock().await;
+            self.pull(service, uuid).await
+        };
+        self.starts.release(uuid, &gate);
+        result
     }
 
-    async fn pull(&self, service: &Service, uuid: Uuid) -> Result<Option<Arc<Image>>, ImageError> {
-        // Already here: a sync or another request copied it.
+    /// The pull-through copy of `uuid` under way, if any.
+    pub fn pull_under_way(&self, uuid: &Uuid) -> Option<Arc<Pull>> {
+        lock(&self.pulls).get(uuid).filter(|p| matches!(*p.written.borrow(), Written::Partial(_))).cloned()
+    }
+
+    async fn pull(&self, service: &Service, uuid: Uuid) -> Result<Option<Pulled>, ImageError> {
+        let under_way = lock(&self.pulls).get(&uuid).cloned();
+        if let Some(pull) = under_way {
+            if matches!(*pull.written.borrow(), Written::Partial(_)) {
+                return Ok(Some(Pulled::Coming(pull)));
+            }
+            // Ended just as it was registered: forget it, the store knows the outcome.
+            lock(&self.pulls).remove(&uuid);
+        }
+        // Already here: a sync or an earlier pull copied it.
         if let Some(image) = service.store.get(&uuid).filter(|i| i.activated) {
-            return Ok(Some(image));
+            return Ok(Some(Pulled::Here(image)));
         }
         let mut last_error = None;
         for mirror in self.mirrors.iter().filter(|m| m.config.pull_through) {
-            match mirror.upstream.manifest(uuid).await {
+            let manifest = match mirror.upstream.manifest(uuid).await {
                 Err(UpstreamError::NotFound(_)) => continue,
                 Err(error) => {
                     tracing::warn!(image = %uuid, upstream = %mirror.upstream.base, %error, "pull-through lookup failed");
                     last_error = Some(ImageError::from(error));
                     continue;
                 }
-                Ok(_) => {}
-            }
+                Ok(manifest) => manifest,
+            };
+            let (pulls, done_mirror) = (self.pulls.clone(), mirror.clone());
+            let on_end = Box::new(move |stored: bool| {
+                lock(&pulls).remove(&uuid);
+                let mut status = lock(&done_mirror.status);
+                status.copying = None;
+                if stored {
+                    status.pulled_through += 1;
+                    drop(status);
+                    done_mirror.remember(uuid);
+                } else {
+                    status.last_error = Some(format!("pull-through of {uuid} failed"));
+                }
+            });
             lock(&mirror.status).copying = Some(uuid);
-            let copied = service.copy_image(&mirror.upstream, uuid).await;
-            let mut status = lock(&mirror.status);
-            status.copying = None;
-            match copied {
-                Ok((image, copied)) => {
-                    if copied {
-                        status.pulled_through += 1;
-                        drop(status);
-                        mirror.remember(uuid);
+            match service.start_pull(mirror.upstream.clone(), uuid, manifest, on_end).await {
+                Ok(Some(pull)) => {
+                    // Registered unless it already ended (then `on_end` ran first).
+                    if !matches!(*pull.written.borrow(), Written::Verified | Written::Failed) {
+                        lock(&self.pulls).insert(uuid, pull.clone());
                     }
-                    tracing::info!(image = %uuid, upstream = %mirror.upstream.base, "pulled through");
-                    return Ok(Some(image));
+                    tracing::info!(image = %uuid, upstream = %mirror.upstream.base, "pulling through");
+                    return Ok(Some(Pulled::Coming(pull)));
                 }
-                Err(error) => {
-                    tracing::warn!(image = %uuid, upstream = %mirror.upstream.base, %error, "pull-through copy failed");
-                    status.last_error = Some(format!("pull-through of {uuid}: {error}"));
-                    last_error = Some(error);
-                }
+                Ok(None) => match service.store.get(&uuid).filter(|i| i.activated) {
+                    Some(image) => return Ok(Some(Pulled::Here(image))),
+                    None => continue,
+                },
+                Err(error) => last_error = Some(error),
             }
         }
         match last_error {
@@ -182,6 +209,14 @@ impl Mirrors {
             None => Ok(None),
         }
     }
+}
+
+/// What a pull-through found.
+pub enum Pulled {
+    /// The image is here (now).
+    Here(Arc<Image>),
+    /// Its copy is under way: follow it.
+    Coming(Arc<Pull>),
 }
 
 fn sha1_of(bytes: &[u8]) -> Vec<u8> {

@@ -162,7 +162,13 @@ pub async fn get_file(
 ) -> Result<HttpResponse, ApiError> {
     let params = params(&req);
     let caller = reader(&req, &state, &params).await?;
-    let image = super::find_or_pull(&state, &path, &caller).await?;
+    let image = match super::find_or_pull(&state, &path, &caller).await? {
+        super::Found::Local(image) => image,
+        super::Found::Pulling(pull) => match super::pull::follow(&req, pull).await? {
+            Some(response) => return Ok(response),
+            None => state.service.find(&path, &caller, true)?,
+        },
+    };
     let index = params.get("index").unwrap_or("0");
     let file = image.file.as_ref().ok_or(ImageError::NoFile(image.uuid))?;
     if index.trim().parse::<u64>() != Ok(0) {

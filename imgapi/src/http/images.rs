@@ -9,7 +9,7 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use super::error::ApiError;
-use super::{image_response, params, reader, render_options, writer, AppState};
+use super::{image_response, json_response, params, reader, render_options, writer, AppState};
 use crate::service::listing::ListQuery;
 use crate::service::ImageError;
 
@@ -80,7 +80,11 @@ pub async fn get(
         )
         .into());
     }
-    let image = super::find_or_pull(&state, &path, &caller).await?;
+    let image = match super::find_or_pull(&state, &path, &caller).await? {
+        super::Found::Local(image) => image,
+        // The upstream's manifest (active) while the copy runs; this server's once it is done.
+        super::Found::Pulling(pull) => return Ok(json_response(StatusCode::OK, &pull.manifest)),
+    };
     if let Some(list) = req.headers().get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok()) {
         let etag = image.etag();
         if crate::manifest::etag_matches(list, &etag) {

@@ -7,6 +7,7 @@ pub mod files;
 pub mod images;
 pub mod middleware;
 pub mod misc;
+pub mod pull;
 
 use std::sync::Arc;
 
@@ -151,21 +152,39 @@ fn header_string(headers: &HeaderMap, name: &str) -> Option<String> {
 }
 
 /// Context for a read: anonymous callers are let through unless the read policy is `none`.
+/// What GetImage and GetImageFile serve: a local image, or a pull-through under way.
+pub enum Found {
+    Local(Arc<crate::manifest::Image>),
+    Pulling(Arc<crate::service::remote::Pull>),
+}
+
+/// The read policy applied to an upstream manifest: anonymous callers of a `public` server see
+/// public images only (a `none` server never gets this far without credentials).
+fn pull_visible(state: &AppState, pull: &crate::service::remote::Pull, caller: &Caller) -> bool {
+    caller.user.is_some()
+        || state.config.anonymous_reads != AnonymousReads::Public
+        || pull.manifest.get("public") == Some(&serde_json::Value::Bool(true))
+}
+
 /// GetImage's and GetImageFile's lookup: a local image, or, when a mirror pulls through, one
-/// copied from an upstream on the spot.
-pub async fn find_or_pull(
-    state: &AppState,
-    uuid: &uuid::Uuid,
-    caller: &Caller,
-) -> Result<Arc<crate::manifest::Image>, ApiError> {
+/// an upstream has, whose copy starts now.
+pub async fn find_or_pull(state: &AppState, uuid: &uuid::Uuid, caller: &Caller) -> Result<Found, ApiError> {
+    use crate::mirror::Pulled;
     match state.service.find(uuid, caller, true) {
         Err(crate::service::ImageError::NotFound(_)) if state.mirrors.has_pull_through() => {
             match state.mirrors.pull_through(&state.service, *uuid).await? {
-                Some(_) => Ok(state.service.find(uuid, caller, true)?),
+                Some(Pulled::Here(_)) => Ok(Found::Local(state.service.find(uuid, caller, true)?)),
+                Some(Pulled::Coming(pull)) if pull_visible(state, &pull, caller) => Ok(Found::Pulling(pull)),
+                Some(Pulled::Coming(_)) => Err(crate::service::ImageError::NotFound(*uuid).into()),
                 None => Err(crate::service::ImageError::NotFound(*uuid).into()),
             }
         }
-        other => Ok(other?),
+        // A copy that is still arriving shows as what the upstream has (active).
+        Ok(image) if !image.activated => match state.mirrors.pull_under_way(uuid) {
+            Some(pull) if pull_visible(state, &pull, caller) => Ok(Found::Pulling(pull)),
+            _ => Ok(Found::Local(image)),
+        },
+        other => Ok(Found::Local(other?)),
     }
 }
 

@@ -3,6 +3,7 @@
 //! manifest, file streamed through the upload pipeline with sha1 and size checked against the
 //! source's manifest, then activation).
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,7 +14,7 @@ use uuid::Uuid;
 use super::actions::FileUpload;
 use super::{Caller, ImageError, Service};
 use crate::manifest::{Compression, Image};
-use crate::store::upload::{StagedFile, UploadSink};
+use crate::store::upload::{StagedFile, UploadSink, Written};
 use crate::upstream::{Upstream, UpstreamError};
 
 /// Download attempts per file; later attempts resume where the last one broke.
@@ -66,17 +67,35 @@ fn remote_file(uuid: Uuid, manifest: &Value) -> Result<RemoteFile, ImageError> {
 pub struct CopyGates(std::sync::Mutex<std::collections::HashMap<Uuid, Arc<tokio::sync::Mutex<()>>>>);
 
 impl CopyGates {
-    fn gate(&self, uuid: Uuid) -> Arc<tokio::sync::Mutex<()>> {
+    pub(crate) fn gate(&self, uuid: Uuid) -> Arc<tokio::sync::Mutex<()>> {
         self.0.lock().unwrap_or_else(|e| e.into_inner()).entry(uuid).or_default().clone()
     }
 
-    fn release(&self, uuid: Uuid, gate: &Arc<tokio::sync::Mutex<()>>) {
+    pub(crate) fn release(&self, uuid: Uuid, gate: &Arc<tokio::sync::Mutex<()>>) {
         let mut gates = self.0.lock().unwrap_or_else(|e| e.into_inner());
         // Only the last holder removes it (the map's and ours are the two references left).
         if Arc::strong_count(gate) <= 2 {
             gates.remove(&uuid);
         }
     }
+}
+
+/// Where a copy reports to a pull-through: the staged file's path once it exists, and how
+/// much of it is written.
+pub struct Watch {
+    path: Option<tokio::sync::oneshot::Sender<PathBuf>>,
+    written: tokio::sync::watch::Sender<Written>,
+}
+
+/// A pull-through copy in progress, which readers follow as it arrives.
+pub struct Pull {
+    /// The upstream's manifest (active, with its file's size and sha1).
+    pub manifest: Value,
+    pub size: u64,
+    pub sha1: String,
+    /// The file being written (it keeps its content when it is renamed into place).
+    pub path: PathBuf,
+    pub written: tokio::sync::watch::Receiver<Written>,
 }
 
 /// The operator identity background copies run as.
@@ -144,7 +163,7 @@ impl Service {
         let upstream = Upstream::new(source)?;
         self.find_owned(&uuid, caller)?;
         let manifest = upstream.manifest(uuid).await?;
-        self.copy_file(&upstream, uuid, &manifest, caller).await
+        self.copy_file(&upstream, uuid, &manifest, caller, None).await
     }
 
     async fn copy_file(
@@ -153,6 +172,7 @@ impl Service {
         uuid: Uuid,
         manifest: &Value,
         caller: &Caller,
+        watch: Option<&mut Watch>,
     ) -> Result<Arc<Image>, ImageError> {
         let remote = remote_file(uuid, manifest)?;
         let upload = FileUpload {
@@ -162,15 +182,27 @@ impl Service {
             content_length: Some(remote.size),
         };
         self.precheck_file(&uuid, caller, &upload)?;
-        let staged = self.download(upstream, uuid, remote.size).await?;
+        let staged = self.download(upstream, uuid, remote.size, watch).await?;
         self.commit_file(&uuid, caller, upload, staged).await
     }
 
     /// Streams the source's file into a staged upload (never whole in memory), resuming with
     /// a Range request when the connection breaks, with a growing pause between attempts.
-    async fn download(&self, upstream: &Upstream, uuid: Uuid, size: u64) -> Result<StagedFile, ImageError> {
+    async fn download(
+        &self,
+        upstream: &Upstream,
+        uuid: Uuid,
+        size: u64,
+        watch: Option<&mut Watch>,
+    ) -> Result<StagedFile, ImageError> {
         let temp = self.store.stage(&uuid)?;
-        let mut sink = UploadSink::start(temp, self.max_file_size.min(size))
+        let written = watch.map(|watch| {
+            if let Some(path) = watch.path.take() {
+                let _ = path.send(temp.path().to_path_buf());
+            }
+            watch.written.clone()
+        });
+        let mut sink = UploadSink::start_watched(temp, self.max_file_size.min(size), written)
             .map_err(|e| ImageError::Store(crate::store::StoreError::from_io("start a download", e)))?;
         let mut attempt = 0;
         loop {
@@ -245,7 +277,7 @@ impl Service {
         let gate = self.copies.gate(uuid);
         let result = {
             let _turn = gate.lock().await;
-            self.copy_image_locked(upstream, uuid).await
+            self.copy_image_locked(upstream, uuid, None).await
         };
         self.copies.release(uuid, &gate);
         result
@@ -255,6 +287,7 @@ impl Service {
         &self,
         upstream: &Upstream,
         uuid: Uuid,
+        watch: Option<&mut Watch>,
     ) -> Result<(Arc<Image>, bool), ImageError> {
         if let Some(image) = self.store.get(&uuid).filter(|i| i.activated) {
             return Ok((image, false));
@@ -271,10 +304,59 @@ impl Service {
         };
         let remote = remote_file(uuid, &manifest)?;
         if local.file.as_ref().is_none_or(|f| f.sha1 != remote.sha1) {
-            self.copy_file(upstream, uuid, &manifest, &caller).await?;
+            self.copy_file(upstream, uuid, &manifest, &caller, watch).await?;
         }
         let image = self.activate(&uuid, &caller).await?;
         tracing::info!(image = %uuid, source = %upstream.base, "image copied");
         Ok((image, true))
+    }
+
+    /// Starts a pull-through copy of an image whose `manifest` an upstream just gave, on the
+    /// current (actix) runtime, and returns once its file is being written, so that readers
+    /// can follow it; `on_end` learns whether it was stored. `None`: nothing to follow (the
+    /// image was complete here, or the copy ended before its file started).
+    pub async fn start_pull(
+        &self,
+        upstream: Upstream,
+        uuid: Uuid,
+        manifest: Value,
+        on_end: Box<dyn FnOnce(bool)>,
+    ) -> Result<Option<Arc<Pull>>, ImageError> {
+        let remote = remote_file(uuid, &manifest)?;
+        let (written_tx, written) = tokio::sync::watch::channel(Written::Partial(0));
+        let (path_tx, path_rx) = tokio::sync::oneshot::channel();
+        let mut watch = Watch { path: Some(path_tx), written: written_tx.clone() };
+        let service = self.clone();
+        let (end_tx, end_rx) = tokio::sync::oneshot::channel();
+        actix_web::rt::spawn(async move {
+            let gate = service.copies.gate(uuid);
+            let result = {
+                let _turn = gate.lock().await;
+                service.copy_image_locked(&upstream, uuid, Some(&mut watch)).await
+            };
+            service.copies.release(uuid, &gate);
+            drop(watch);
+            let stored = match &result {
+                Ok(_) => true,
+                Err(error) => {
+                    tracing::warn!(image = %uuid, source = %upstream.base, %error, "pull-through copy failed");
+                    false
+                }
+            };
+            written_tx.send_replace(if stored { Written::Verified } else { Written::Failed });
+            on_end(stored);
+            let _ = end_tx.send(result.map(drop));
+        });
+        match path_rx.await {
+            Ok(path) => {
+                Ok(Some(Arc::new(Pull { manifest, size: remote.size, sha1: remote.sha1, path, written })))
+            }
+            // The copy ended without writing a file: done already, or failed.
+            Err(_) => match end_rx.await {
+                Ok(Ok(())) => Ok(None),
+                Ok(Err(error)) => Err(error),
+                Err(_) => Err(ImageError::RemoteSource(format!("the pull-through of {uuid} stopped"))),
+            },
+        }
     }
 }

@@ -36,6 +36,18 @@ pub enum UploadError {
     Io(#[source] io::Error),
 }
 
+/// How far an upload has come, for readers that follow its file while it is written (a
+/// pull-through serves an image as it arrives).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Written {
+    /// This many bytes are in the file.
+    Partial(u64),
+    /// Complete, checked and stored.
+    Verified,
+    /// Abandoned: what was read must not be trusted.
+    Failed,
+}
+
 /// Receives an upload chunk by chunk; see the module docs.
 pub struct UploadSink {
     tx: Option<mpsc::Sender<Bytes>>,
@@ -48,11 +60,20 @@ pub struct UploadSink {
 impl UploadSink {
     /// Starts the worker threads that will fill `temp`. Uploads over `limit` bytes fail.
     pub fn start(temp: NamedTempFile, limit: u64) -> io::Result<Self> {
+        Self::start_watched(temp, limit, None)
+    }
+
+    /// As [`UploadSink::start`], and reports every block written to `written`.
+    pub fn start_watched(
+        temp: NamedTempFile,
+        limit: u64,
+        written: Option<tokio::sync::watch::Sender<Written>>,
+    ) -> io::Result<Self> {
         let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
         let (result_tx, result_rx) = oneshot::channel();
         thread::Builder::new().name("upload-writer".into()).spawn(move || {
             // The receiver may be gone when the request was dropped; nothing to report then.
-            let _ = result_tx.send(write_and_hash(temp, rx));
+            let _ = result_tx.send(write_and_hash(temp, rx, written));
         })?;
         Ok(Self {
             tx: Some(tx),
@@ -126,7 +147,11 @@ impl UploadSink {
     }
 }
 
-fn write_and_hash(temp: NamedTempFile, mut rx: mpsc::Receiver<Bytes>) -> io::Result<StagedFile> {
+fn write_and_hash(
+    temp: NamedTempFile,
+    mut rx: mpsc::Receiver<Bytes>,
+    written: Option<tokio::sync::watch::Sender<Written>>,
+) -> io::Result<StagedFile> {
     let (md5_tx, md5_rx) = sync_mpsc::sync_channel::<Bytes>(QUEUE_DEPTH);
     let md5_thread = thread::Builder::new().name("upload-md5".into()).spawn(move || {
         let mut md5 = Md5::new();
@@ -147,6 +172,9 @@ fn write_and_hash(temp: NamedTempFile, mut rx: mpsc::Receiver<Bytes>) -> io::Res
         if let Err(e) = file.write_all(&block) {
             outcome = Err(e);
             break;
+        }
+        if let Some(written) = &written {
+            written.send_replace(Written::Partial(size));
         }
     }
     drop(md5_tx);

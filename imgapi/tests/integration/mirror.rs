@@ -188,19 +188,21 @@ fn stop_server(handle: actix_web::dev::ServerHandle) {
     std::thread::spawn(move || actix_web::rt::System::new().block_on(handle.stop(false))).join().unwrap();
 }
 
-/// A scripted upstream: one image; the first file download breaks half-way, later ones
-/// honour `Range`; `delay` slows every file answer (to make requests overlap).
+/// A scripted upstream: one image; the first file download breaks half-way (`break_first`),
+/// later ones honour `Range`; `delay` slows every file answer (to make requests overlap); with
+/// `hold`, a download sends half the file and waits for `released` before the rest.
 struct Fake {
     url: String,
     uuid: String,
     file: Vec<u8>,
     downloads: Arc<AtomicUsize>,
     ranges: Arc<std::sync::Mutex<Vec<String>>>,
+    released: Arc<std::sync::atomic::AtomicBool>,
     handle: actix_web::dev::ServerHandle,
 }
 
 impl Fake {
-    fn start(break_first: bool, delay: Duration) -> Fake {
+    fn start(break_first: bool, delay: Duration, hold: bool) -> Fake {
         let uuid = uuid::Uuid::new_v4().to_string();
         let file = bytes(19, 3 << 20);
         let manifest = json!({
@@ -210,6 +212,7 @@ impl Fake {
             "files": [{"sha1": sha1_hex(&file), "size": file.len(), "compression": "gzip"}],
         });
         let downloads = Arc::new(AtomicUsize::new(0));
+        let released = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let ranges = Arc::new(std::sync::Mutex::new(Vec::new()));
         let script = Script {
             uuid: uuid.clone(),
@@ -219,12 +222,13 @@ impl Fake {
             ranges: ranges.clone(),
             break_first,
             delay,
+            hold: hold.then(|| released.clone()),
         };
         let (addr, handle) = spawn_server(move || {
             let script = script.clone();
             App::new().default_service(web::to(move |req: HttpRequest| fake_answer(req, script.clone())))
         });
-        Fake { url: format!("http://{addr}"), uuid, file, downloads, ranges, handle }
+        Fake { url: format!("http://{addr}"), uuid, file, downloads, ranges, released, handle }
     }
 }
 
@@ -238,10 +242,11 @@ struct Script {
     ranges: Arc<std::sync::Mutex<Vec<String>>>,
     break_first: bool,
     delay: Duration,
+    hold: Option<Arc<std::sync::atomic::AtomicBool>>,
 }
 
 async fn fake_answer(req: HttpRequest, script: Script) -> HttpResponse {
-    let Script { uuid: u, manifest: m, file: f, downloads: d, ranges: r, break_first, delay } = script;
+    let Script { uuid: u, manifest: m, file: f, downloads: d, ranges: r, break_first, delay, hold } = script;
     let path = req.path().to_string();
     if path == format!("/images/{u}") {
         return HttpResponse::Ok().json(m);
@@ -268,6 +273,21 @@ async fn fake_answer(req: HttpRequest, script: Script) -> HttpResponse {
         ]);
         return HttpResponse::Ok().no_chunking(f.len() as u64).streaming(stream);
     }
+    if let Some(released) = hold {
+        let half = f.len() / 2;
+        let (first, rest) = (web::Bytes::from(f[..half].to_vec()), web::Bytes::from(f[half..].to_vec()));
+        let second = async move {
+            while !released.load(Ordering::SeqCst) {
+                actix_web::rt::time::sleep(Duration::from_millis(20)).await;
+            }
+            Ok::<_, std::io::Error>(rest)
+        };
+        let stream = futures_util::StreamExt::chain(
+            futures_util::stream::iter(vec![Ok::<_, std::io::Error>(first)]),
+            futures_util::stream::once(second),
+        );
+        return HttpResponse::Ok().no_chunking(f.len() as u64).streaming(stream);
+    }
     HttpResponse::Ok().body(f.to_vec())
 }
 
@@ -279,7 +299,7 @@ impl Drop for Fake {
 
 #[test]
 fn an_upstream_that_breaks_mid_copy_is_resumed_with_a_range_request() {
-    let fake = Fake::start(true, Duration::ZERO);
+    let fake = Fake::start(true, Duration::ZERO, false);
     let local = Env::start();
     let uuid = &fake.uuid;
     expect_json(
@@ -303,21 +323,47 @@ fn an_upstream_that_breaks_mid_copy_is_resumed_with_a_range_request() {
 }
 
 #[test]
-fn pull_through_copies_on_first_request_with_one_shared_download() {
-    let fake = Fake::start(false, Duration::from_millis(300));
+fn pull_through_serves_while_it_copies_with_one_shared_download() {
+    use std::io::Read;
+    let fake = Fake::start(false, Duration::ZERO, true);
     let local = Env::with(json!({"mirrors": [{"url": fake.url, "interval_secs": 0, "pull_through": true}]}));
     let uuid = fake.uuid.clone();
+    // Four readers; the upstream holds back the second half of the file.
+    let (got_first_bytes, first_bytes) = std::sync::mpsc::channel();
     let readers: Vec<_> = (0..4)
         .map(|_| {
             let url = format!("{}/images/{uuid}/file", local.url);
-            std::thread::spawn(move || reqwest::blocking::get(url).unwrap().bytes().unwrap().to_vec())
+            let got_first_bytes = got_first_bytes.clone();
+            std::thread::spawn(move || {
+                let mut response = reqwest::blocking::get(url).unwrap();
+                assert_eq!(response.status(), 200);
+                let mut body = vec![0u8; 4096];
+                response.read_exact(&mut body).unwrap();
+                got_first_bytes.send(()).unwrap();
+                response.read_to_end(&mut body).unwrap();
+                body
+            })
         })
         .collect();
+    // Every reader has bytes while the copy cannot be complete: one pass, not store-then-serve.
+    for _ in 0..4 {
+        first_bytes.recv_timeout(Duration::from_secs(30)).expect("bytes before the upstream finished");
+    }
+    // Meanwhile GetImage answers with the upstream's manifest, active.
+    let manifest = local.get_json(&format!("/images/{uuid}"));
+    assert_eq!(
+        (manifest["uuid"].as_str(), manifest["state"].as_str()),
+        (Some(uuid.as_str()), Some("active"))
+    );
+    fake.released.store(true, Ordering::SeqCst);
     for reader in readers {
         assert_eq!(reader.join().unwrap(), fake.file);
     }
     assert_eq!(fake.downloads.load(Ordering::SeqCst), 1, "one upstream download for four readers");
-    assert_eq!(local.get_json(&format!("/images/{uuid}"))["state"], "active");
+    wait_until("the copy to be stored", || {
+        local.get_json(&format!("/images/{uuid}"))["files"][0]["sha1"] == sha1_hex(&fake.file)
+    });
+    assert_eq!(file_of(&local, &uuid), fake.file, "then served from the store");
     let unknown = uuid::Uuid::new_v4();
     expect_error(
         local.anon(Method::GET, &format!("/images/{unknown}")).send().unwrap(),
