@@ -4,6 +4,7 @@
 mod common;
 
 mod auth;
+mod auth_table;
 mod crash;
 mod errors;
 mod files;
@@ -11,3 +12,4 @@ mod images;
 mod listing;
 mod memory;
 mod misc;
+mod timing;
