@@ -6,6 +6,7 @@ mod common;
 mod auth;
 mod auth_table;
 mod crash;
+mod disk_full;
 mod errors;
 mod files;
 mod images;
