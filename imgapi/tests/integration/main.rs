@@ -9,6 +9,7 @@ mod crash;
 mod disk_full;
 mod errors;
 mod files;
+mod fuzz;
 mod images;
 mod listing;
 mod memory;
