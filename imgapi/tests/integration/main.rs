@@ -12,6 +12,7 @@ mod files;
 mod fuzz;
 mod images;
 mod listing;
+mod load;
 mod memory;
 mod misc;
 mod timing;
