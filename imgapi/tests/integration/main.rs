@@ -15,4 +15,5 @@ mod listing;
 mod load;
 mod memory;
 mod misc;
+mod routes;
 mod timing;
