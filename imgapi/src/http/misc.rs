@@ -6,7 +6,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use serde_json::json;
 
 use super::error::ApiError;
-use super::{json_response, params, writer, AppState};
+use super::{json_response, params, reader, writer, AppState};
 use crate::auth::Authenticator;
 use crate::config::Config;
 use crate::params::parse_lower_uuid;
@@ -174,12 +174,19 @@ pub async fn reload_auth_keys(
 }
 
 /// Routes of Triton's IMGAPI that need Triton services (workflow jobs, cloning, Docker push,
-/// adding a file from a URL).
-pub async fn triton_only(req: HttpRequest) -> ApiError {
-    ImageError::NotImplemented(format!(
+/// adding a file from a URL). Credentials are checked first, as on every other route: the
+/// writes among them need credentials, and bad credentials are refused anywhere.
+pub async fn triton_only(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let params = params(&req);
+    if req.method() == actix_web::http::Method::GET {
+        reader(&req, &state, &params).await?;
+    } else {
+        writer(&req, &state, &params).await?;
+    }
+    Err(ImageError::NotImplemented(format!(
         "{} {} is not available on a standalone IMGAPI (it needs Triton services)",
         req.method(),
         req.path()
     ))
-    .into()
+    .into())
 }

@@ -221,8 +221,12 @@ impl Store {
                     .map_err(|e| StoreError::from_io("reuse an image directory start-up skipped", e))?;
             }
             disk::create_image_dir(&root, &dir).map_err(|e| StoreError::from_io("create image dir", e))?;
-            disk::write_atomic(&dir, disk::RECORD_NAME, &record)
-                .map_err(|e| StoreError::from_io("write image record", e))
+            disk::write_atomic(&dir, disk::RECORD_NAME, &record).map_err(|e| {
+                // No record, no image: take the directory back if it is empty (as start-up
+                // would), so that a create refused on a full disk leaves nothing behind.
+                let _ = fs::remove_dir(&dir);
+                StoreError::from_io("write image record", e)
+            })
         })
         .await?;
         let image = Arc::new(image);

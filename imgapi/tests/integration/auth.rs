@@ -8,7 +8,7 @@ use serde_json::json;
 use crate::common::*;
 
 /// Every route that changes state, with a body that would otherwise be acceptable.
-fn mutating_routes(uuid: &str) -> Vec<(Method, String, Vec<u8>)> {
+pub(crate) fn mutating_routes(uuid: &str) -> Vec<(Method, String, Vec<u8>)> {
     let body = manifest("x").to_string().into_bytes();
     vec![
         (Method::POST, "/images".into(), body.clone()),

@@ -142,3 +142,72 @@ pub fn expect_error(response: Response, status: u16, code: &str) -> Value {
 pub fn uuid_of(manifest: &Value) -> String {
     manifest["uuid"].as_str().expect("manifest has a uuid").to_string()
 }
+
+/// The real `imgapi` binary as a child process on `config` (a JSON file), so that its open
+/// file descriptors and memory can be read from `/proc` and a crash shows as an exit. Killed
+/// (our own child, by its PID) when dropped.
+pub struct ChildServer {
+    pub child: std::process::Child,
+    pub url: String,
+}
+
+impl ChildServer {
+    pub fn start(config: &Path) -> ChildServer {
+        use std::io::BufRead;
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_imgapi"))
+            .args(["-s", "-c"])
+            .arg(config)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::inherit())
+            .spawn()
+            .expect("start imgapi");
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+        let url = line.trim().strip_prefix("imgapi listening on ").expect("listening line").to_string();
+        ChildServer { child, url }
+    }
+
+    /// A config file in `dir` for a server on 127.0.0.1 over `dir/data`, `extra` keys merged.
+    pub fn config_in(dir: &Path, extra: Value) -> std::path::PathBuf {
+        let mut quiet = json!({"log_level": "error"});
+        if let (Some(quiet), Value::Object(extra)) = (quiet.as_object_mut(), extra) {
+            quiet.extend(extra);
+        }
+        let config = base_config(&dir.join("data"), quiet);
+        let path = dir.join("config.json");
+        std::fs::write(&path, config.to_string()).unwrap();
+        path
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Still running (not crashed)?
+    pub fn is_running(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
+    }
+
+    /// Number of open file descriptors.
+    pub fn open_fds(&self) -> usize {
+        std::fs::read_dir(format!("/proc/{}/fd", self.pid())).unwrap().count()
+    }
+
+    /// Resident set size in KiB.
+    pub fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .expect("VmRSS in /proc/PID/status")
+    }
+}
+
+impl Drop for ChildServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -4,11 +4,17 @@
 mod common;
 
 mod auth;
+mod auth_table;
 mod crash;
+mod disk_full;
 mod errors;
 mod files;
+mod fuzz;
 mod images;
 mod listing;
+mod load;
 mod memory;
 mod mirror;
 mod misc;
+mod routes;
+mod timing;

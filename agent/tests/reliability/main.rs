@@ -1,0 +1,8 @@
+//! The agent's part of the reliability suite (issue 5): every mutating API route refuses
+//! missing, wrong and malformed credentials, credential checks take the same time however much
+//! of a secret matched, and the parsers of host command output never panic on any text. One
+//! binary (for link time), a module per area.
+
+mod auth;
+mod fuzz_parsers;
+mod timing;
