@@ -40,7 +40,8 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 
-cargo build --release -q -p imgapi -p agent --example hash_limit
+cargo build --release -q -p imgapi -p agent
+cargo build --release -q -p imgapi --example hash_limit
 BIN=$ROOT/target/release
 RESULTS=$WORK/results.tsv   # name <TAB> unit <TAB> values...
 : > "$RESULTS"
@@ -121,7 +122,7 @@ echo "== GetImageFile ${FILE_MIB} MiB vs nginx"
 start_imgapi "$WORK/data"
 URL=http://127.0.0.1:$IMGAPI_PORT
 AUTH=admin:secret
-UUID=$(curl -sf -u $AUTH -H 'Content-Type: application/json' -d '{"name":"bench","version":"1","type":"zvol","os":"linux"}' "$URL/images" | python3 -c 'import json,sys; print(json.load(sys.stdin)["uuid"])')
+UUID=$(curl -sf -u $AUTH -H 'Content-Type: application/json' -d '{"name":"bench","version":"1","type":"zone-dataset","os":"smartos"}' "$URL/images" | python3 -c 'import json,sys; print(json.load(sys.stdin)["uuid"])')
 curl -sf -u $AUTH -T "$WORK/file.img" "$URL/images/$UUID/file?compression=none&sha1=$FILE_SHA1" -o /dev/null
 curl -sf -u $AUTH -X POST "$URL/images/$UUID?action=activate" -o /dev/null
 mkdir -p "$WORK/www" && ln "$WORK/file.img" "$WORK/www/file.img"
@@ -145,7 +146,7 @@ start_imgapi "$WORK/data-put"
 URL=http://127.0.0.1:$IMGAPI_PORT
 ours=(); sink=(); hash=()
 for _ in $(seq "$RUNS"); do
-    UUID=$(curl -sf -u $AUTH -H 'Content-Type: application/json' -d '{"name":"put","version":"1","type":"zvol","os":"linux"}' "$URL/images" | python3 -c 'import json,sys; print(json.load(sys.stdin)["uuid"])')
+    UUID=$(curl -sf -u $AUTH -H 'Content-Type: application/json' -d '{"name":"put","version":"1","type":"zone-dataset","os":"smartos"}' "$URL/images" | python3 -c 'import json,sys; print(json.load(sys.stdin)["uuid"])')
     ours+=("$(curl -sf -u $AUTH -T "$WORK/file.img" -o /dev/null -w '%{speed_upload}' "$URL/images/$UUID/file?compression=none&sha1=$FILE_SHA1" | python3 -c 'import sys; print(round(float(sys.stdin.read())/1e6,1))')")
     curl -sf -u $AUTH -X DELETE "$URL/images/$UUID" -o /dev/null
     sink+=("$(curl -s -T "$WORK/file.img" -o /dev/null -w '%{speed_upload}' "http://127.0.0.1:$NGINX_PORT/sink" | python3 -c 'import sys; print(round(float(sys.stdin.read())/1e6,1))')")
@@ -174,19 +175,23 @@ os.makedirs(root, exist_ok=True)
 blob = os.path.join(root, "blob")
 with open(blob, "wb") as f:
     f.write(b"x" * 16)
-sha1 = "f8e9d4bc0ba4f6a6f8f6c34fe9f2a8b4d8c4f0d1"
+import hashlib, base64
+data = b"x" * 16
+sha1 = hashlib.sha1(data).hexdigest()
+md5 = base64.b64encode(hashlib.md5(data).digest()).decode()
 for i in range(n):
     u = str(uuid.UUID(int=(i + 1) * 7919 + (1 << 100)))
     d = os.path.join(root, u)
     os.makedirs(d)
-    m = {"v": 2, "uuid": u, "owner": "00000000-0000-0000-0000-000000000000",
-         "name": f"img-{i % 500}", "version": f"1.{i}.0", "state": "active", "disabled": False,
-         "public": True, "published_at": "2026-01-01T00:00:00.000Z", "type": "zone-dataset",
-         "os": "smartos" if i % 2 else "linux",
-         "description": "A benchmark image manifest padded to about two kilobytes. " * 22,
-         "tags": {"role": "bench", "n": str(i)},
-         "files": [{"sha1": sha1, "size": 16, "compression": "none", "path": "file." + sha1,
-                    "content_md5": "1B2M2Y8AsgTpgAmY7PhCfg==", "mtime": "2026-01-01T00:00:00.000Z"}]}
+    # The record as the server writes it (`manifest.json`), about 2 KB.
+    m = {"v": 2, "uuid": u, "owner": "00000000-0000-0000-0000-000000000000", "state": "active",
+         "disabled": False, "public": True, "name": f"img-{i % 500}", "version": f"1.{i}.0",
+         "type": "zone-dataset", "os": "smartos" if i % 2 else "linux",
+         "description": "A benchmark image manifest padded to about two kilobytes. " * 8,
+         "tags": dict({"role": "bench", "n": str(i)}, **{f"pad{k}": "p" * 60 for k in range(18)}),
+         "published_at": "2026-01-01T00:00:00.000Z", "activated": True,
+         "files": [{"sha1": sha1, "size": 16, "compression": "none", "contentMD5": md5,
+                    "mtime": "2026-01-01T00:00:00.000Z", "path": "file." + sha1}]}
     with open(os.path.join(d, "manifest.json"), "w") as f:
         json.dump(m, f)
     os.link(blob, os.path.join(d, "file." + sha1))
@@ -239,7 +244,7 @@ URL=http://127.0.0.1:$IMGAPI_PORT
 declare -A IMAGE
 for gib in $INSTANCE_GIBS; do
     f=$WORK/disk-${gib}g.img.gz
-    UUID=$(curl -sf -u $AUTH -H 'Content-Type: application/json' -d "{\"name\":\"disk-${gib}g\",\"version\":\"1\",\"type\":\"zvol\",\"os\":\"linux\",\"image_size\":$((gib * 1024))}" "$URL/images" | python3 -c 'import json,sys; print(json.load(sys.stdin)["uuid"])')
+    UUID=$(curl -sf -u $AUTH -H 'Content-Type: application/json' -d "{\"name\":\"disk-${gib}g\",\"version\":\"1\",\"type\":\"zvol\",\"os\":\"linux\",\"nic_driver\":\"virtio\",\"disk_driver\":\"virtio\",\"cpu_type\":\"host\",\"image_size\":$((gib * 1024))}" "$URL/images" | python3 -c 'import json,sys; print(json.load(sys.stdin)["uuid"])')
     curl -sf -u $AUTH -T "$f" "$URL/images/$UUID/file?compression=gzip&sha1=$(sha1sum "$f" | cut -d' ' -f1)" -o /dev/null
     curl -sf -u $AUTH -X POST "$URL/images/$UUID?action=activate" -o /dev/null
     IMAGE[$gib]=$UUID
