@@ -22,6 +22,9 @@ fn b64(bytes: &[u8]) -> String {
 fn more_routes(uuid: &str) -> Vec<(Method, String, Vec<u8>)> {
     vec![
         (Method::POST, "/authkeys/reload".into(), vec![]),
+        (Method::GET, "/mirrors".into(), vec![]),
+        (Method::POST, format!("/images/{uuid}?action=import&source=ftp://127.0.0.1:9"), vec![]),
+        (Method::PUT, format!("/images/{uuid}/file?source=ftp://127.0.0.1:9"), vec![]),
         (
             Method::POST,
             format!("/images/{uuid}/file/from-url"),

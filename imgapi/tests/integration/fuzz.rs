@@ -298,6 +298,7 @@ fn services() -> &'static (tempfile::TempDir, Vec<Service>) {
                 channels,
                 anonymous_reads,
                 max_file_size: 1 << 30,
+                copies: Default::default(),
             })
             .collect();
         (dir, services)

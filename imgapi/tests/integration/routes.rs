@@ -38,6 +38,7 @@ const ROUTES: &[&str] = &[
     "/datasets/{u}",
     "/state",
     "/authkeys/reload",
+    "/mirrors",
 ];
 
 /// The method each route really takes, for the body sweep.
@@ -60,6 +61,8 @@ const WRITES: &[(&str, &str)] = &[
     ("POST", "/images/{u}/push"),
     ("POST", "/state?action=dropcaches"),
     ("POST", "/authkeys/reload"),
+    ("POST", "/images/{u}?action=import&source=ftp://127.0.0.1:9"),
+    ("PUT", "/images/{u}/file?source=ftp://127.0.0.1:9"),
 ];
 
 const METHODS: &[&str] = &["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "TRACE", "FOO", "get"];
