@@ -48,7 +48,7 @@ RESULTS=$WORK/results.tsv   # name <TAB> unit <TAB> values...
 
 # --- helpers --------------------------------------------------------------------------------
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_port() { for _ in $(seq 100); do curl -s -o /dev/null "http://127.0.0.1:$1/" && return 0; sleep 0.1; done; return 1; }
+wait_port() { for _ in $(seq 1800); do curl -s -o /dev/null "http://127.0.0.1:$1/" && return 0; sleep 0.1; done; return 1; }
 record() { local name=$1 unit=$2; shift 2; printf '%s\t%s\t%s\n' "$name" "$unit" "$*" >> "$RESULTS"; }
 # stats VALUES... -> "median min max"
 stats() { printf '%s\n' "$@" | sort -g | awk '{v[NR]=$1} END {m=(NR%2)?v[(NR+1)/2]:(v[NR/2]+v[NR/2+1])/2; printf "%.1f %.1f %.1f", m, v[1], v[NR]}'; }
