@@ -26,6 +26,8 @@ FILE_MIB=${FILE_MIB:-2048}
 LIST_SIZES=${LIST_SIZES:-"1000 100000"}
 INSTANCE_GIBS=${INSTANCE_GIBS:-"1 10"}
 WORK=$(mktemp -d /var/tmp/imgapi-bench.XXXXXX)
+# nginx workers run as an unprivileged user: they must be able to read what they serve.
+chmod 755 "$WORK"
 PIDS=()
 cleanup() {
     for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
@@ -89,6 +91,12 @@ EOF
     "$NGINX" -c "$WORK/nginx/nginx.conf" &
     NGINX_PID=$!; PIDS+=("$NGINX_PID")
     wait_port "$NGINX_PORT" || { cat "$WORK/nginx/error.log"; exit 1; }
+    # A reference that answers 403 or 404 would be "fast": check it serves what it should.
+    for f in "$1"/*; do
+        [ -f "$f" ] || continue
+        local got; got=$(curl -s -o /dev/null -w '%{http_code} %{size_download}' "http://127.0.0.1:$NGINX_PORT/$(basename "$f")")
+        [ "$got" = "200 $(stat -c %s "$f")" ] || { echo "nginx does not serve $f: $got"; exit 1; }
+    done
 }
 stop_nginx() { kill "$NGINX_PID"; wait "$NGINX_PID" 2>/dev/null || true; }
 
