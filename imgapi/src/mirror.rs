@@ -219,6 +219,17 @@ pub enum Pulled {
     Coming(Arc<Pull>),
 }
 
+/// How long a mirror waits before its next sync: the interval after a good one; after
+/// `failures` failed ones in a row 5 s, 10 s, 20 s..., never more than the interval or
+/// [`MAX_BACKOFF`].
+fn next_pause(ok: bool, failures: u32, interval: Duration) -> Duration {
+    if ok {
+        interval
+    } else {
+        Duration::from_secs(5 << failures.saturating_sub(1).min(7)).min(interval).min(MAX_BACKOFF)
+    }
+}
+
 fn sha1_of(bytes: &[u8]) -> Vec<u8> {
     use sha1::Digest;
     sha1::Sha1::digest(bytes).to_vec()
@@ -230,12 +241,7 @@ impl Mirror {
         loop {
             let ok = self.sync(&service).await;
             let failures = lock(&self.status).consecutive_failures;
-            let pause = if ok {
-                interval
-            } else {
-                // 5 s, 10 s, 20 s... never more than the interval or MAX_BACKOFF.
-                Duration::from_secs(5 << failures.min(7)).min(interval).min(MAX_BACKOFF)
-            };
+            let pause = next_pause(ok, failures, interval);
             tokio::select! {
                 _ = tokio::time::sleep(pause) => {}
                 _ = stop.changed() => return,
@@ -382,5 +388,25 @@ impl Mirror {
         status.consecutive_failures = if failed == 0 { 0 } else { status.consecutive_failures + 1 };
         tracing::info!(upstream = %self.upstream.base, images = upstream.len(), copied, failed, deleted, "mirror sync done");
         failed == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failed_syncs_back_off_within_the_interval_and_the_cap() {
+        let hour = Duration::from_secs(3600);
+        let secs = |failures| next_pause(false, failures, hour).as_secs();
+        assert_eq!([secs(1), secs(2), secs(3), secs(4)], [5, 10, 20, 40]);
+        assert_eq!(secs(8), 600, "capped at MAX_BACKOFF");
+        assert_eq!(secs(1000), 600);
+        assert_eq!(
+            next_pause(false, 5, Duration::from_secs(30)),
+            Duration::from_secs(30),
+            "and at the interval"
+        );
+        assert_eq!(next_pause(true, 3, hour), hour, "a good sync waits the interval");
     }
 }

@@ -12,9 +12,9 @@ use serde::Deserialize;
 use uuid::Uuid;
 
 use super::error::ApiError;
-use super::{require_auth, AgentState};
+use super::{blocking, require_auth, AgentState};
 use crate::hypervisor::Firmware;
-use crate::instance::manager::{CreateRequest, InstanceError, Instances};
+use crate::instance::manager::{CreateRequest, Instances};
 use crate::instance::state::InstanceState;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -32,16 +32,6 @@ fn instance_id(text: &str) -> Result<Uuid, ApiError> {
     Uuid::parse_str(text).map_err(|_| {
         ApiError::new(StatusCode::NOT_FOUND, "InstanceNotFound", format!("{text:?} is not an instance uuid"))
     })
-}
-
-/// Runs blocking instance work off the async workers.
-async fn blocking<T: Send + 'static>(
-    work: impl FnOnce() -> Result<T, InstanceError> + Send + 'static,
-) -> Result<T, ApiError> {
-    web::block(work)
-        .await
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "InternalError", e.to_string()))?
-        .map_err(ApiError::from)
 }
 
 fn query<T: serde::de::DeserializeOwned>(req: &HttpRequest) -> Result<T, ApiError> {

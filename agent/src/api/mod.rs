@@ -141,9 +141,14 @@ async fn sources(state: web::Data<AgentState>) -> HttpResponse {
     HttpResponse::Ok().json(list)
 }
 
-async fn blocking<T: Send + 'static>(
-    work: impl FnOnce() -> Result<T, crate::storage::StorageError> + Send + 'static,
-) -> Result<T, ApiError> {
+/// Runs blocking work (host commands, file I/O) off the async workers; its domain error
+/// becomes the API's.
+pub(crate) async fn blocking<T: Send + 'static, E: Send + 'static>(
+    work: impl FnOnce() -> Result<T, E> + Send + 'static,
+) -> Result<T, ApiError>
+where
+    ApiError: From<E>,
+{
     web::block(work)
         .await
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "InternalError", e.to_string()))?

@@ -12,8 +12,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::{
-    ConsoleEndpoint, DiskFormat, Firmware, Hypervisor, HypervisorError, RunEnd, VmControl, VmNetwork, VmRun,
-    VmSpec,
+    ConsoleEndpoint, Firmware, Hypervisor, HypervisorError, RunEnd, VmControl, VmNetwork, VmRun, VmSpec,
 };
 use crate::host::qemu::{Accel, Disk, Nic, NicBackend, QemuVm};
 use crate::host::qmp::Qmp;
@@ -133,14 +132,7 @@ impl Qemu {
             disks: spec
                 .disks
                 .iter()
-                .map(|d| Disk {
-                    path: d.path.clone(),
-                    format: match d.format {
-                        DiskFormat::Raw => "raw",
-                        DiskFormat::Qcow2 => "qcow2",
-                    },
-                    read_only: d.read_only,
-                })
+                .map(|d| Disk { path: d.path.clone(), format: d.format.as_str(), read_only: d.read_only })
                 .collect(),
             nics,
             cdrom: None,

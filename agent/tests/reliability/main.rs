@@ -5,4 +5,6 @@
 
 mod auth;
 mod fuzz_parsers;
+// The same statistical timing check as the imgapi suite: one file, shared by path.
+#[path = "../../../imgapi/tests/integration/timing.rs"]
 mod timing;

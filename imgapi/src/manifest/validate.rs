@@ -107,7 +107,7 @@ const MINIMAL_REQUIRED_FIELDS: &[&str] = &["v", "uuid", "name", "version", "type
 
 /// imgmanifest's `fields` table: every known top-level key, in the order optional fields
 /// are validated. Anything else is a spurious field.
-const KNOWN_FIELDS: &[&str] = &[
+pub const KNOWN_FIELDS: &[&str] = &[
     "v",
     "uuid",
     "urn",

@@ -211,3 +211,52 @@ impl Drop for ChildServer {
         let _ = self.child.wait();
     }
 }
+
+/// A tmpfs of `size` (e.g. `"4m"`) mounted on a temp dir, unmounted when dropped. Mounting
+/// needs root: `None` (the caller skips) where that is impossible, except under CI, where
+/// disk-full tests must run.
+pub struct Tmpfs {
+    pub dir: tempfile::TempDir,
+}
+
+impl Tmpfs {
+    pub fn mount(size: &str) -> Option<Tmpfs> {
+        let dir = tempfile::tempdir().unwrap();
+        let mounted = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir.path())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !mounted {
+            assert!(std::env::var_os("CI").is_none(), "CI must be able to mount a tmpfs for this test");
+            eprintln!("skipping: cannot mount a tmpfs here (needs root)");
+            return None;
+        }
+        Some(Tmpfs { dir })
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(self.dir.path()).status();
+    }
+}
+
+/// Every path under `dir`, relative, sorted.
+pub fn walk(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let entry = entry.unwrap();
+        let name = entry.file_name().into_string().unwrap();
+        if entry.file_type().unwrap().is_dir() {
+            out.extend(walk(&entry.path()).into_iter().map(|inner| format!("{name}/{inner}")));
+        }
+        out.push(name);
+    }
+    out.sort();
+    out
+}

@@ -14,29 +14,6 @@ use serde_json::{json, Value};
 
 use crate::common::*;
 
-struct Unmount(std::path::PathBuf);
-
-impl Drop for Unmount {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("umount").arg(&self.0).status();
-    }
-}
-
-/// Every name under `dir` (recursively), relative.
-fn walk(dir: &std::path::Path) -> Vec<String> {
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir(dir).unwrap() {
-        let entry = entry.unwrap();
-        let name = entry.file_name().into_string().unwrap();
-        if entry.file_type().unwrap().is_dir() {
-            out.extend(walk(&entry.path()).into_iter().map(|inner| format!("{name}/{inner}")));
-        }
-        out.push(name);
-    }
-    out.sort();
-    out
-}
-
 /// Everything a client can read of the store: every manifest, file and icon.
 fn readable_state(env: &Env) -> Vec<(Value, Vec<u8>, Vec<u8>)> {
     let list = expect_json(env.admin(Method::GET, "/images?state=all").send().unwrap(), 200);
@@ -60,18 +37,7 @@ fn readable_state(env: &Env) -> Vec<(Value, Vec<u8>, Vec<u8>)> {
 
 #[test]
 fn a_full_disk_refuses_every_write_with_507_and_damages_nothing() {
-    let mount = tempfile::tempdir().unwrap();
-    let ok = std::process::Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=4m", "tmpfs"])
-        .arg(mount.path())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !ok {
-        assert!(std::env::var_os("CI").is_none(), "CI must be able to mount a tmpfs for this test");
-        eprintln!("skipping: cannot mount a tmpfs here (needs root)");
-        return;
-    }
-    let _unmount = Unmount(mount.path().to_path_buf());
+    let Some(mount) = Tmpfs::mount("4m") else { return };
     let datadir = mount.path().join("data");
     let mut env = Env::with(json!({"datadir": datadir}));
 

@@ -271,26 +271,8 @@ fn versions_and_standard_headers() {
 
 #[test]
 fn disk_full_is_a_507_and_the_server_keeps_serving() {
-    // A datadir on a 2 MiB tmpfs. Mounting needs root: CI runs as root and must run this test;
-    // elsewhere it is skipped.
-    let mount = tempfile::tempdir().unwrap();
-    let ok = std::process::Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=2m", "tmpfs"])
-        .arg(mount.path())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !ok {
-        assert!(std::env::var_os("CI").is_none(), "CI must be able to mount a tmpfs for this test");
-        eprintln!("skipping: cannot mount a tmpfs here (needs root)");
-        return;
-    }
-    struct Unmount(std::path::PathBuf);
-    impl Drop for Unmount {
-        fn drop(&mut self) {
-            let _ = std::process::Command::new("umount").arg(&self.0).status();
-        }
-    }
-    let _unmount = Unmount(mount.path().to_path_buf());
+    // A datadir on a 2 MiB tmpfs (skipped where it cannot be mounted, except in CI).
+    let Some(mount) = Tmpfs::mount("2m") else { return };
     let env = Env::with(json!({"datadir": mount.path().join("data")}));
     let kept = uuid_of(&env.publish(manifest("kept"), b"precious bytes"));
     let uuid = uuid_of(&env.create(manifest("too-big")));

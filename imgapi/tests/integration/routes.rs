@@ -17,7 +17,7 @@ use std::time::{Duration, SystemTime};
 use base64::Engine;
 use serde_json::{json, Value};
 
-use crate::common::{sha1_hex, ChildServer, PASSWORD, USER};
+use crate::common::{sha1_hex, walk, ChildServer, PASSWORD, USER};
 
 const CANARY: &str = "CANARY-5e1f0c7a-do-not-serve-or-touch";
 
@@ -330,20 +330,6 @@ fn snapshot(dir: &Path) -> Vec<(String, Vec<u8>, Option<SystemTime>)> {
         .collect();
     entries.sort();
     entries
-}
-
-/// Every path under `dir`, relative.
-fn walk(dir: &Path) -> Vec<String> {
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir(dir).unwrap() {
-        let entry = entry.unwrap();
-        let name = entry.file_name().into_string().unwrap();
-        if entry.file_type().unwrap().is_dir() {
-            out.extend(walk(&entry.path()).into_iter().map(|inner| format!("{name}/{inner}")));
-        }
-        out.push(name);
-    }
-    out
 }
 
 fn start() -> Target {
