@@ -14,7 +14,9 @@
 #
 # Usage: bench/run.sh            env: RUNS (5), WRK_SECS (10), FILE_MIB (2048), LIST_SIZES
 #                                ("1000 100000"), INSTANCE_GIBS ("1 10"), SKIP_IMPORT=1 to skip
-#                                the agent import part.
+#                                the agent import part, PARTS ("get put list instance import")
+#                                to run some parts only: the table is then printed, and
+#                                bench/RESULTS.md is left as it is.
 # Needs root for apt-get (nginx, wrk) on a fresh machine. Traffic stays on 127.0.0.1; only the
 # processes this script starts are stopped, by pid.
 set -euo pipefail
@@ -25,6 +27,10 @@ WRK_SECS=${WRK_SECS:-10}
 FILE_MIB=${FILE_MIB:-2048}
 LIST_SIZES=${LIST_SIZES:-"1000 100000"}
 INSTANCE_GIBS=${INSTANCE_GIBS:-"1 10"}
+ALL_PARTS="get put list instance import"
+PARTS=${PARTS:-$ALL_PARTS}
+[ "${SKIP_IMPORT:-0}" = 1 ] && PARTS=${PARTS/import/}
+part() { case " $PARTS " in *" $1 "*) return 0;; *) return 1;; esac; }
 WORK=$(mktemp -d /var/tmp/imgapi-bench.XXXXXX)
 # nginx workers run as an unprivileged user: they must be able to read what they serve.
 chmod 755 "$WORK"
@@ -112,6 +118,7 @@ get_rate() { # url clients
 wait_children() { for job in $(jobs -p); do case " ${PIDS[*]} " in *" $job "*) ;; *) wait "$job";; esac; done; }
 
 # --- data -----------------------------------------------------------------------------------
+if part get || part put; then
 echo "== making a ${FILE_MIB} MiB image file"
 python3 - "$WORK/file.img" "$FILE_MIB" <<'EOF'
 import random, sys
@@ -124,12 +131,14 @@ with open(path, "wb") as out:
 EOF
 FILE_BYTES=$(stat -c %s "$WORK/file.img")
 FILE_SHA1=$(sha1sum "$WORK/file.img" | cut -d' ' -f1)
+fi
 
 # --- GetImageFile vs nginx ------------------------------------------------------------------
+AUTH=admin:secret
+if part get; then
 echo "== GetImageFile ${FILE_MIB} MiB vs nginx"
 start_imgapi "$WORK/data"
 URL=http://127.0.0.1:$IMGAPI_PORT
-AUTH=admin:secret
 UUID=$(curl -sf -u $AUTH -H 'Content-Type: application/json' -d '{"name":"bench","version":"1","type":"zone-dataset","os":"smartos"}' "$URL/images" | python3 -c 'import json,sys; print(json.load(sys.stdin)["uuid"])')
 curl -sf -u $AUTH -T "$WORK/file.img" "$URL/images/$UUID/file?compression=none&sha1=$FILE_SHA1" -o /dev/null
 curl -sf -u $AUTH -X POST "$URL/images/$UUID?action=activate" -o /dev/null
@@ -147,9 +156,14 @@ for clients in 1 8; do
 done
 record "get.imgapi.peak_rss" MiB "$(peak_rss_mib "$IMGAPI_PID")"
 stop_imgapi
+stop_nginx
+fi
 
 # --- AddImageFile vs loopback upload and hashing limits ------------------------------------
+if part put; then
 echo "== AddImageFile ${FILE_MIB} MiB vs curl -T to a sink and the hashing limit"
+mkdir -p "$WORK/www-empty"
+start_nginx "$WORK/www-empty"
 start_imgapi "$WORK/data-put"
 URL=http://127.0.0.1:$IMGAPI_PORT
 ours=(); sink=(); hash=()
@@ -166,6 +180,7 @@ record put.hash_limit MB/s "${hash[@]}"
 record put.imgapi.peak_rss MiB "$(peak_rss_mib "$IMGAPI_PID")"
 stop_imgapi
 stop_nginx
+fi
 
 # --- ListImages with wrk vs nginx static JSON -----------------------------------------------
 wrk_run() { # url -> "req/s p99_ms"
@@ -174,6 +189,7 @@ wrk_run() { # url -> "req/s p99_ms"
         /^ +99%/ {v=$2; if (v ~ /us$/) {sub(/us/,"",v); v/=1000} else if (v ~ /ms$/) {sub(/ms/,"",v)} else if (v ~ /s$/) {sub(/s/,"",v); v*=1000}; p99=v}
         END {printf "%s %s", rps, p99}'
 }
+part list || LIST_SIZES=""
 for n in $LIST_SIZES; do
     echo "== ListImages with $n images"
     python3 - "$WORK/list-$n" "$n" <<'EOF'
@@ -235,6 +251,8 @@ EOF
 done
 
 # --- instance creation time vs image size ---------------------------------------------------
+part instance || INSTANCE_GIBS=""
+if [ -n "$INSTANCE_GIBS" ]; then
 echo "== instance creation from images of $INSTANCE_GIBS GiB"
 python3 - "$WORK" $INSTANCE_GIBS <<'EOF'
 import gzip, sys
@@ -284,15 +302,18 @@ for gib in $INSTANCE_GIBS; do
 done
 kill "$AGENT_PID"; wait "$AGENT_PID" 2>/dev/null || true
 stop_imgapi
+fi
 
 # --- agent import (bench/import.sh writes its own table) ------------------------------------
-if [ "${SKIP_IMPORT:-0}" != 1 ]; then
+if part import; then
     echo "== agent import (bench/import.sh 1024 $RUNS)"
     bash bench/import.sh 1024 "$RUNS"
 fi
 
 # --- report ---------------------------------------------------------------------------------
-python3 - "$RESULTS" "$ROOT/bench/RESULTS.md" "$RUNS" "$FILE_MIB" "$WRK_SECS" <<'EOF'
+OUT=$ROOT/bench/RESULTS.md
+[ "$(echo $PARTS)" = "$ALL_PARTS" ] || OUT=/dev/null
+python3 - "$RESULTS" "$OUT" "$RUNS" "$FILE_MIB" "$WRK_SECS" <<'EOF'
 import os, platform, statistics, subprocess, sys, datetime
 results, out, runs, file_mib, wrk_secs = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5]
 rows = {}
@@ -300,7 +321,7 @@ for line in open(results):
     name, unit, values = line.rstrip("\n").split("\t")
     vals = [float(v) for v in values.split()]
     rows[name.split(" (")[0]] = (name, unit, vals)
-def med(key): return statistics.median(rows[key][2])
+def med(key): return statistics.median(rows[key][2]) if key in rows else None
 def fmt(key):
     name, unit, v = rows[key]
     return f"| {name} | {unit} | {statistics.median(v):.1f} | {min(v):.1f} | {max(v):.1f} | {len(v)} |"
@@ -314,10 +335,13 @@ lines = [
     "", "## Ratios", "", "| measure | ratio | target |", "|---|---:|---|",
 ]
 def ratio(label, a, b, target):
+    if a is None or b is None:
+        return
     lines.append(f"| {label} | {a / b:.2f} | {target} |")
 ratio("GetImageFile, 1 client / nginx", med("get.imgapi.1client"), med("get.nginx.1client"), ">= 0.9")
 ratio("GetImageFile, 8 clients / nginx", med("get.imgapi.8client"), med("get.nginx.8client"), ">= 0.9")
-ratio("AddImageFile / min(upload sink, hashing limit)", med("put.imgapi"), min(med("put.sink"), med("put.hash_limit")), ">= 0.8")
+if "put.imgapi" in rows:
+    ratio("AddImageFile / min(upload sink, hashing limit)", med("put.imgapi"), min(med("put.sink"), med("put.hash_limit")), ">= 0.8")
 for key in sorted(k for k in rows if k.startswith("list.") and k.endswith(".imgapi.rps")):
     base = key[: -len(".imgapi.rps")]
     ratio(f"ListImages {base[5:]}: req/s / nginx", med(key), med(base + ".nginx.rps"), "")

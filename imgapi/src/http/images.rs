@@ -61,8 +61,10 @@ pub async fn list(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpRe
     let caller = reader(&req, &state, &params).await?;
     let query = ListQuery::parse(&state.service, &caller, &params)?;
     let options = render_options(&req, query.admin_fields);
-    let page: Vec<_> = state.service.list(&query, &caller).iter().map(|i| i.to_api(options)).collect();
-    Ok(super::json_response(StatusCode::OK, &page))
+    let items: Vec<_> =
+        state.service.list(&query, &caller).iter().map(|i| i.list_item_json(options)).collect();
+    let body = crate::manifest::list_json(items.iter());
+    Ok(HttpResponse::Ok().content_type("application/json").body(body))
 }
 
 /// GetImage (and HEAD).

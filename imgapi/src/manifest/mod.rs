@@ -15,6 +15,9 @@
 pub mod upgrade;
 pub mod validate;
 
+use std::sync::OnceLock;
+
+use bytes::Bytes;
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::{Map, Value};
 use uuid::Uuid;
@@ -170,6 +173,9 @@ pub struct Image {
     pub activated: bool,
     pub file: Option<ImageFile>,
     pub icon: Option<ImageIcon>,
+    /// The API form, rendered on first use. Stored images are immutable (a change clones,
+    /// edits and replaces), so the cache never goes stale: a clone starts empty.
+    pub rendered: RenderCache,
 }
 
 /// Which optional parts of the API form to include.
@@ -179,6 +185,41 @@ pub struct RenderOptions {
     pub channels: bool,
     /// `files[].stor` (`inclAdminFields=true`).
     pub admin_fields: bool,
+}
+
+impl RenderOptions {
+    fn slot(self) -> usize {
+        usize::from(self.channels) | usize::from(self.admin_fields) << 1
+    }
+}
+
+/// Memoised renderings of one image: what ListImages concatenates, and the entity tag.
+///
+/// Rendering a 2 KB manifest costs more than sending it; a listing of 1,000 images would
+/// otherwise spend most of its time rebuilding the same JSON for every request.
+#[derive(Default)]
+pub struct RenderCache {
+    list_items: [OnceLock<Bytes>; 4],
+    etag: OnceLock<String>,
+}
+
+impl Clone for RenderCache {
+    fn clone(&self) -> Self {
+        RenderCache::default()
+    }
+}
+
+impl PartialEq for RenderCache {
+    /// A cache is derived data: it never makes two images differ.
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl std::fmt::Debug for RenderCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RenderCache")
+    }
 }
 
 impl Image {
@@ -283,9 +324,26 @@ impl Image {
     /// The manifest's entity tag: sha1 of its compact JSON (as sdc-imgapi computes it), quoted.
     pub fn etag(&self) -> String {
         use sha1::Digest;
-        let compact = serde_json::to_vec(&self.to_api(RenderOptions { channels: true, admin_fields: false }))
-            .expect("manifests serialize");
-        format!("\"{}\"", hex::encode(sha1::Sha1::digest(&compact)))
+        self.rendered
+            .etag
+            .get_or_init(|| {
+                let api = self.to_api(RenderOptions { channels: true, admin_fields: false });
+                let compact = serde_json::to_vec(&api).expect("manifests serialize");
+                format!("\"{}\"", hex::encode(sha1::Sha1::digest(&compact)))
+            })
+            .clone()
+    }
+
+    /// The API form as one element of a pretty-printed JSON array (`JSON.stringify(list,
+    /// null, 2)`): indented one level, without the separating comma. [`list_json`] joins them.
+    pub fn list_item_json(&self, options: RenderOptions) -> Bytes {
+        self.rendered.list_items[options.slot()]
+            .get_or_init(|| {
+                let array = serde_json::to_vec_pretty(&[self.to_api(options)]).expect("manifests serialize");
+                // "[\n" + item + "\n]": the item is already indented as an array element.
+                Bytes::copy_from_slice(&array[2..array.len() - 2])
+            })
+            .clone()
     }
 
     /// The view the validator checks: the API fields plus `activated`, `files` and `icon`.
@@ -351,8 +409,27 @@ impl Image {
         for key in SERVER_KEYS {
             fields.remove(*key);
         }
-        Ok(Image { uuid, fields, activated, file, icon })
+        Ok(Image { uuid, fields, activated, file, icon, rendered: RenderCache::default() })
     }
+}
+
+/// A pretty-printed JSON array of images (with the trailing newline every response body has),
+/// byte for byte what serialising the array of their API forms would give.
+pub fn list_json<'a>(items: impl ExactSizeIterator<Item = &'a Bytes>) -> Vec<u8> {
+    let items: Vec<&Bytes> = items.collect();
+    if items.is_empty() {
+        return b"[]\n".to_vec();
+    }
+    let mut out = Vec::with_capacity(items.iter().map(|i| i.len() + 2).sum::<usize>() + 4);
+    out.extend_from_slice(b"[\n");
+    for (n, item) in items.iter().enumerate() {
+        if n > 0 {
+            out.extend_from_slice(b",\n");
+        }
+        out.extend_from_slice(item);
+    }
+    out.extend_from_slice(b"\n]\n");
+    out
 }
 
 /// Compares an `If-Match` / `If-None-Match` list with an entity tag, ignoring quotes and `W/`.
@@ -491,6 +568,7 @@ mod tests {
                 path: "file.db8ef7fde4395a58b1a169e644bac3804cce62d9".into(),
             }),
             icon: None,
+            rendered: RenderCache::default(),
         }
     }
 
@@ -574,5 +652,36 @@ mod tests {
             format_timestamp(DateTime::from_timestamp_millis(1500).unwrap()),
             "1970-01-01T00:00:01.500Z"
         );
+    }
+
+    #[test]
+    fn list_json_is_the_pretty_array_byte_for_byte() {
+        let plain = image(json!({"v": 2, "name": "a", "state": "active", "disabled": false, "public": true}));
+        let tricky = image(json!({"v": 2, "name": "é \"q\"\n\u{1}", "version": "1", "state": "active",
+            "disabled": false, "public": false, "tags": {"k": [1, {"x": null}], "e": {}}, "acl": []}));
+        for options in [RenderOptions::default(), RenderOptions { channels: true, admin_fields: true }] {
+            for images in [vec![], vec![&plain], vec![&plain, &tricky, &plain]] {
+                let apis: Vec<_> = images.iter().map(|i| i.to_api(options)).collect();
+                let mut want = serde_json::to_vec_pretty(&apis).unwrap();
+                want.push(b'\n');
+                let items: Vec<_> = images.iter().map(|i| i.list_item_json(options)).collect();
+                assert_eq!(
+                    String::from_utf8(list_json(items.iter())).unwrap(),
+                    String::from_utf8(want).unwrap()
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_changed_clone_renders_afresh() {
+        let original = image(json!({"v": 2, "name": "before"}));
+        let before = original.list_item_json(RenderOptions::default());
+        let etag = original.etag();
+        let mut changed = original.clone();
+        changed.fields.insert("name".into(), json!("after"));
+        assert!(String::from_utf8_lossy(&changed.list_item_json(RenderOptions::default())).contains("after"));
+        assert_ne!(changed.etag(), etag);
+        assert_eq!(original.list_item_json(RenderOptions::default()), before);
     }
 }

@@ -126,7 +126,8 @@ impl Service {
         if let ChannelScope::One(channel) = self.channel_scope(caller, false)? {
             fields.insert("channels".into(), Value::from(vec![channel]));
         }
-        let image = Image { uuid, fields, activated: false, file: None, icon: None };
+        let image =
+            Image { uuid, fields, activated: false, file: None, icon: None, rendered: Default::default() };
         let errors = validate_full(&image.validation_view(), self.validation_mode());
         if !errors.is_empty() {
             return Err(ImageError::validation(errors));

@@ -14,7 +14,7 @@ use serde_json::Value;
 use super::{Caller, ChannelScope, ImageError, Service};
 use crate::manifest::{parse_timestamp_ms, Image, ImageState};
 use crate::params::{json_str, parse_lower_uuid, Params};
-use crate::store::ScanFrom;
+use crate::store::{Narrow, ScanFrom};
 
 /// Page size when the client gives no `limit`, and the largest it may ask for.
 pub const MAX_LIMIT: usize = 1000;
@@ -255,8 +255,15 @@ impl Service {
             Marker::Time(ms) => ScanFrom::PublishedMs(ms),
             Marker::Image(ms, _) => ScanFrom::PublishedMs(ms),
         };
+        let narrow = Narrow {
+            name: match &query.name {
+                Some(TextFilter::Exact(name)) => Some(name),
+                _ => None,
+            },
+            owner: query.owner.as_deref(),
+        };
         let mut page = Vec::new();
-        self.store.scan(from, query.descending, |image| {
+        self.store.scan(from, query.descending, narrow, |image| {
             if let Marker::Image(ms, uuid) = query.marker {
                 // Images published in the same millisecond as the marker, on the far side of
                 // it in uuid order, belong to the previous page.

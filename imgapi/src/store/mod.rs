@@ -6,7 +6,7 @@
 pub mod disk;
 pub mod upload;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs;
 use std::io;
 use std::ops::{Bound, ControlFlow};
@@ -49,24 +49,66 @@ impl StoreError {
     }
 }
 
+type PublishedKey = (i64, Uuid);
+
 #[derive(Default)]
 struct Index {
     by_uuid: HashMap<Uuid, Arc<Image>>,
-    by_published: BTreeMap<(i64, Uuid), Arc<Image>>,
+    by_published: BTreeMap<PublishedKey, Arc<Image>>,
+    /// Secondary indexes for the filters clients use most (`name=`, `owner=`), so that a
+    /// filtered listing visits only the images that can match, however big the store.
+    by_name: HashMap<String, BTreeSet<PublishedKey>>,
+    by_owner: HashMap<String, BTreeSet<PublishedKey>>,
 }
 
 impl Index {
     fn insert(&mut self, image: Arc<Image>) {
         if let Some(old) = self.by_uuid.insert(image.uuid, image.clone()) {
-            self.by_published.remove(&(old.published_ms(), old.uuid));
+            self.unlink(&old);
         }
-        self.by_published.insert((image.published_ms(), image.uuid), image);
+        let key = (image.published_ms(), image.uuid);
+        if let Some(name) = image.str_field("name") {
+            self.by_name.entry(name.to_owned()).or_default().insert(key);
+        }
+        self.by_owner.entry(image.owner().to_owned()).or_default().insert(key);
+        self.by_published.insert(key, image);
     }
 
     fn remove(&mut self, uuid: &Uuid) -> Option<Arc<Image>> {
         let old = self.by_uuid.remove(uuid)?;
-        self.by_published.remove(&(old.published_ms(), old.uuid));
+        self.unlink(&old);
         Some(old)
+    }
+
+    /// Removes `old` from every index but `by_uuid`.
+    fn unlink(&mut self, old: &Image) {
+        let key = (old.published_ms(), old.uuid);
+        self.by_published.remove(&key);
+        if let Some(name) = old.str_field("name") {
+            remove_from(&mut self.by_name, name, &key);
+        }
+        remove_from(&mut self.by_owner, old.owner(), &key);
+    }
+
+    /// The keys of images with this exact name and/or owner, whichever set is smaller;
+    /// `None` when neither is asked for.
+    fn narrowest(&self, narrow: &Narrow<'_>) -> Option<&BTreeSet<PublishedKey>> {
+        static EMPTY: BTreeSet<PublishedKey> = BTreeSet::new();
+        let name = narrow.name.map(|n| self.by_name.get(n).unwrap_or(&EMPTY));
+        let owner = narrow.owner.map(|o| self.by_owner.get(o).unwrap_or(&EMPTY));
+        match (name, owner) {
+            (Some(a), Some(b)) => Some(if a.len() <= b.len() { a } else { b }),
+            (a, b) => a.or(b),
+        }
+    }
+}
+
+fn remove_from(index: &mut HashMap<String, BTreeSet<PublishedKey>>, value: &str, key: &PublishedKey) {
+    if let Some(keys) = index.get_mut(value) {
+        keys.remove(key);
+        if keys.is_empty() {
+            index.remove(value);
+        }
     }
 }
 
@@ -76,6 +118,13 @@ pub enum ScanFrom {
     Start,
     /// Images published at or after (ascending) / at or before (descending) this time.
     PublishedMs(i64),
+}
+
+/// Exact values a listing requires, which lets a scan skip every image without them.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Narrow<'a> {
+    pub name: Option<&'a str>,
+    pub owner: Option<&'a str>,
 }
 
 /// The image store. Cheap to share behind an `Arc`.
@@ -148,35 +197,29 @@ impl Store {
     }
 
     /// Visits images in `published_at` order (then uuid) until `visit` breaks.
+    /// Visits images in `published_at` order from `from` until `visit` breaks. With a
+    /// `narrow`, only images having that name/owner are visited (the caller still checks
+    /// every filter: the narrowing is an optimisation, not a filter).
     pub fn scan(
         &self,
         from: ScanFrom,
         descending: bool,
+        narrow: Narrow<'_>,
         mut visit: impl FnMut(&Arc<Image>) -> ControlFlow<()>,
     ) {
         let index = self.read_index();
-        let range = match (from, descending) {
-            (ScanFrom::Start, _) => index.by_published.range(..),
-            (ScanFrom::PublishedMs(ms), false) => {
-                index.by_published.range((Bound::Included((ms, Uuid::nil())), Bound::Unbounded))
-            }
-            (ScanFrom::PublishedMs(ms), true) => {
-                index.by_published.range((Bound::Unbounded, Bound::Included((ms, Uuid::max()))))
-            }
+        let bounds: (Bound<PublishedKey>, Bound<PublishedKey>) = match (from, descending) {
+            (ScanFrom::Start, _) => (Bound::Unbounded, Bound::Unbounded),
+            (ScanFrom::PublishedMs(ms), false) => (Bound::Included((ms, Uuid::nil())), Bound::Unbounded),
+            (ScanFrom::PublishedMs(ms), true) => (Bound::Unbounded, Bound::Included((ms, Uuid::max()))),
         };
-        if descending {
-            for image in range.rev().map(|(_, v)| v) {
-                if visit(image).is_break() {
-                    return;
-                }
-            }
-        } else {
-            for image in range.map(|(_, v)| v) {
-                if visit(image).is_break() {
-                    return;
-                }
-            }
-        }
+        let keys: Box<dyn DoubleEndedIterator<Item = &Arc<Image>>> = match index.narrowest(&narrow) {
+            None => Box::new(index.by_published.range(bounds).map(|(_, image)| image)),
+            Some(keys) => Box::new(keys.range(bounds).filter_map(|key| index.by_published.get(key))),
+        };
+        let mut images: Box<dyn Iterator<Item = &Arc<Image>>> =
+            if descending { Box::new(keys.rev()) } else { keys };
+        let _ = images.try_for_each(&mut visit);
     }
 
     /// Images whose `origin` is `uuid`.

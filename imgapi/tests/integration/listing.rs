@@ -177,3 +177,41 @@ fn anonymous_read_policies() {
     assert_eq!(closed.anon(Method::GET, "/ping").send().unwrap().status(), 200);
     assert_eq!(names(&expect_json(closed.admin(Method::GET, "/images").send().unwrap(), 200)), ["x"]);
 }
+
+/// `name=` and `owner=` are answered from secondary indexes: they must follow every change.
+#[test]
+fn name_and_owner_filters_follow_updates_and_deletes() {
+    let env = Env::start();
+    let other = "22222222-2222-2222-2222-222222222222";
+    let a = uuid_of(&env.publish(manifest("alpha"), b"a"));
+    let mut second = manifest("alpha");
+    second["owner"] = json!(other);
+    let b = uuid_of(&env.publish(second, b"b"));
+    let c = uuid_of(&env.publish(manifest("beta"), b"c"));
+    let uuids = |query: &str| -> Vec<String> {
+        env.get_json(&format!("/images?{query}")).as_array().unwrap().iter().map(uuid_of).collect()
+    };
+    assert_eq!(uuids("name=alpha"), [a.as_str(), b.as_str()]);
+    assert_eq!(uuids("name=alpha&sort=published_at.desc"), [b.as_str(), a.as_str()]);
+    assert_eq!(uuids(&format!("name=alpha&owner={other}")), [b.as_str()]);
+    assert_eq!(uuids(&format!("owner={other}")), [b.as_str()]);
+    assert_eq!(uuids(&format!("name=alpha&limit=1&marker={b}")), [b.as_str()]);
+
+    let rename = |uuid: &str, body: Value| {
+        let path = format!("/images/{uuid}?action=update");
+        expect_json(env.admin(Method::POST, &path).json(&body).send().unwrap(), 200)
+    };
+    rename(&a, json!({"name": "gamma"}));
+    assert_eq!(uuids("name=alpha"), [b.as_str()]);
+    assert_eq!(uuids("name=gamma"), [a.as_str()]);
+    assert_eq!(env.get_json("/images?name=gamma")[0]["name"], "gamma", "the listing shows the new name");
+    rename(&c, json!({"owner": other}));
+    assert_eq!(uuids(&format!("owner={other}")), [b.as_str(), c.as_str()]);
+
+    let deleted = env.admin(Method::DELETE, &format!("/images/{b}")).send().unwrap();
+    assert_eq!(deleted.status(), 204);
+    assert!(uuids("name=alpha").is_empty());
+    assert_eq!(uuids(&format!("owner={other}")), [c.as_str()]);
+    assert!(uuids("name=nothing-has-this-name").is_empty());
+    assert_eq!(env.get_json("/images?name=nothing-has-this-name"), json!([]));
+}
