@@ -103,11 +103,14 @@ start_server agent "$BIN/agent" serve -c "$WORK/agent.json"
 AGENT=$(server_url agent)
 
 now() { date +%s.%N; }
+# Every run starts from a quiet disk: what the previous run left dirty is written out first, and
+# the (virtual) disk gets a moment, so that no pipeline pays for the one before it.
+settle() { sync; sleep 3; }
 reference_times=()
 durable_times=()
 agent_times=()
 for run in $(seq "$RUNS"); do
-    sync; rm -f "$WORK/ref.raw"
+    settle; rm -f "$WORK/ref.raw"
     t0=$(now)
     curl -sf "$IMGAPI/images/$UUID/file" | tee >(sha1sum > "$WORK/ref.sha1") | gzip -d > "$WORK/ref.raw"
     t1=$(now)
@@ -115,14 +118,14 @@ for run in $(seq "$RUNS"); do
     [ "$(cut -d' ' -f1 "$WORK/ref.sha1")" = "$GZ_SHA1" ] || { echo "reference sha1 mismatch" >&2; exit 1; }
 
     # The same pipeline made durable like the agent's import (fsync before it counts as done).
-    sync; rm -f "$WORK/ref.raw"
+    settle; rm -f "$WORK/ref.raw"
     t0=$(now)
     curl -sf "$IMGAPI/images/$UUID/file" | tee >(sha1sum > "$WORK/ref.sha1") | gzip -d \
         | dd of="$WORK/ref.raw" bs=1M conv=fsync status=none
     t1=$(now)
     durable_times+=("$(echo "$t1 - $t0" | bc -l)")
 
-    sync
+    settle
     t0=$(now)
     "$BIN/agent" --url "$AGENT" --token "$TOKEN" --json images import "$UUID" > /dev/null
     t1=$(now)
