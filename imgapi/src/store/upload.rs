@@ -2,8 +2,13 @@
 //! to a writer thread (sha1 + write) and an MD5 thread. MD5 is the slowest step (about
 //! 0.6 GB/s, see perf-limits.md), so it gets a core of its own. Queues are bounded, so memory
 //! stays flat whatever the file size, and a slow disk slows the client down instead.
+//!
+//! The disk is the other limit (an upload is durable before it counts): all-zero pieces, common
+//! in disk images, are left as holes, and a sync thread writes the file out while it grows, so
+//! that the final fsync has little left to do.
 
-use std::io::{self, Write};
+use std::fs::File;
+use std::io::{self, Seek, SeekFrom, Write};
 use std::sync::mpsc as sync_mpsc;
 use std::thread;
 
@@ -18,6 +23,11 @@ use tokio::sync::{mpsc, oneshot};
 const BLOCK: usize = 1 << 20;
 /// Blocks in flight between the receiver and the writer (bounded memory: about 8 MiB).
 const QUEUE_DEPTH: usize = 4;
+/// All-zero pieces of this size are not written: the file gets a hole that reads as zeros.
+const HOLE_PIECE: usize = 64 << 10;
+static ZEROS: [u8; HOLE_PIECE] = [0; HOLE_PIECE];
+/// Writeback of the growing file starts after every this many bytes really written.
+const SYNC_EVERY: u64 = 8 << 20;
 
 /// A complete upload, synced to disk, not yet part of any image.
 #[derive(Debug)]
@@ -152,41 +162,115 @@ fn write_and_hash(
     mut rx: mpsc::Receiver<Bytes>,
     written: Option<tokio::sync::watch::Sender<Written>>,
 ) -> io::Result<StagedFile> {
-    let (md5_tx, md5_rx) = sync_mpsc::sync_channel::<Bytes>(QUEUE_DEPTH);
-    let md5_thread = thread::Builder::new().name("upload-md5".into()).spawn(move || {
-        let mut md5 = Md5::new();
-        for block in md5_rx {
-            md5.update(&block);
-        }
-        md5.finalize()
-    })?;
-    let mut sha1 = Sha1::new();
+    // Each digest on a thread of its own: the writer often waits for the disk (dirty-page
+    // throttling), and the hashes must not wait with it.
+    let (sha1_tx, sha1_thread) = spawn_hasher::<Sha1>("upload-sha1")?;
+    let (md5_tx, md5_thread) = spawn_hasher::<Md5>("upload-md5")?;
+    let syncer = Syncer::start(temp.as_file())?;
     let mut size = 0u64;
-    let mut file = temp.as_file();
+    let mut since_sync = 0u64;
+    let file = temp.as_file();
     let mut outcome = Ok(());
     while let Some(block) = rx.blocking_recv() {
-        sha1.update(&block);
         size += block.len() as u64;
-        // A closed MD5 channel can only mean that thread died; the join below reports it.
+        // A closed channel can only mean that hasher died; its join below reports it.
+        let _ = sha1_tx.send(block.clone());
         let _ = md5_tx.send(block.clone());
-        if let Err(e) = file.write_all(&block) {
-            outcome = Err(e);
-            break;
+        match write_sparse(file, &block, size) {
+            Ok(n) => since_sync += n,
+            Err(e) => {
+                outcome = Err(e);
+                break;
+            }
+        }
+        if since_sync >= SYNC_EVERY {
+            since_sync = 0;
+            syncer.request();
         }
         if let Some(written) = &written {
             written.send_replace(Written::Partial(size));
         }
     }
-    drop(md5_tx);
+    drop((sha1_tx, md5_tx));
+    let sha1 = sha1_thread.join().map_err(|_| io::Error::other("sha1 thread panicked"))?;
     let md5 = md5_thread.join().map_err(|_| io::Error::other("md5 thread panicked"))?;
+    let synced = syncer.stop();
     outcome?;
+    synced?;
     file.sync_all()?;
     Ok(StagedFile {
         temp,
-        sha1: hex::encode(sha1.finalize()),
+        sha1: hex::encode(sha1),
         content_md5: base64::engine::general_purpose::STANDARD.encode(md5),
         size,
     })
+}
+
+type Hasher<D> = (sync_mpsc::SyncSender<Bytes>, thread::JoinHandle<sha1::digest::Output<D>>);
+
+/// A thread that digests every block sent to it until the sender is dropped.
+fn spawn_hasher<D: Digest + Send + 'static>(name: &str) -> io::Result<Hasher<D>> {
+    let (tx, rx) = sync_mpsc::sync_channel::<Bytes>(QUEUE_DEPTH);
+    let thread = thread::Builder::new().name(name.into()).spawn(move || {
+        let mut digest = D::new();
+        for block in rx {
+            digest.update(&block);
+        }
+        digest.finalize()
+    })?;
+    Ok((tx, thread))
+}
+
+/// Appends `block` to `file`, leaving all-zero pieces as holes, so that the file ends at
+/// `size_after` (a follower reading the growing file must never meet a short file). Returns the
+/// bytes really written.
+fn write_sparse(mut file: &File, block: &[u8], size_after: u64) -> io::Result<u64> {
+    let mut really = 0;
+    let mut ends_in_hole = false;
+    for piece in block.chunks(HOLE_PIECE) {
+        ends_in_hole = piece == &ZEROS[..piece.len()];
+        if ends_in_hole {
+            file.seek(SeekFrom::Current(piece.len() as i64))?;
+        } else {
+            file.write_all(piece)?;
+            really += piece.len() as u64;
+        }
+    }
+    if ends_in_hole {
+        file.set_len(size_after)?;
+    }
+    Ok(really)
+}
+
+/// A thread that flushes the growing file to disk when asked, while the writes go on.
+struct Syncer {
+    wake: sync_mpsc::SyncSender<()>,
+    thread: thread::JoinHandle<io::Result<()>>,
+}
+
+impl Syncer {
+    fn start(file: &File) -> io::Result<Self> {
+        let file = file.try_clone()?;
+        // Capacity 1: a request while one is pending is dropped, never queued.
+        let (wake, requests) = sync_mpsc::sync_channel::<()>(1);
+        let thread = thread::Builder::new().name("upload-sync".into()).spawn(move || {
+            for () in requests {
+                file.sync_data()?;
+            }
+            Ok(())
+        })?;
+        Ok(Syncer { wake, thread })
+    }
+
+    fn request(&self) {
+        let _ = self.wake.try_send(());
+    }
+
+    /// Waits for the flush under way; its error (a full disk, say) is the upload's.
+    fn stop(self) -> io::Result<()> {
+        drop(self.wake);
+        self.thread.join().unwrap_or_else(|_| Err(io::Error::other("upload sync thread panicked")))
+    }
 }
 
 #[cfg(test)]
@@ -232,5 +316,42 @@ mod tests {
         let staged = sink.finish().await.unwrap();
         assert_eq!(staged.size, 0);
         assert_eq!(staged.sha1, "da39a3ee5e6b4b0d3255bfef95601890afd80709");
+    }
+
+    #[tokio::test]
+    async fn zero_pieces_become_holes_and_the_bytes_are_exact() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut sink = UploadSink::start(NamedTempFile::new_in(dir.path()).unwrap(), 64 << 20).unwrap();
+        // Zeros in the middle, a short non-zero run, and zeros at the very end (the size must
+        // still count them).
+        let mut data = vec![7u8; 100_000];
+        data.extend(vec![0u8; 8 << 20]);
+        data.extend(b"middle");
+        data.extend(vec![0u8; 3 << 20]);
+        for chunk in data.chunks(65_521) {
+            sink.write(chunk).await.unwrap();
+        }
+        let staged = sink.finish().await.unwrap();
+        assert_eq!(staged.size, data.len() as u64);
+        assert_eq!(staged.sha1, hex::encode(Sha1::digest(&data)));
+        assert!(std::fs::read(staged.temp.path()).unwrap() == data, "content differs");
+        use std::os::unix::fs::MetadataExt;
+        let allocated = staged.temp.as_file().metadata().unwrap().blocks() * 512;
+        // Where the filesystem supports holes (all that this server runs on), most of the
+        // 11 MiB of zeros takes no space.
+        assert!(allocated < 4 << 20, "{allocated} bytes allocated for {} bytes", data.len());
+    }
+
+    #[test]
+    fn a_growing_file_is_never_short() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = File::create(dir.path().join("f")).unwrap();
+        write_sparse(&file, &[1; 10], 10).unwrap();
+        write_sparse(&file, &[0; HOLE_PIECE * 2], 10 + 2 * HOLE_PIECE as u64).unwrap();
+        assert_eq!(file.metadata().unwrap().len(), 10 + 2 * HOLE_PIECE as u64);
+        write_sparse(&file, &[2; 5], 15 + 2 * HOLE_PIECE as u64).unwrap();
+        let bytes = std::fs::read(dir.path().join("f")).unwrap();
+        assert_eq!(bytes.len(), 15 + 2 * HOLE_PIECE);
+        assert_eq!(&bytes[bytes.len() - 5..], &[2; 5]);
     }
 }
