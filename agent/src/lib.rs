@@ -5,6 +5,7 @@
 pub mod api;
 pub mod cli;
 pub mod config;
+pub mod guest;
 pub mod host;
 pub mod hypervisor;
 pub mod import;

@@ -42,6 +42,9 @@ enum Command {
         )]
         config: PathBuf,
     },
+    /// Internal: what QEMU runs for each guest connection to the metadata service.
+    #[command(hide = true)]
+    MetadataProxy { socket: PathBuf },
     /// Images on this host.
     #[command(subcommand)]
     Images(ImagesCommand),
@@ -50,7 +53,7 @@ enum Command {
     Sources(SourcesCommand),
     /// Instances (VMs) on this host. ID is a uuid or an alias.
     #[command(subcommand)]
-    Instances(InstancesCommand),
+    Instances(Box<InstancesCommand>),
     /// Show an instance's serial console.
     Console {
         id: String,
@@ -86,9 +89,23 @@ enum InstancesCommand {
         /// bios, uefi or bhyveload.
         #[arg(long)]
         firmware: Option<String>,
+        #[command(flatten)]
+        guest: cli::instances::GuestArgs,
         /// Create it stopped.
         #[arg(long)]
         no_start: bool,
+    },
+    /// Change what the guest is told about itself (seen from its next start).
+    Update {
+        id: String,
+        #[command(flatten)]
+        guest: cli::instances::GuestArgs,
+        /// Remove a metadata key; repeat for more.
+        #[arg(long, value_name = "KEY")]
+        unset: Vec<String>,
+        /// Remove the user-data.
+        #[arg(long)]
+        clear_user_data: bool,
     },
     /// List instances.
     List {
@@ -151,6 +168,14 @@ fn main() -> ExitCode {
     };
     match args.command {
         Command::Serve { config } => serve(&config),
+        Command::MetadataProxy { socket } => match agent::guest::listener::proxy(&socket) {
+            Ok(()) => ExitCode::SUCCESS,
+            // QEMU passes this stream to the guest: the message goes to QEMU's log.
+            Err(error) => {
+                eprintln!("agent metadata-proxy {}: {error}", socket.display());
+                ExitCode::FAILURE
+            }
+        },
         Command::Images(ImagesCommand::List) => cli::finish(cli::images_list(&conn)),
         Command::Images(ImagesCommand::Get { uuid }) => cli::finish(cli::images_get(&conn, &uuid)),
         Command::Images(ImagesCommand::Import { uuid, no_wait }) => {
@@ -158,7 +183,7 @@ fn main() -> ExitCode {
         }
         Command::Images(ImagesCommand::Delete { uuid }) => cli::finish(cli::images_delete(&conn, &uuid)),
         Command::Sources(SourcesCommand::List) => cli::finish(cli::sources_list(&conn)),
-        Command::Instances(command) => cli::finish(instances(&conn, command)),
+        Command::Instances(command) => cli::finish(instances(&conn, *command)),
         Command::Console { id, follow, attach } => {
             cli::finish(cli::instances::console(&conn, &id, follow, attach))
         }
@@ -168,7 +193,7 @@ fn main() -> ExitCode {
 fn instances(conn: &Connection, command: InstancesCommand) -> Result<(), cli::Failure> {
     use cli::instances as i;
     match command {
-        InstancesCommand::Create { image, alias, vcpus, memory, disk, nics, firmware, no_start } => {
+        InstancesCommand::Create { image, alias, vcpus, memory, disk, nics, firmware, guest, no_start } => {
             i::create(
                 conn,
                 i::CreateArgs {
@@ -179,9 +204,13 @@ fn instances(conn: &Connection, command: InstancesCommand) -> Result<(), cli::Fa
                     disk_mib: disk,
                     nics,
                     firmware,
+                    guest,
                     start: !no_start,
                 },
             )
+        }
+        InstancesCommand::Update { id, guest, unset, clear_user_data } => {
+            i::update(conn, &id, &guest, &unset, clear_user_data)
         }
         InstancesCommand::List { destroyed } => i::list(conn, destroyed),
         InstancesCommand::Get { id } => i::get(conn, &id),

@@ -88,6 +88,7 @@ impl Host {
                 disk_mib: Some(4),
                 networks: vec![],
                 firmware: None,
+                guest: Default::default(),
                 start,
             })
             .unwrap()
@@ -126,6 +127,7 @@ fn the_argv_of_a_start_and_the_destroy_after_every_run() {
     let record = host.create(true);
     assert_eq!(record.state, InstanceState::Running);
     let disk = host.dir.path().join("instances").join(record.uuid.to_string()).join("disk0.raw");
+    let seed = host.dir.path().join("run").join(record.uuid.to_string()).join("cidata.img");
     let bhyve = host.runner.commands().into_iter().find(|c| c.starts_with(BHYVE)).unwrap();
     let name = &record.vm_name;
     let nmdm = host.dir.path().join("nmdm");
@@ -133,11 +135,22 @@ fn the_argv_of_a_start_and_the_destroy_after_every_run() {
         bhyve,
         format!(
             "/usr/sbin/bhyve -c 2 -m 1024M -H -A -P -w -u -U {} -s 0,hostbridge -s 31,lpc -l com1,{}{name}A \
-             -l bootrom,/usr/local/share/uefi-firmware/BHYVE_UEFI_CSM.fd -s 4:0,virtio-blk,{} {name}",
+             -l bootrom,/usr/local/share/uefi-firmware/BHYVE_UEFI_CSM.fd -s 4:0,virtio-blk,{} \
+             -s 5:0,virtio-blk,{},ro {name}",
             record.uuid,
             nmdm.display(),
-            disk.display()
+            disk.display(),
+            seed.display()
         )
+    );
+    // The NoCloud seed is written before the start, read-only for the guest.
+    let mut seed_disk = std::fs::File::open(&seed).unwrap();
+    let fat = fatfs::FileSystem::new(&mut seed_disk, fatfs::FsOptions::new()).unwrap();
+    let mut meta = String::new();
+    std::io::Read::read_to_string(&mut fat.root_dir().open_file("meta-data").unwrap(), &mut meta).unwrap();
+    assert!(
+        meta.contains(&format!("instance-id: \"{}\"", record.uuid))
+            && meta.contains("local-hostname: \"vm\"")
     );
     host.instances.stop(&record.uuid, false).unwrap();
     let stopped = host.wait_for(&record.uuid, "stopped", |r| r.state == InstanceState::Stopped);

@@ -17,6 +17,9 @@ use serde_json::{json, Value};
 const TOKEN: &str = "test-token-0123456789";
 const BOOT_LIMIT: Duration = Duration::from_secs(120);
 
+const SSH_KEY: &str =
+    "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGz3Fq0iHZ1gkqYQ0f9o7Y1C6oWkPxV2bOe1yXh3u9m5 test@agent";
+
 fn guest_dir() -> Option<PathBuf> {
     match std::env::var_os("AGENT_TEST_GUEST") {
         Some(dir) => Some(PathBuf::from(dir)),
@@ -34,6 +37,21 @@ struct Agent {
     client: Client,
 }
 
+/// A failed test must not leave its guests running (they outlive the agent by design): the
+/// VMs this test started are killed, by the pids the agent reports.
+impl Drop for Agent {
+    fn drop(&mut self) {
+        if self.agent.is_none() {
+            return;
+        }
+        let (_, list) = self.send(reqwest::Method::GET, "/instances", None);
+        for pid in list.as_array().into_iter().flatten().filter_map(|i| i["pid"].as_u64()) {
+            use agent::host::runner::{CommandRunner, HostRunner, Signal};
+            let _ = HostRunner.signal(pid as u32, Signal::Kill);
+        }
+    }
+}
+
 impl Agent {
     fn start(dir: &Path, source: &str) -> Agent {
         let config = json!({
@@ -42,7 +60,9 @@ impl Agent {
             "sources": [source],
             "storage": {"backend": "files", "dir": dir.join("images")},
             "instances": {"hypervisor": "qemu", "dir": dir.join("instances"), "run_dir": dir.join("run"),
-                          "stop_timeout_secs": 30, "qemu": {"accel": "tcg"}},
+                          "stop_timeout_secs": 30,
+                          // The agent runs inside this test binary: QEMU needs the real one.
+                          "qemu": {"accel": "tcg", "metadata_proxy": env!("CARGO_BIN_EXE_agent")}},
             "log_level": "warn",
         });
         let config = agent::config::Config::from_json(&config.to_string(), Path::new("t")).unwrap();
@@ -176,14 +196,60 @@ fn a_guest_boots_stops_starts_reboots_survives_an_agent_restart_and_is_destroyed
     assert_eq!(unauthorized.status(), 401);
     assert_eq!(agent.send(M::GET, "/instances", None).1, json!([]));
 
-    // The seed's create: {"ima","mem","cpu"} creates and starts.
-    let (status, created) =
-        agent.send(M::POST, "/instances", Some(json!({"ima": image, "mem": 256, "cpu": 1, "disk_mib": 64})));
+    let (status, body) =
+        agent.send(M::POST, "/instances", Some(json!({"ima": image, "hostname": "not_a_hostname"})));
+    assert_eq!((status, body["code"].as_str()), (422, Some("InvalidParameter")), "{body}");
+
+    // The seed's create: {"ima","mem","cpu"} creates and starts; with what the guest is told.
+    let (status, created) = agent.send(
+        M::POST,
+        "/instances",
+        Some(json!({"ima": image, "mem": 256, "cpu": 1, "disk_mib": 64, "hostname": "web-1",
+                    "ssh_keys": [SSH_KEY], "user_data": "#cloud-config\npassword: secret\n",
+                    "metadata": {"role": "web"}})),
+    );
     assert_eq!(status, 201, "{created}");
     let id = created["uuid"].as_str().unwrap().to_string();
     assert_eq!(created["state"], "running");
     let mac = created["nics"][0]["mac"].clone();
-    agent.wait_console(&id, "GUEST-BOOT-OK", 1);
+    let console = agent.wait_console(&id, "GUEST-BOOT-OK", 1);
+    // The guest read its NoCloud seed (a FAT disk labelled CIDATA).
+    for line in [
+        format!("GUEST-META instance-id={id}"),
+        "GUEST-META local-hostname=web-1".to_string(),
+        format!("GUEST-META public-key={SSH_KEY}"),
+    ] {
+        assert!(console.contains(&line), "{line:?} not in the console:\n{console}");
+    }
+    // ... and asked the HTTP metadata service (169.254.169.254, forwarded by QEMU to this
+    // instance's own socket).
+    for line in [
+        "GUEST-HTTP local-hostname=web-1".to_string(),
+        format!("GUEST-HTTP public-keys/0/openssh-key={SSH_KEY}"),
+    ] {
+        assert!(console.contains(&line), "{line:?} not in the console:\n{console}");
+    }
+    // A second guest, asking the same address the same way, is told about itself only. (Its
+    // disk has the default size: the image's manifest says 8 MiB for a 32 MiB disk, and the
+    // instance still gets all of it.)
+    let (status, other) =
+        agent.send(M::POST, "/instances", Some(json!({"ima": image, "mem": 256, "hostname": "other-guest"})));
+    assert_eq!(status, 201, "{other}");
+    let other_id = other["uuid"].as_str().unwrap().to_string();
+    let other_console = agent.wait_console(&other_id, "GUEST-BOOT-OK", 1);
+    assert!(other_console.contains("GUEST-HTTP local-hostname=other-guest"), "{other_console}");
+    assert!(!other_console.contains("web-1") && !other_console.contains("openssh-key"), "{other_console}");
+    let (status, _) = agent.send(M::DELETE, &format!("/instances/{other_id}"), None);
+    assert_eq!(status, 204);
+
+    // Reads need no credentials: they show the user-data's size, never its content.
+    assert_eq!(created["guest"]["user_data_bytes"], 31);
+    assert!(created["guest"].get("user_data").is_none() && !created.to_string().contains("secret"));
+    let anonymous = agent.client.get(agent.url(&format!("/instances/{id}/guest"))).send().unwrap();
+    assert_eq!(anonymous.status(), 401);
+    let (status, guest) = agent.send(M::GET, &format!("/instances/{id}/guest"), None);
+    assert_eq!((status, guest["user_data"].as_str()), (200, Some("#cloud-config\npassword: secret\n")));
+    assert_eq!(guest["metadata"], json!({"role": "web"}));
     let console_log = dir.path().join("instances").join(format!("{id}.log"));
     assert!(std::fs::read_to_string(&console_log).unwrap().contains("GUEST-BOOT-OK"), "console log on disk");
     let qcow2 = dir.path().join("instances").join(&id).join("disk0.qcow2");
@@ -232,10 +298,21 @@ fn a_guest_boots_stops_starts_reboots_survives_an_agent_restart_and_is_destroyed
     let (status, body) = agent.send(M::PUT, &format!("/instances/{id}"), None);
     assert_eq!((status, body["code"].as_str()), (409, Some("InstanceNotRunning")));
 
-    // Start again (the seed's POST); output of the earlier run is still there.
+    // A new hostname, from the CLI; a bad one is refused and changes nothing.
+    let (status, body) =
+        agent.send(M::PATCH, &format!("/instances/{id}/guest"), Some(json!({"hostname": "-bad"})));
+    assert_eq!((status, body["code"].as_str()), (422, Some("InvalidParameter")), "{body}");
+    let updated = agent.cli(&["instances", "update", &id, "--hostname", "web-2", "--unset", "role"]);
+    assert!(updated.status.success(), "{}", String::from_utf8_lossy(&updated.stderr));
+    let (_, guest) = agent.send(M::GET, &format!("/instances/{id}/guest"), None);
+    assert_eq!((guest["hostname"].as_str(), guest.get("metadata")), (Some("web-2"), None), "{guest}");
+
+    // Start again (the seed's POST); output of the earlier run is still there, and the guest
+    // is told its new name.
     let (status, body) = agent.send(M::POST, &format!("/instances/{id}"), None);
     assert_eq!((status, body["state"].as_str()), (200, Some("running")), "{body}");
-    agent.wait_console(&id, "GUEST-BOOT-OK", 2);
+    let console = agent.wait_console(&id, "GUEST-BOOT-OK", 2);
+    assert!(console.contains("GUEST-META local-hostname=web-2"), "{console}");
 
     // Reboot: powered off and started again by the supervisor.
     let (status, body) = agent.send(M::POST, &format!("/instances/{id}?action=reboot"), None);

@@ -13,8 +13,10 @@ use uuid::Uuid;
 
 use super::error::ApiError;
 use super::{blocking, require_auth, AgentState};
+use crate::guest::{GuestConfig, GuestUpdate};
 use crate::hypervisor::Firmware;
 use crate::instance::manager::{CreateRequest, Instances};
+use crate::instance::record::InstanceRecord;
 use crate::instance::state::InstanceState;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -24,6 +26,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/instances/{id}", web::post().to(action))
         .route("/instances/{id}", web::put().to(stop_seed))
         .route("/instances/{id}", web::delete().to(delete))
+        .route("/instances/{id}/guest", web::get().to(guest_get))
+        .route("/instances/{id}/guest", web::patch().to(guest_update))
         .route("/instances/{id}/console", web::get().to(console_read))
         .route("/instances/{id}/console", web::post().to(console_write));
 }
@@ -54,12 +58,12 @@ async fn list(req: HttpRequest, state: web::Data<AgentState>) -> Result<HttpResp
     if q.destroyed {
         records.extend(state.instances.destroyed());
     }
-    Ok(HttpResponse::Ok().json(records))
+    Ok(HttpResponse::Ok().json(records.iter().map(public_view).collect::<Vec<_>>()))
 }
 
 async fn get(path: web::Path<String>, state: web::Data<AgentState>) -> Result<HttpResponse, ApiError> {
     let uuid = instance_id(&path)?;
-    Ok(HttpResponse::Ok().json(state.instances.get(&uuid)?))
+    Ok(HttpResponse::Ok().json(public_view(&state.instances.get(&uuid)?)))
 }
 
 /// The create body. The seed's short names (`ima`, `mem`, `cpu`) are accepted as aliases.
@@ -82,6 +86,17 @@ struct CreateBody {
     nics: Option<Vec<String>>,
     #[serde(default)]
     firmware: Option<Firmware>,
+    /// What the guest is told about itself (see [`GuestConfig`]).
+    #[serde(default)]
+    hostname: Option<String>,
+    #[serde(default)]
+    ssh_keys: Vec<String>,
+    #[serde(default)]
+    user_data: Option<String>,
+    #[serde(default)]
+    network_config: Option<String>,
+    #[serde(default)]
+    metadata: std::collections::BTreeMap<String, String>,
     /// Start it once created (default).
     #[serde(default)]
     start: Option<bool>,
@@ -105,12 +120,19 @@ async fn create(
         disk_mib: body.disk_mib,
         networks: body.nics.unwrap_or(default_nics),
         firmware: body.firmware,
+        guest: GuestConfig {
+            hostname: body.hostname,
+            ssh_keys: body.ssh_keys,
+            user_data: body.user_data,
+            network_config: body.network_config,
+            metadata: body.metadata,
+        },
         start: body.start.unwrap_or(true),
     };
     let record = blocking(move || instances.create(request)).await?;
     Ok(HttpResponse::Created()
         .insert_header((header::LOCATION, format!("/api/v1/instances/{}", record.uuid)))
-        .json(record))
+        .json(public_view(&record)))
 }
 
 #[derive(Deserialize)]
@@ -137,10 +159,11 @@ async fn action(
     let q: ActionQuery = query(&req)?;
     let instances = state.instances.clone();
     match q.action.as_deref().unwrap_or("start") {
-        "start" => Ok(HttpResponse::Ok().json(blocking(move || instances.start(&uuid)).await?)),
+        "start" => Ok(HttpResponse::Ok().json(public_view(&blocking(move || instances.start(&uuid)).await?))),
         "stop" => stop(instances, uuid, q.force, q.wait.unwrap_or(true)).await,
         "reboot" => {
-            Ok(HttpResponse::Accepted().json(blocking(move || instances.reboot(&uuid, q.force)).await?))
+            let record = blocking(move || instances.reboot(&uuid, q.force)).await?;
+            Ok(HttpResponse::Accepted().json(public_view(&record)))
         }
         other => Err(ApiError::bad_request(format!("unknown action {other:?} (start, stop or reboot)"))),
     }
@@ -166,7 +189,7 @@ async fn stop(
     let stopping = instances.clone();
     let record = blocking(move || stopping.stop(&uuid, force)).await?;
     if !wait {
-        return Ok(HttpResponse::Accepted().json(record));
+        return Ok(HttpResponse::Accepted().json(public_view(&record)));
     }
     let deadline = instances.stop_deadline();
     let record = blocking(move || instances.wait_while_running(&uuid, deadline)).await?;
@@ -177,7 +200,7 @@ async fn stop(
             format!("instance {uuid} is still running after {deadline:?}"),
         ));
     }
-    Ok(HttpResponse::Ok().json(record))
+    Ok(HttpResponse::Ok().json(public_view(&record)))
 }
 
 async fn delete(
@@ -199,6 +222,49 @@ async fn delete(
     }
     blocking(move || instances.destroy(&uuid)).await?;
     Ok(HttpResponse::NoContent().finish())
+}
+
+/// An instance as reads show it: user-data and network config often hold secrets (passwords,
+/// tokens) and reads need no credentials, so only their sizes are shown; the whole guest
+/// configuration is at `GET /instances/:id/guest`, with credentials.
+fn public_view(record: &InstanceRecord) -> serde_json::Value {
+    let mut view = serde_json::to_value(record).expect("records serialise");
+    if let Some(guest) = view.get_mut("guest").and_then(serde_json::Value::as_object_mut) {
+        for field in ["user_data", "network_config"] {
+            if let Some(text) = guest.remove(field) {
+                let bytes = text.as_str().map_or(0, str::len);
+                guest.insert(format!("{field}_bytes"), bytes.into());
+            }
+        }
+    }
+    view
+}
+
+async fn guest_get(
+    req: HttpRequest,
+    path: web::Path<String>,
+    state: web::Data<AgentState>,
+) -> Result<HttpResponse, ApiError> {
+    require_auth(&req, &state)?;
+    let uuid = instance_id(&path)?;
+    Ok(HttpResponse::Ok().json(state.instances.get(&uuid)?.guest))
+}
+
+/// Changes the guest configuration (merge: absent fields stay, `null` clears, metadata entries
+/// set to `null` go). The guest sees it from its next start.
+async fn guest_update(
+    req: HttpRequest,
+    path: web::Path<String>,
+    body: web::Bytes,
+    state: web::Data<AgentState>,
+) -> Result<HttpResponse, ApiError> {
+    require_auth(&req, &state)?;
+    let uuid = instance_id(&path)?;
+    let update: GuestUpdate = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad_request(format!("invalid guest update: {e}")))?;
+    let instances = state.instances.clone();
+    let record = blocking(move || instances.update_guest(&uuid, update)).await?;
+    Ok(HttpResponse::Ok().json(record.guest))
 }
 
 #[derive(Deserialize)]

@@ -2,6 +2,7 @@
 //! named by uuid or by alias.
 
 use std::io::{BufRead, Read, Write};
+use std::path::PathBuf;
 
 use serde_json::{json, Value};
 
@@ -16,7 +17,72 @@ pub struct CreateArgs {
     pub disk_mib: Option<u64>,
     pub nics: Vec<String>,
     pub firmware: Option<String>,
+    pub guest: GuestArgs,
     pub start: bool,
+}
+
+/// What the guest is told about itself, from the command line (`create` and `update`).
+#[derive(Debug, Default, clap::Args)]
+pub struct GuestArgs {
+    /// The guest's hostname (default: the alias, when it is a valid host name).
+    #[arg(long)]
+    pub hostname: Option<String>,
+    /// A file of OpenSSH public keys, one per line; repeat for more files.
+    #[arg(long = "ssh-key", value_name = "FILE")]
+    pub ssh_keys: Vec<PathBuf>,
+    /// cloud-init user-data (#cloud-config, a script ...) from a file.
+    #[arg(long, value_name = "FILE")]
+    pub user_data: Option<PathBuf>,
+    /// cloud-init network config (v1 or v2 YAML) from a file.
+    #[arg(long, value_name = "FILE")]
+    pub network_config: Option<PathBuf>,
+    /// Metadata for the guest; repeat for more.
+    #[arg(long = "metadata", value_name = "KEY=VALUE")]
+    pub metadata: Vec<String>,
+}
+
+impl GuestArgs {
+    /// The JSON fields these arguments set (files read here, so errors name the file).
+    fn fields(&self) -> Result<serde_json::Map<String, Value>, Failure> {
+        let read = |path: &PathBuf| {
+            std::fs::read_to_string(path)
+                .map_err(|e| Failure::new(exit::USAGE, format!("cannot read {}: {e}", path.display())))
+        };
+        let mut fields = serde_json::Map::new();
+        if let Some(hostname) = &self.hostname {
+            fields.insert("hostname".into(), json!(hostname));
+        }
+        if !self.ssh_keys.is_empty() {
+            let mut keys = Vec::new();
+            for path in &self.ssh_keys {
+                let text = read(path)?;
+                keys.extend(
+                    text.lines()
+                        .map(str::trim)
+                        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+                        .map(String::from),
+                );
+            }
+            fields.insert("ssh_keys".into(), json!(keys));
+        }
+        if let Some(path) = &self.user_data {
+            fields.insert("user_data".into(), json!(read(path)?));
+        }
+        if let Some(path) = &self.network_config {
+            fields.insert("network_config".into(), json!(read(path)?));
+        }
+        if !self.metadata.is_empty() {
+            let mut metadata = serde_json::Map::new();
+            for pair in &self.metadata {
+                let (key, value) = pair.split_once('=').ok_or_else(|| {
+                    Failure::new(exit::USAGE, format!("--metadata {pair:?}: expected KEY=VALUE"))
+                })?;
+                metadata.insert(key.to_string(), json!(value));
+            }
+            fields.insert("metadata".into(), Value::Object(metadata));
+        }
+        Ok(fields)
+    }
 }
 
 impl Connection {
@@ -128,9 +194,45 @@ pub fn create(conn: &Connection, args: CreateArgs) -> CliResult {
     if let Some(firmware) = args.firmware {
         set("firmware", json!(firmware));
     }
+    for (key, value) in args.guest.fields()? {
+        set(&key, value);
+    }
     let instance = conn.send(conn.client().post(format!("{}/api/v1/instances", conn.url)).json(&body))?;
     conn.print(&instance, |i| {
         println!("Created instance {} ({}): {}", str_of(i, "uuid"), str_of(i, "alias"), str_of(i, "state"))
+    });
+    Ok(())
+}
+
+/// Changes what the guest is told (from its next start): the given fields replace, `unset`
+/// metadata keys go, `clear_user_data` removes the user-data.
+pub fn update(
+    conn: &Connection,
+    id: &str,
+    guest: &GuestArgs,
+    unset: &[String],
+    clear_user_data: bool,
+) -> CliResult {
+    let mut body = guest.fields()?;
+    if clear_user_data {
+        body.insert("user_data".into(), Value::Null);
+    }
+    if !unset.is_empty() {
+        let metadata = body.entry("metadata").or_insert_with(|| json!({}));
+        for key in unset {
+            metadata[key.as_str()] = Value::Null;
+        }
+    }
+    let url = format!("{}/guest", conn.instance_url(id)?);
+    let guest = conn.send(conn.client().patch(url).json(&body))?;
+    conn.print(&guest, |g| {
+        println!("Updated the guest configuration of {id} (the guest sees it from its next start)");
+        println!("hostname    {}", g.get("hostname").and_then(Value::as_str).unwrap_or("(the alias)"));
+        println!("ssh keys    {}", g.get("ssh_keys").and_then(Value::as_array).map_or(0, Vec::len));
+        println!("user-data   {} bytes", g.get("user_data").and_then(Value::as_str).map_or(0, str::len));
+        for (key, value) in g.get("metadata").and_then(Value::as_object).into_iter().flatten() {
+            println!("metadata    {key}={}", value.as_str().unwrap_or_default());
+        }
     });
     Ok(())
 }

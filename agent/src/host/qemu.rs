@@ -61,6 +61,9 @@ pub struct QemuVm {
     pub uefi_firmware: Option<PathBuf>,
     pub qmp_socket: PathBuf,
     pub serial_socket: PathBuf,
+    /// What QEMU runs for each guest connection to the metadata address (169.254.169.254:80)
+    /// on the first user-mode NIC; its stdin and stdout are the connection.
+    pub metadata_command: Option<String>,
 }
 
 impl QemuVm {
@@ -94,13 +97,13 @@ impl QemuVm {
         ]);
         push(&["-serial", "chardev:serial0"]);
         for (i, disk) in self.disks.iter().enumerate() {
-            let mut drive = format!(
-                "file={},if=virtio,format={},cache=none,aio=threads",
-                disk.path.display(),
-                disk.format
-            );
+            let mut drive = format!("file={},if=virtio,format={}", disk.path.display(), disk.format);
             if disk.read_only {
+                // Small generated disks (the NoCloud seed) may sit on a tmpfs, which older
+                // kernels cannot open with O_DIRECT: the page cache is fine for them.
                 drive.push_str(",readonly=on");
+            } else {
+                drive.push_str(",cache=none,aio=threads");
             }
             if i == 0 && !self.boot_from_cdrom {
                 drive.push_str(",index=0");
@@ -111,10 +114,17 @@ impl QemuVm {
             push(&["-drive", &format!("file={},media=cdrom,readonly=on,if=ide", iso.display())]);
         }
         push(&["-boot", if self.boot_from_cdrom { "order=d" } else { "order=c" }]);
+        let metadata_nic = self.nics.iter().position(|n| n.backend == NicBackend::User);
         for (i, nic) in self.nics.iter().enumerate() {
-            let netdev = match &nic.backend {
-                NicBackend::Tap(tap) => format!("tap,id=net{i},ifname={tap},script=no,downscript=no"),
-                NicBackend::User => format!("user,id=net{i},restrict=on"),
+            let netdev = match (&nic.backend, &self.metadata_command) {
+                (NicBackend::Tap(tap), _) => format!("tap,id=net{i},ifname={tap},script=no,downscript=no"),
+                // The link-local network the metadata address belongs to (as on EC2), and
+                // the metadata address forwarded to this instance's own service.
+                (NicBackend::User, Some(command)) if metadata_nic == Some(i) => format!(
+                    "user,id=net{i},restrict=on,net=169.254.0.0/16,host=169.254.0.2,dhcpstart=169.254.0.15,\
+                     guestfwd=tcp:169.254.169.254:80-cmd:{command}"
+                ),
+                (NicBackend::User, _) => format!("user,id=net{i},restrict=on"),
             };
             push(&["-netdev", &netdev]);
             push(&["-device", &format!("virtio-net-pci,netdev=net{i},mac={}", nic.mac)]);
@@ -145,6 +155,7 @@ mod tests {
             uefi_firmware: None,
             qmp_socket: "/run/agent/web-1.qmp".into(),
             serial_socket: "/run/agent/web-1.serial".into(),
+            metadata_command: None,
         }
     }
 
@@ -180,5 +191,33 @@ mod tests {
         );
         assert!(line.contains("-netdev user,id=net0,restrict=on"), "{line}");
         assert!(!line.contains("index=0"), "{line}");
+    }
+
+    #[test]
+    fn the_seed_disk_and_the_metadata_forward() {
+        let mut vm = vm();
+        vm.disks.push(Disk { path: "/run/agent/u/cidata.img".into(), format: "raw", read_only: true });
+        vm.nics = vec![
+            Nic { mac: "58:9c:fc:00:00:01".into(), backend: NicBackend::Tap("tap3".into()) },
+            Nic { mac: "58:9c:fc:00:00:02".into(), backend: NicBackend::User },
+            Nic { mac: "58:9c:fc:00:00:03".into(), backend: NicBackend::User },
+        ];
+        vm.metadata_command = Some("/usr/local/bin/agent metadata-proxy /run/agent/u/metadata.sock".into());
+        let line = vm.command("/usr/bin/qemu-system-x86_64").display();
+        // Read-only and through the page cache (no O_DIRECT: the run dir may be a tmpfs).
+        assert!(
+            line.contains("-drive file=/run/agent/u/cidata.img,if=virtio,format=raw,readonly=on -boot"),
+            "{line}"
+        );
+        // Only the first user-mode NIC carries the metadata address.
+        assert!(
+            line.contains(
+                "-netdev user,id=net1,restrict=on,net=169.254.0.0/16,host=169.254.0.2,dhcpstart=169.254.0.15,\
+                 guestfwd=tcp:169.254.169.254:80-cmd:/usr/local/bin/agent metadata-proxy /run/agent/u/metadata.sock \
+                 -device"
+            ),
+            "{line}"
+        );
+        assert!(line.contains("-netdev user,id=net2,restrict=on -device"), "{line}");
     }
 }

@@ -453,6 +453,7 @@ mod tests {
                 nics: vec![nic("58:9c:fc:00:00:01"), nic("58:9c:fc:00:00:02")],
                 firmware: Firmware::Uefi,
                 run_dir: self.dir.path().to_path_buf(),
+                metadata_socket: None,
             }
         }
 

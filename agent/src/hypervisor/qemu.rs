@@ -28,6 +28,9 @@ pub struct QemuSettings {
     pub accel: AccelChoice,
     /// UEFI firmware (OVMF) for instances with `firmware: uefi`.
     pub uefi_firmware: PathBuf,
+    /// The `agent` executable QEMU runs (`metadata-proxy SOCKET`) for each connection of a
+    /// guest to its metadata service. Default: the running agent's own executable.
+    pub metadata_proxy: Option<PathBuf>,
 }
 
 impl Default for QemuSettings {
@@ -36,6 +39,7 @@ impl Default for QemuSettings {
             binary: PathBuf::from("/usr/bin/qemu-system-x86_64"),
             accel: AccelChoice::Auto,
             uefi_firmware: PathBuf::from("/usr/share/OVMF/OVMF_CODE.fd"),
+            metadata_proxy: None,
         }
     }
 }
@@ -95,6 +99,9 @@ pub struct Qemu {
     runner: Arc<dyn CommandRunner>,
     settings: QemuSettings,
     accel: Accel,
+    /// The agent's own executable: QEMU runs `<it> metadata-proxy <socket>` per metadata
+    /// connection of a guest.
+    metadata_proxy: Option<PathBuf>,
 }
 
 impl Qemu {
@@ -102,7 +109,25 @@ impl Qemu {
     pub fn new(runner: Arc<dyn CommandRunner>, settings: QemuSettings) -> Self {
         let accel = probe_accel(settings.accel);
         tracing::info!(?accel, "QEMU acceleration");
-        Qemu { runner, settings, accel }
+        let metadata_proxy = settings.metadata_proxy.clone().or_else(|| std::env::current_exe().ok());
+        Qemu { runner, settings, accel, metadata_proxy }
+    }
+
+    /// QEMU's `guestfwd=...-cmd:` runs its command through `/bin/sh`, and a comma would end
+    /// the option: the command is only built from paths of plain characters.
+    fn metadata_command(&self, spec: &VmSpec) -> Option<String> {
+        let (proxy, socket) = (self.metadata_proxy.as_ref()?, spec.metadata_socket.as_ref()?);
+        let plain = |p: &Path| {
+            p.to_str().is_some_and(|s| s.bytes().all(|b| b.is_ascii_alphanumeric() || b"/._-+".contains(&b)))
+        };
+        if !(plain(proxy) && plain(socket)) {
+            tracing::warn!(
+                proxy = %proxy.display(), socket = %socket.display(),
+                "no metadata service for this instance: paths with special characters cannot go on QEMU's command line"
+            );
+            return None;
+        }
+        Some(format!("{} metadata-proxy {}", proxy.display(), socket.display()))
     }
 
     fn command_line(&self, spec: &VmSpec) -> Result<QemuVm, HypervisorError> {
@@ -140,6 +165,7 @@ impl Qemu {
             uefi_firmware,
             qmp_socket: qmp_socket(&spec.run_dir),
             serial_socket: serial_socket(&spec.run_dir),
+            metadata_command: self.metadata_command(spec),
         })
     }
 }
@@ -324,5 +350,37 @@ mod tests {
         assert_eq!(run_end(Some(ProcessExit::Code(1)), None), RunEnd::Exited(4));
         assert_eq!(run_end(None, Some("guest-shutdown")), RunEnd::Exited(1));
         assert_eq!(run_end(None, None), RunEnd::Signaled);
+    }
+
+    #[test]
+    fn the_metadata_command_is_built_from_plain_paths_only() {
+        let settings = QemuSettings {
+            accel: AccelChoice::Tcg,
+            metadata_proxy: Some("/usr/local/bin/agent".into()),
+            ..Default::default()
+        };
+        let qemu = Qemu::new(Arc::new(crate::host::runner::RecordingRunner::new()), settings);
+        let mut spec = VmSpec {
+            uuid: uuid::Uuid::nil(),
+            name: "i-0".into(),
+            vcpus: 1,
+            memory_mib: 64,
+            disks: vec![],
+            nics: vec![],
+            firmware: Firmware::Bios,
+            run_dir: "/run/agent/x".into(),
+            metadata_socket: Some("/run/agent/x/metadata.sock".into()),
+        };
+        assert_eq!(
+            qemu.metadata_command(&spec).as_deref(),
+            Some("/usr/local/bin/agent metadata-proxy /run/agent/x/metadata.sock")
+        );
+        // QEMU runs it through /bin/sh, and a comma would end the netdev option.
+        for bad in ["/run/a b/metadata.sock", "/run/a,b/metadata.sock", "/run/$(id)/m.sock", "/run/a;b/m"] {
+            spec.metadata_socket = Some(bad.into());
+            assert_eq!(qemu.metadata_command(&spec), None, "{bad}");
+        }
+        spec.metadata_socket = None;
+        assert_eq!(qemu.metadata_command(&spec), None);
     }
 }

@@ -16,8 +16,11 @@ use super::console::{self, Console};
 use super::disks::{DiskError, InstanceDisks};
 use super::record::{self, InstanceRecord, NicRecord};
 use super::state::{exit_event, Event, InstanceState, Refused};
+use crate::guest::listener::{Lookup, MetadataListener};
+use crate::guest::{nocloud, GuestConfig, GuestUpdate};
 use crate::hypervisor::{
-    Firmware, Hypervisor, HypervisorError, RunEnd, VmControl, VmNetwork, VmNic, VmRun, VmSpec,
+    DiskFormat, Firmware, Hypervisor, HypervisorError, RunEnd, VmControl, VmDisk, VmNetwork, VmNic, VmRun,
+    VmSpec,
 };
 use crate::storage::{ContentKind, ImageStorage, LocalImage, StorageError};
 
@@ -40,6 +43,11 @@ pub struct Settings {
     pub console_ring_bytes: usize,
     pub console_log_max_bytes: u64,
 }
+
+/// The NoCloud seed disk, in the instance's run directory.
+const SEED_FILE: &str = "cidata.img";
+/// The metadata service's socket, in the instance's run directory.
+const METADATA_SOCKET: &str = "metadata.sock";
 
 #[derive(Debug, thiserror::Error)]
 pub enum InstanceError {
@@ -94,6 +102,7 @@ pub struct CreateRequest {
     /// `user` or `bridge:<name>`, one per NIC.
     pub networks: Vec<String>,
     pub firmware: Option<Firmware>,
+    pub guest: GuestConfig,
     pub start: bool,
 }
 
@@ -118,6 +127,8 @@ struct Slot {
     console: Arc<Console>,
     /// Serialises start, stop and destroy decisions on this instance.
     op: Mutex<()>,
+    /// The instance's metadata service, for as long as the instance exists.
+    metadata: Mutex<Option<MetadataListener>>,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -209,14 +220,32 @@ impl Instances {
         let console =
             Console::open(&log, self.settings.console_ring_bytes, self.settings.console_log_max_bytes)
                 .map_err(|e| InstanceError::Console(format!("cannot open {}: {e}", log.display())))?;
-        Ok(Arc::new(Slot {
+        let run_dir = self.settings.run_dir.join(record.uuid.to_string());
+        let slot = Arc::new(Slot {
             record: Mutex::new(record),
             changed: Condvar::new(),
             run: Mutex::new(None),
             request: Mutex::new(None),
             console,
             op: Mutex::new(()),
-        }))
+            metadata: Mutex::new(None),
+        });
+        // The service answers from the record as it is at each request; a weak reference,
+        // so that the listener (owned by the slot) does not keep its slot alive.
+        let weak = Arc::downgrade(&slot);
+        let lookup: Lookup = Arc::new(move || {
+            let record = weak.upgrade()?.snapshot();
+            let hostname = record.guest.effective_hostname(&record.alias, &record.vm_name);
+            Some((record.uuid, hostname, record.guest))
+        });
+        let listener = fs::create_dir_all(&run_dir)
+            .and_then(|()| MetadataListener::start(&run_dir.join(METADATA_SOCKET), lookup));
+        match listener {
+            Ok(listener) => *lock(&slot.metadata) = Some(listener),
+            // Not fatal: the guest still has its NoCloud seed.
+            Err(error) => tracing::warn!(dir = %run_dir.display(), %error, "no metadata service"),
+        }
+        Ok(slot)
     }
 
     fn slot(&self, uuid: &Uuid) -> Result<Arc<Slot>, InstanceError> {
@@ -278,11 +307,11 @@ impl Instances {
         for network in &request.networks {
             record::parse_network(network).map_err(InstanceError::Invalid)?;
         }
-        let image_mib = image
-            .meta
-            .image_size_mib
-            .or((image.content == ContentKind::RawDisk).then(|| image.content_size.div_ceil(MIB)))
-            .unwrap_or(0);
+        request.guest.validate().map_err(InstanceError::Invalid)?;
+        // The larger of the manifest's `image_size` and the raw disk really stored: a manifest
+        // that understates its disk must not give instances a truncated copy of it.
+        let stored_mib = (image.content == ContentKind::RawDisk).then(|| image.content_size.div_ceil(MIB));
+        let image_mib = image.meta.image_size_mib.max(stored_mib).unwrap_or(0);
         match request.disk_mib {
             Some(disk) if disk < image_mib => {
                 invalid(format!("disk must be at least the image's {image_mib} MiB, not {disk} MiB"))
@@ -328,6 +357,7 @@ impl Instances {
                 pid: None,
                 created_at: record::now(),
                 history: Vec::new(),
+                guest: request.guest.clone(),
             };
             record.set_state(InstanceState::Provisioning, format!("creating from image {}", image.meta.uuid));
             let slot = self.new_slot(record.clone())?;
@@ -340,6 +370,8 @@ impl Instances {
         if let Err(error) = self.disks.create(&provisioned, &image) {
             lock(&self.table).remove(&uuid);
             slot.console.close();
+            lock(&slot.metadata).take();
+            let _ = fs::remove_dir_all(self.settings.run_dir.join(uuid.to_string()));
             let _ = fs::remove_file(self.settings.state_dir.join(format!("{uuid}.log")));
             return Err(error.into());
         }
@@ -383,9 +415,20 @@ impl Instances {
             name: record.vm_name.clone(),
             vcpus: record.vcpus,
             memory_mib: record.memory_mib,
-            disks: self.disks.disks(record)?,
+            disks: {
+                let mut disks = self.disks.disks(record)?;
+                // The NoCloud seed, written by `start` (read-only: the guest cannot change
+                // what it is told).
+                disks.push(VmDisk {
+                    path: run_dir.join(SEED_FILE),
+                    format: DiskFormat::Raw,
+                    read_only: true,
+                });
+                disks
+            },
             nics,
             firmware: record.firmware,
+            metadata_socket: Some(run_dir.join(METADATA_SOCKET)),
             run_dir,
         })
     }
@@ -397,6 +440,7 @@ impl Instances {
         let mut record = slot.snapshot();
         let next = record.state.apply(Event::Start)?;
         let spec = self.spec(&record)?;
+        self.write_seed(&record, &spec)?;
         *lock(&slot.request) = None;
         let run = self.hypervisor.start(&spec)?;
         record.pid = Some(run.pid());
@@ -409,6 +453,28 @@ impl Instances {
         }
         tracing::info!(%uuid, pid = run.pid(), "instance started");
         self.supervise(slot.clone(), spec, run);
+        Ok(record)
+    }
+
+    /// Writes the instance's NoCloud seed from its current guest configuration.
+    fn write_seed(&self, record: &InstanceRecord, spec: &VmSpec) -> Result<(), InstanceError> {
+        let hostname = record.guest.effective_hostname(&record.alias, &record.vm_name);
+        let files = nocloud::seed_files(&record.uuid, &hostname, &record.guest);
+        let path = spec.run_dir.join(SEED_FILE);
+        nocloud::write_seed(&path, &files).map_err(|e| {
+            HypervisorError::io(format!("cannot write the NoCloud seed {}", path.display()), e).into()
+        })
+    }
+
+    /// Changes the guest configuration of an instance; the guest sees it from its next start.
+    pub fn update_guest(&self, uuid: &Uuid, update: GuestUpdate) -> Result<InstanceRecord, InstanceError> {
+        let slot = self.slot(uuid)?;
+        let _op = lock(&slot.op);
+        let mut record = slot.snapshot();
+        let guest = record.guest.updated(update);
+        guest.validate().map_err(InstanceError::Invalid)?;
+        record.guest = guest;
+        self.commit(&slot, record.clone())?;
         Ok(record)
     }
 
@@ -513,6 +579,7 @@ impl Instances {
         lock(&self.table).remove(uuid);
         self.publish(&slot, record.clone());
         slot.console.close();
+        lock(&slot.metadata).take();
         let _ = fs::remove_file(self.settings.state_dir.join(format!("{uuid}.log")));
         let _ = fs::remove_file(self.settings.state_dir.join(format!("{uuid}.log.1")));
         let _ = fs::remove_dir_all(self.settings.run_dir.join(uuid.to_string()));

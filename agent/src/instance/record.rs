@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::state::InstanceState;
+use crate::guest::GuestConfig;
 use crate::hypervisor::Firmware;
 
 /// How many state changes an instance remembers.
@@ -49,6 +50,9 @@ pub struct InstanceRecord {
     pub created_at: String,
     /// Latest last.
     pub history: Vec<Transition>,
+    /// What the guest is told about itself (records older than this field have none).
+    #[serde(default)]
+    pub guest: GuestConfig,
 }
 
 impl InstanceRecord {

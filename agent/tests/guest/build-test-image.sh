@@ -45,10 +45,11 @@ PART_START=2048                              # sectors (1 MiB)
 MBR_ID=0x47554553                            # "GUES", the MBR disk signature
 FAT_ID=47554553                              # FAT volume id
 FAT_LABEL=GUESTBOOT
-# Modules the guest loads: virtio PCI + block (for a cidata disk), iso9660 and vfat (+ the NLS
-# tables vfat mounts with by default), and the ACPI power button with evdev for busybox acpid.
-# Their dependencies are added and ordered from `modinfo -F depends`.
-MODULES="virtio_pci virtio_blk isofs vfat nls_cp437 nls_ascii button evdev"
+# Modules the guest loads: virtio PCI + block (for a cidata disk) + net (for the metadata
+# service), iso9660 and vfat (+ the NLS tables vfat mounts with by default), and the ACPI power
+# button with evdev for busybox acpid. Their dependencies are added and ordered from
+# `modinfo -F depends`.
+MODULES="virtio_pci virtio_blk virtio_net isofs vfat nls_cp437 nls_ascii button evdev"
 
 # ---- host tools (Debian packages only) ----------------------------------------------------------
 SUDO=""
@@ -177,6 +178,18 @@ for m in $MODULES; do add_module "$m"; done
 printf '%s\n' "${order[@]}" > "$R/etc/modules"
 log "modules: ${order[*]}"
 
+cat > "$R/etc/udhcpc.script" <<'EOF'
+#!/bin/sh
+# busybox udhcpc calls this with the lease in the environment.
+case "$1" in
+bound|renew)
+    ifconfig "$interface" "$ip" netmask "${subnet:-255.255.0.0}" up
+    [ -z "$router" ] || route add default gw "${router%% *}" dev "$interface"
+    ;;
+esac
+EOF
+chmod 755 "$R/etc/udhcpc.script"
+
 cat > "$R/etc/acpi/PWRF/00000080" <<'EOF'
 #!/bin/sh
 # Run by busybox acpid for the ACPI power button (QMP system_powerdown).
@@ -215,11 +228,33 @@ for label in cidata CIDATA; do
             v=$(meta_value "$key" /mnt/cidata/meta-data)
             [ -z "$v" ] || echo "GUEST-META $key=$v"
         done
+        # The first SSH key: the line after `public-keys:`, without the list dash and quotes.
+        k=$(sed -n '/^public-keys:/{n;p;}' /mnt/cidata/meta-data | tr -d '\r' |
+            sed 's/^[[:space:]]*-[[:space:]]*//; s/^"\(.*\)"[[:space:]]*$/\1/')
+        [ -z "$k" ] || echo "GUEST-META public-key=$k"
         h=$(meta_value local-hostname /mnt/cidata/meta-data)
         [ -z "$h" ] || hostname "$h"
     fi
     break
 done
+
+# Metadata over HTTP (EC2 layout at 169.254.169.254): DHCP on the first NIC, then two paths.
+# busybox's static wget segfaults (its resolver), so the GET is by hand over nc.
+http_get() { # HOST PATH: the first line of the body of the answer
+    { printf 'GET %s HTTP/1.0\r\nHost: %s\r\n\r\n' "$2" "$1"; sleep 1; } | nc "$1" 80 2>/dev/null |
+        tr -d '\r' | sed '1,/^$/d' | head -n 1
+}
+if [ -e /sys/class/net/eth0 ]; then
+    ifconfig eth0 up
+    if udhcpc -i eth0 -n -q -t 4 -T 1 -s /etc/udhcpc.script >/dev/null 2>&1; then
+        for key in local-hostname public-keys/0/openssh-key; do
+            v=$(http_get 169.254.169.254 "/latest/meta-data/$key")
+            [ -z "$v" ] || echo "GUEST-HTTP $key=$v"
+        done
+    else
+        echo "GUEST-WARN no DHCP lease on eth0"
+    fi
+fi
 
 # ACPI power button -> /etc/acpi/PWRF/00000080 -> GUEST-POWEROFF, poweroff -f.
 acpid -c /etc/acpi -l /var/log/acpid.log

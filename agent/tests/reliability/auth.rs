@@ -61,6 +61,9 @@ fn protected_routes() -> Vec<(Method, String, Vec<u8>)> {
         (Method::GET, format!("/api/v1/instances/{instance}/console"), vec![]),
         (Method::GET, format!("/api/v1/instances/{instance}/console?follow=true"), vec![]),
         (Method::POST, format!("/api/v1/instances/{instance}/console"), b"root\n".to_vec()),
+        // The guest configuration: user-data often holds secrets, so reading it needs credentials.
+        (Method::GET, format!("/api/v1/instances/{instance}/guest"), vec![]),
+        (Method::PATCH, format!("/api/v1/instances/{instance}/guest"), br#"{"hostname": "x"}"#.to_vec()),
     ]
 }
 
