@@ -3,6 +3,7 @@
 //! and exit codes that say what failed.
 
 pub mod instances;
+pub mod isos;
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -42,6 +43,10 @@ pub struct Failure {
 impl Failure {
     fn new(code: u8, message: impl Into<String>) -> Self {
         Failure { code, message: message.into() }
+    }
+
+    pub fn usage(message: impl Into<String>) -> Self {
+        Failure::new(exit::USAGE, message)
     }
 }
 
@@ -102,6 +107,20 @@ fn exit_code(status: StatusCode, code: &str) -> u8 {
         (StatusCode::UNAUTHORIZED, _) => exit::UNAUTHORIZED,
         _ => exit::ERROR,
     }
+}
+
+/// A byte-count progress bar, for long work the agent does (imports, ISO fetches).
+fn progress_bar(message: &str) -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::new(0);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{msg:>12} [{bar:40}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+        )
+        .expect("valid template")
+        .progress_chars("=> "),
+    );
+    bar.set_message(message.to_string());
+    bar
 }
 
 fn str_of<'a>(v: &'a Value, key: &str) -> &'a str {
@@ -214,17 +233,7 @@ pub fn images_import(conn: &Connection, uuid: &str, wait: bool) -> CliResult {
         conn.print(&started, |job| println!("Import job {} started", str_of(job, "id")));
         return Ok(());
     }
-    let bar = (!conn.json).then(|| {
-        let bar = indicatif::ProgressBar::new(0);
-        bar.set_style(
-            indicatif::ProgressStyle::with_template(
-                "{msg:>12} [{bar:40}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
-            )
-            .expect("valid template")
-            .progress_chars("=> "),
-        );
-        bar
-    });
+    let bar = (!conn.json).then(|| progress_bar(""));
     let job = loop {
         let job = conn.get(&format!("/api/v1/jobs/{job_id}"))?;
         if let Some(bar) = &bar {

@@ -54,6 +54,8 @@ pub struct InstancesConfig {
     pub console_ring_bytes: usize,
     /// Size at which a console log is rotated (one older file is kept).
     pub console_log_max_bytes: u64,
+    /// Installer ISOs (default: `isos` under `dir`).
+    pub iso_dir: Option<PathBuf>,
     pub qemu: crate::hypervisor::qemu::QemuSettings,
     pub bhyve: crate::host::bhyve::BhyvePaths,
 }
@@ -79,6 +81,7 @@ impl Default for InstancesConfig {
             stop_timeout_secs: 60,
             console_ring_bytes: 256 * 1024,
             console_log_max_bytes: 8 << 20,
+            iso_dir: None,
             qemu: Default::default(),
             bhyve: Default::default(),
         }

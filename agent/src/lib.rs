@@ -10,6 +10,7 @@ pub mod host;
 pub mod hypervisor;
 pub mod import;
 pub mod instance;
+pub mod iso;
 pub mod source;
 pub mod storage;
 
@@ -121,6 +122,7 @@ pub fn open_instances(
         stop_timeout: std::time::Duration::from_secs(settings.stop_timeout_secs),
         console_ring_bytes: settings.console_ring_bytes,
         console_log_max_bytes: settings.console_log_max_bytes,
+        iso_dir: settings.iso_dir.clone().unwrap_or_else(|| settings.dir.join("isos")),
     };
     Ok(Instances::open(disks, hypervisor, images, settings)?)
 }

@@ -48,6 +48,9 @@ enum Command {
     /// Images on this host.
     #[command(subcommand)]
     Images(ImagesCommand),
+    /// Installer ISOs on this host.
+    #[command(subcommand)]
+    Isos(IsosCommand),
     /// The IMGAPI sources images are imported from.
     #[command(subcommand)]
     Sources(SourcesCommand),
@@ -91,9 +94,27 @@ enum InstancesCommand {
         firmware: Option<String>,
         #[command(flatten)]
         guest: cli::instances::GuestArgs,
+        /// An installer ISO (see `agent isos`) attached as a CD.
+        #[arg(long, value_name = "ISO")]
+        cdrom: Option<String>,
+        /// Boot from `cd` or `disk` (default).
+        #[arg(long)]
+        boot: Option<String>,
         /// Create it stopped.
         #[arg(long)]
         no_start: bool,
+    },
+    /// Attach an installer ISO as the instance's CD, or eject it (from its next start).
+    Cdrom {
+        id: String,
+        /// The ISO's name.
+        #[arg(long, conflicts_with = "eject")]
+        iso: Option<String>,
+        #[arg(long)]
+        eject: bool,
+        /// Boot from `cd` or `disk` (default).
+        #[arg(long)]
+        boot: Option<String>,
     },
     /// Change what the guest is told about itself (seen from its next start).
     Update {
@@ -133,6 +154,38 @@ enum InstancesCommand {
     },
     /// Destroy an instance and its disk (stopping it first).
     Delete { id: String },
+}
+
+#[derive(Subcommand)]
+enum IsosCommand {
+    /// List the ISOs, with the instances that have each attached.
+    List,
+    /// Download an ISO onto the agent's host (progress shown; checksum checked when given).
+    Fetch {
+        /// Where to download it from (http or https).
+        #[arg(value_name = "URL")]
+        from: String,
+        /// Default: the URL's file name.
+        #[arg(long)]
+        name: Option<String>,
+        #[arg(long)]
+        sha256: Option<String>,
+        /// Start the fetch and return.
+        #[arg(long)]
+        no_wait: bool,
+    },
+    /// Upload a local ISO file.
+    Upload {
+        file: PathBuf,
+        #[arg(long)]
+        name: Option<String>,
+        #[arg(long)]
+        sha256: Option<String>,
+    },
+    /// Rename an ISO (refused while attached).
+    Rename { from: String, to: String },
+    /// Delete an ISO (refused while attached).
+    Delete { name: String },
 }
 
 #[derive(Subcommand)]
@@ -184,6 +237,17 @@ fn main() -> ExitCode {
         Command::Images(ImagesCommand::Delete { uuid }) => cli::finish(cli::images_delete(&conn, &uuid)),
         Command::Sources(SourcesCommand::List) => cli::finish(cli::sources_list(&conn)),
         Command::Instances(command) => cli::finish(instances(&conn, *command)),
+        Command::Isos(command) => cli::finish(match command {
+            IsosCommand::List => cli::isos::list(&conn),
+            IsosCommand::Fetch { from, name, sha256, no_wait } => {
+                cli::isos::fetch(&conn, &from, name.as_deref(), sha256.as_deref(), !no_wait)
+            }
+            IsosCommand::Upload { file, name, sha256 } => {
+                cli::isos::upload(&conn, &file, name.as_deref(), sha256.as_deref())
+            }
+            IsosCommand::Rename { from, to } => cli::isos::rename(&conn, &from, &to),
+            IsosCommand::Delete { name } => cli::isos::delete(&conn, &name),
+        }),
         Command::Console { id, follow, attach } => {
             cli::finish(cli::instances::console(&conn, &id, follow, attach))
         }
@@ -193,21 +257,39 @@ fn main() -> ExitCode {
 fn instances(conn: &Connection, command: InstancesCommand) -> Result<(), cli::Failure> {
     use cli::instances as i;
     match command {
-        InstancesCommand::Create { image, alias, vcpus, memory, disk, nics, firmware, guest, no_start } => {
-            i::create(
-                conn,
-                i::CreateArgs {
-                    image,
-                    alias,
-                    vcpus,
-                    memory_mib: memory,
-                    disk_mib: disk,
-                    nics,
-                    firmware,
-                    guest,
-                    start: !no_start,
-                },
-            )
+        InstancesCommand::Create {
+            image,
+            alias,
+            vcpus,
+            memory,
+            disk,
+            nics,
+            firmware,
+            guest,
+            cdrom,
+            boot,
+            no_start,
+        } => i::create(
+            conn,
+            i::CreateArgs {
+                image,
+                alias,
+                vcpus,
+                memory_mib: memory,
+                disk_mib: disk,
+                nics,
+                firmware,
+                guest,
+                cdrom,
+                boot,
+                start: !no_start,
+            },
+        ),
+        InstancesCommand::Cdrom { id, iso, eject, boot } => {
+            if iso.is_none() && !eject {
+                return Err(cli::Failure::usage("give --iso NAME or --eject"));
+            }
+            cli::isos::set_cdrom(conn, &id, iso.as_deref(), boot.as_deref())
         }
         InstancesCommand::Update { id, guest, unset, clear_user_data } => {
             i::update(conn, &id, &guest, &unset, clear_user_data)

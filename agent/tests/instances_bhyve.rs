@@ -41,6 +41,7 @@ fn open(dir: &Path, runner: &RecordingRunner) -> Arc<Instances> {
     let bhyve = Bhyve::new(Arc::new(runner.clone()), paths(dir))
         .with_adopted_poll_interval(Duration::from_millis(20));
     let settings = Settings {
+        iso_dir: dir.join("isos"),
         run_dir: dir.join("run"),
         state_dir: dir.join("instances"),
         stop_timeout: Duration::from_millis(300),
@@ -89,6 +90,8 @@ impl Host {
                 networks: vec![],
                 firmware: None,
                 guest: Default::default(),
+                cdrom: None,
+                boot_from_cdrom: false,
                 start,
             })
             .unwrap()
@@ -305,4 +308,39 @@ fn a_restarted_agent_adopts_running_vms_and_marks_vanished_ones_stopped() {
     // Both records were persisted: a third agent sees the same.
     let third = open(dir.path(), &RecordingRunner::new());
     assert!(third.list().iter().all(|r| r.state == InstanceState::Stopped));
+}
+
+#[test]
+fn an_attached_iso_is_the_cd_in_slot_3_and_cannot_go_while_attached() {
+    let host = Host::new();
+    let isos = host.instances.isos().clone();
+    isos.add("installer.iso", &mut &b"an installer"[..], None, None, |_| {}).unwrap();
+    host.next_bhyve_obeys_acpi();
+    let record = host
+        .instances
+        .create(CreateRequest {
+            image: host.image,
+            alias: Some("install".into()),
+            vcpus: 1,
+            memory_mib: 512,
+            disk_mib: Some(4),
+            networks: vec![],
+            firmware: None,
+            guest: Default::default(),
+            cdrom: Some("installer.iso".into()),
+            boot_from_cdrom: true,
+            start: true,
+        })
+        .unwrap();
+    let bhyve = host.runner.commands().into_iter().find(|c| c.starts_with(BHYVE)).unwrap();
+    let iso = isos.path("installer.iso").unwrap();
+    assert!(bhyve.contains(&format!(" -s 3:0,ahci-cd,{},ro -s 4:0,virtio-blk,", iso.display())), "{bhyve}");
+    assert!(matches!(
+        host.instances.check_iso_unused("installer.iso"),
+        Err(agent::instance::manager::InstanceError::IsoInUse { .. })
+    ));
+    host.instances.stop(&record.uuid, false).unwrap();
+    host.wait_for(&record.uuid, "stopped", |r| r.state == InstanceState::Stopped);
+    host.instances.set_cdrom(&record.uuid, None, false).unwrap();
+    host.instances.check_iso_unused("installer.iso").unwrap();
 }

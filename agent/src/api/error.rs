@@ -7,6 +7,7 @@ use serde_json::json;
 
 use crate::import::{error_chain, ImportError};
 use crate::instance::manager::InstanceError;
+use crate::iso::IsoError;
 use crate::storage::StorageError;
 
 #[derive(Debug)]
@@ -91,6 +92,33 @@ impl From<&ImportError> for ApiError {
     }
 }
 
+impl From<&IsoError> for ApiError {
+    fn from(e: &IsoError) -> Self {
+        let message = error_chain(e);
+        let (status, code) = match e {
+            IsoError::NotFound(_) => (StatusCode::NOT_FOUND, "IsoNotFound"),
+            IsoError::Exists(_) => (StatusCode::CONFLICT, "IsoExists"),
+            IsoError::Invalid(_) => (StatusCode::UNPROCESSABLE_ENTITY, "InvalidParameter"),
+            IsoError::Checksum { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "ChecksumMismatch"),
+            IsoError::Download(_) => (StatusCode::BAD_GATEWAY, "DownloadFailed"),
+            IsoError::Io { source, .. } if source.raw_os_error() == Some(libc::ENOSPC) => {
+                (StatusCode::INSUFFICIENT_STORAGE, "InsufficientStorage")
+            }
+            IsoError::Io { .. } => {
+                tracing::error!(error = %message, "ISO storage failure");
+                (StatusCode::INTERNAL_SERVER_ERROR, "StorageError")
+            }
+        };
+        ApiError::new(status, code, message)
+    }
+}
+
+impl From<IsoError> for ApiError {
+    fn from(e: IsoError) -> Self {
+        ApiError::from(&e)
+    }
+}
+
 impl From<InstanceError> for ApiError {
     fn from(e: InstanceError) -> Self {
         let message = error_chain(&e);
@@ -100,6 +128,8 @@ impl From<InstanceError> for ApiError {
             InstanceError::Invalid(_) => (StatusCode::UNPROCESSABLE_ENTITY, "InvalidParameter"),
             InstanceError::Refused(refused) => (StatusCode::CONFLICT, refused.code()),
             InstanceError::ImageInUse { .. } => (StatusCode::CONFLICT, "ImageInUse"),
+            InstanceError::IsoInUse { .. } => (StatusCode::CONFLICT, "IsoInUse"),
+            InstanceError::Iso(iso) => return ApiError::from(iso),
             InstanceError::Hypervisor(h)
                 if matches!(**h, crate::hypervisor::HypervisorError::Unsupported { .. }) =>
             {

@@ -12,7 +12,7 @@ use serde::Deserialize;
 use uuid::Uuid;
 
 use super::error::ApiError;
-use super::{blocking, require_auth, AgentState};
+use super::{blocking, json_body, require_auth, AgentState};
 use crate::guest::{GuestConfig, GuestUpdate};
 use crate::hypervisor::Firmware;
 use crate::instance::manager::{CreateRequest, Instances};
@@ -32,13 +32,13 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/instances/{id}/console", web::post().to(console_write));
 }
 
-fn instance_id(text: &str) -> Result<Uuid, ApiError> {
+pub(super) fn instance_id(text: &str) -> Result<Uuid, ApiError> {
     Uuid::parse_str(text).map_err(|_| {
         ApiError::new(StatusCode::NOT_FOUND, "InstanceNotFound", format!("{text:?} is not an instance uuid"))
     })
 }
 
-fn query<T: serde::de::DeserializeOwned>(req: &HttpRequest) -> Result<T, ApiError> {
+pub(super) fn query<T: serde::de::DeserializeOwned>(req: &HttpRequest) -> Result<T, ApiError> {
     web::Query::<T>::from_query(req.query_string())
         .map(web::Query::into_inner)
         .map_err(|e| ApiError::bad_request(format!("invalid query: {e}")))
@@ -97,6 +97,12 @@ struct CreateBody {
     network_config: Option<String>,
     #[serde(default)]
     metadata: std::collections::BTreeMap<String, String>,
+    /// An installer ISO (by name) attached as a CD.
+    #[serde(default)]
+    cdrom: Option<String>,
+    /// `disk` (default) or `cd`.
+    #[serde(default)]
+    boot: Option<String>,
     /// Start it once created (default).
     #[serde(default)]
     start: Option<bool>,
@@ -108,9 +114,9 @@ async fn create(
     state: web::Data<AgentState>,
 ) -> Result<HttpResponse, ApiError> {
     require_auth(&req, &state)?;
-    let body: CreateBody = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::bad_request(format!("invalid instance request: {e}")))?;
+    let body: CreateBody = json_body(&body, "instance request")?;
     let instances = state.instances.clone();
+    let boot_from_cdrom = super::isos::parse_boot(body.boot.as_deref())?;
     let default_nics = if instances.hypervisor_kind() == "qemu" { vec!["user".to_string()] } else { vec![] };
     let request = CreateRequest {
         image: body.image,
@@ -127,6 +133,8 @@ async fn create(
             network_config: body.network_config,
             metadata: body.metadata,
         },
+        cdrom: body.cdrom,
+        boot_from_cdrom,
         start: body.start.unwrap_or(true),
     };
     let record = blocking(move || instances.create(request)).await?;
@@ -260,8 +268,7 @@ async fn guest_update(
 ) -> Result<HttpResponse, ApiError> {
     require_auth(&req, &state)?;
     let uuid = instance_id(&path)?;
-    let update: GuestUpdate = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::bad_request(format!("invalid guest update: {e}")))?;
+    let update: GuestUpdate = json_body(&body, "guest update")?;
     let instances = state.instances.clone();
     let record = blocking(move || instances.update_guest(&uuid, update)).await?;
     Ok(HttpResponse::Ok().json(record.guest))

@@ -5,6 +5,7 @@
 
 pub mod error;
 mod instances;
+mod isos;
 
 use std::sync::Arc;
 
@@ -104,7 +105,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .route("/images/{uuid}", web::delete().to(delete_image))
             .route("/jobs", web::get().to(list_jobs))
             .route("/jobs/{id}", web::get().to(get_job))
-            .configure(instances::configure),
+            .configure(instances::configure)
+            .configure(isos::configure),
     )
     .default_service(web::to(|req: HttpRequest| async move {
         ApiError::new(
@@ -143,6 +145,11 @@ async fn sources(state: web::Data<AgentState>) -> HttpResponse {
 
 /// Runs blocking work (host commands, file I/O) off the async workers; its domain error
 /// becomes the API's.
+/// A JSON request body, or a 400 that says what was wrong with it.
+pub(crate) fn json_body<T: serde::de::DeserializeOwned>(body: &[u8], what: &str) -> Result<T, ApiError> {
+    serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("invalid {what}: {e}")))
+}
+
 pub(crate) async fn blocking<T: Send + 'static, E: Send + 'static>(
     work: impl FnOnce() -> Result<T, E> + Send + 'static,
 ) -> Result<T, ApiError>
@@ -193,8 +200,7 @@ async fn import_image(
     state: web::Data<AgentState>,
 ) -> Result<HttpResponse, ApiError> {
     require_auth(&req, &state)?;
-    let request: ImportRequest = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::bad_request(format!("invalid import request: {e}")))?;
+    let request: ImportRequest = json_body(&body, "import request")?;
     let importer = &state.importer;
     let storage = importer.storage().clone();
     let uuid = request.uuid;

@@ -18,6 +18,9 @@ pub struct CreateArgs {
     pub nics: Vec<String>,
     pub firmware: Option<String>,
     pub guest: GuestArgs,
+    /// An installer ISO attached as a CD, and `cd` to boot from it.
+    pub cdrom: Option<String>,
+    pub boot: Option<String>,
     pub start: bool,
 }
 
@@ -103,7 +106,7 @@ impl Connection {
         }
     }
 
-    fn instance_url(&self, id: &str) -> Result<String, Failure> {
+    pub(super) fn instance_url(&self, id: &str) -> Result<String, Failure> {
         Ok(format!("{}/api/v1/instances/{}", self.url, self.instance_uuid(id)?))
     }
 }
@@ -196,6 +199,12 @@ pub fn create(conn: &Connection, args: CreateArgs) -> CliResult {
     }
     for (key, value) in args.guest.fields()? {
         set(&key, value);
+    }
+    if let Some(cdrom) = args.cdrom {
+        set("cdrom", json!(cdrom));
+    }
+    if let Some(boot) = args.boot {
+        set("boot", json!(boot));
     }
     let instance = conn.send(conn.client().post(format!("{}/api/v1/instances", conn.url)).json(&body))?;
     conn.print(&instance, |i| {

@@ -150,6 +150,9 @@ impl Bhyve {
         }
         // Every guest that bhyveload does not load boots from a bootrom: bhyve has no BIOS of
         // its own, so "BIOS" means UEFI with the compatibility module.
+        if spec.boot_from_cdrom && spec.firmware == Firmware::Bhyveload {
+            return Err(unsupported("booting from a CD with bhyveload (use firmware uefi or bios)"));
+        }
         let bootrom = match spec.firmware {
             Firmware::Bios => Some(Bootrom { code: paths.uefi_csm_bootrom.clone(), vars: None }),
             Firmware::Uefi => Some(Bootrom { code: paths.uefi_bootrom.clone(), vars: None }),
@@ -162,7 +165,8 @@ impl Bhyve {
             memory_mib: spec.memory_mib,
             disks,
             nics,
-            cdrom: None,
+            // Slot 3, before the disks: UEFI tries the CD first whenever one is attached.
+            cdrom: spec.cdrom.clone(),
             bootrom,
             console: paths.console_vm_side(&spec.name),
         };
@@ -453,6 +457,8 @@ mod tests {
                 nics: vec![nic("58:9c:fc:00:00:01"), nic("58:9c:fc:00:00:02")],
                 firmware: Firmware::Uefi,
                 run_dir: self.dir.path().to_path_buf(),
+                cdrom: None,
+                boot_from_cdrom: false,
                 metadata_socket: None,
             }
         }

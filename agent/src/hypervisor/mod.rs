@@ -87,6 +87,9 @@ pub struct VmSpec {
     /// A per-instance directory for sockets, pid files and the hypervisor's own output
     /// (`hypervisor.log`); it exists and survives agent restarts.
     pub run_dir: PathBuf,
+    /// An ISO attached as a CD, and whether to boot from it.
+    pub cdrom: Option<PathBuf>,
+    pub boot_from_cdrom: bool,
     /// The Unix socket of the instance's metadata service, for backends that can forward the
     /// guest's connections to 169.254.169.254:80 there (QEMU user-mode networking).
     pub metadata_socket: Option<PathBuf>,

@@ -160,8 +160,8 @@ impl Qemu {
                 .map(|d| Disk { path: d.path.clone(), format: d.format.as_str(), read_only: d.read_only })
                 .collect(),
             nics,
-            cdrom: None,
-            boot_from_cdrom: false,
+            cdrom: spec.cdrom.clone(),
+            boot_from_cdrom: spec.boot_from_cdrom,
             uefi_firmware,
             qmp_socket: qmp_socket(&spec.run_dir),
             serial_socket: serial_socket(&spec.run_dir),
@@ -369,6 +369,8 @@ mod tests {
             nics: vec![],
             firmware: Firmware::Bios,
             run_dir: "/run/agent/x".into(),
+            cdrom: None,
+            boot_from_cdrom: false,
             metadata_socket: Some("/run/agent/x/metadata.sock".into()),
         };
         assert_eq!(

@@ -22,6 +22,7 @@ use crate::hypervisor::{
     DiskFormat, Firmware, Hypervisor, HypervisorError, RunEnd, VmControl, VmDisk, VmNetwork, VmNic, VmRun,
     VmSpec,
 };
+use crate::iso::{IsoError, IsoStore};
 use crate::storage::{ContentKind, ImageStorage, LocalImage, StorageError};
 
 /// Reboots allowed within [`CRASH_LOOP_WINDOW`] before a rebooting instance is marked failed.
@@ -42,6 +43,8 @@ pub struct Settings {
     pub stop_timeout: Duration,
     pub console_ring_bytes: usize,
     pub console_log_max_bytes: u64,
+    /// Installer ISOs instances can boot from.
+    pub iso_dir: PathBuf,
 }
 
 /// The NoCloud seed disk, in the instance's run directory.
@@ -69,6 +72,10 @@ pub enum InstanceError {
     Storage(Box<StorageError>),
     #[error("{0}")]
     Console(String),
+    #[error("{0}")]
+    Iso(#[from] IsoError),
+    #[error("ISO {iso:?} is attached to instances {instances:?}")]
+    IsoInUse { iso: String, instances: Vec<Uuid> },
 }
 
 // Boxed: these carry command output, and every `Result` of the manager would pay for them.
@@ -103,6 +110,9 @@ pub struct CreateRequest {
     pub networks: Vec<String>,
     pub firmware: Option<Firmware>,
     pub guest: GuestConfig,
+    /// An installer ISO attached as a CD, and whether to boot from it.
+    pub cdrom: Option<String>,
+    pub boot_from_cdrom: bool,
     pub start: bool,
 }
 
@@ -147,6 +157,7 @@ pub struct Instances {
     images: Arc<dyn ImageStorage>,
     settings: Settings,
     table: Mutex<BTreeMap<Uuid, Arc<Slot>>>,
+    isos: Arc<IsoStore>,
     /// Set when the agent stops: supervisors let go of their VMs without acting.
     detached: AtomicBool,
     generations: AtomicU64,
@@ -165,10 +176,12 @@ impl Instances {
             fs::create_dir_all(dir)
                 .map_err(|e| InstanceError::Console(format!("cannot create {}: {e}", dir.display())))?;
         }
+        let isos = IsoStore::open(&settings.iso_dir)?;
         let instances = Arc::new(Instances {
             disks,
             hypervisor,
             images,
+            isos,
             settings,
             table: Mutex::new(BTreeMap::new()),
             detached: AtomicBool::new(false),
@@ -308,6 +321,7 @@ impl Instances {
             record::parse_network(network).map_err(InstanceError::Invalid)?;
         }
         request.guest.validate().map_err(InstanceError::Invalid)?;
+        self.check_cdrom(request.cdrom.as_deref(), request.boot_from_cdrom)?;
         // The larger of the manifest's `image_size` and the raw disk really stored: a manifest
         // that understates its disk must not give instances a truncated copy of it.
         let stored_mib = (image.content == ContentKind::RawDisk).then(|| image.content_size.div_ceil(MIB));
@@ -358,6 +372,8 @@ impl Instances {
                 created_at: record::now(),
                 history: Vec::new(),
                 guest: request.guest.clone(),
+                cdrom: request.cdrom.clone(),
+                boot_from_cdrom: request.boot_from_cdrom,
             };
             record.set_state(InstanceState::Provisioning, format!("creating from image {}", image.meta.uuid));
             let slot = self.new_slot(record.clone())?;
@@ -428,6 +444,8 @@ impl Instances {
             },
             nics,
             firmware: record.firmware,
+            cdrom: record.cdrom.as_deref().map(|name| self.isos.path(name)).transpose()?,
+            boot_from_cdrom: record.boot_from_cdrom,
             metadata_socket: Some(run_dir.join(METADATA_SOCKET)),
             run_dir,
         })
@@ -464,6 +482,58 @@ impl Instances {
         nocloud::write_seed(&path, &files).map_err(|e| {
             HypervisorError::io(format!("cannot write the NoCloud seed {}", path.display()), e).into()
         })
+    }
+
+    pub fn isos(&self) -> &Arc<IsoStore> {
+        &self.isos
+    }
+
+    /// The instances that have the ISO `name` attached.
+    pub fn iso_users(&self, name: &str) -> Vec<Uuid> {
+        lock(&self.table)
+            .values()
+            .map(|s| s.snapshot())
+            .filter(|r| r.cdrom.as_deref() == Some(name))
+            .map(|r| r.uuid)
+            .collect()
+    }
+
+    /// Fails with `IsoInUse` while an instance has the ISO attached.
+    pub fn check_iso_unused(&self, name: &str) -> Result<(), InstanceError> {
+        let instances = self.iso_users(name);
+        if instances.is_empty() {
+            Ok(())
+        } else {
+            Err(InstanceError::IsoInUse { iso: name.to_string(), instances })
+        }
+    }
+
+    fn check_cdrom(&self, cdrom: Option<&str>, boot_from_cdrom: bool) -> Result<(), InstanceError> {
+        match cdrom {
+            Some(name) => self.isos.path(name).map(drop).map_err(InstanceError::from),
+            None if boot_from_cdrom => {
+                Err(InstanceError::Invalid("booting from the CD needs an ISO attached".into()))
+            }
+            None => Ok(()),
+        }
+    }
+
+    /// Attaches an ISO as the instance's CD (or detaches it with `None`), and says whether to
+    /// boot from it; the guest sees it from its next start.
+    pub fn set_cdrom(
+        &self,
+        uuid: &Uuid,
+        cdrom: Option<String>,
+        boot_from_cdrom: bool,
+    ) -> Result<InstanceRecord, InstanceError> {
+        let slot = self.slot(uuid)?;
+        let _op = lock(&slot.op);
+        self.check_cdrom(cdrom.as_deref(), boot_from_cdrom)?;
+        let mut record = slot.snapshot();
+        record.cdrom = cdrom;
+        record.boot_from_cdrom = boot_from_cdrom;
+        self.commit(&slot, record.clone())?;
+        Ok(record)
     }
 
     /// Changes the guest configuration of an instance; the guest sees it from its next start.

@@ -53,6 +53,12 @@ pub struct InstanceRecord {
     /// What the guest is told about itself (records older than this field have none).
     #[serde(default)]
     pub guest: GuestConfig,
+    /// The name of an installer ISO attached as a CD.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cdrom: Option<String>,
+    /// Boot from the CD rather than the disk.
+    #[serde(default)]
+    pub boot_from_cdrom: bool,
 }
 
 impl InstanceRecord {

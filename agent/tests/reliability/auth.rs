@@ -64,6 +64,11 @@ fn protected_routes() -> Vec<(Method, String, Vec<u8>)> {
         // The guest configuration: user-data often holds secrets, so reading it needs credentials.
         (Method::GET, format!("/api/v1/instances/{instance}/guest"), vec![]),
         (Method::PATCH, format!("/api/v1/instances/{instance}/guest"), br#"{"hostname": "x"}"#.to_vec()),
+        (Method::PUT, format!("/api/v1/instances/{instance}/cdrom"), br#"{"iso": null}"#.to_vec()),
+        (Method::POST, "/api/v1/isos".into(), br#"{"url": "http://127.0.0.1:9/x.iso"}"#.to_vec()),
+        (Method::PUT, "/api/v1/isos/new.iso".into(), b"not really an iso".to_vec()),
+        (Method::POST, "/api/v1/isos/a.iso?action=rename&to=b.iso".into(), vec![]),
+        (Method::DELETE, "/api/v1/isos/a.iso".into(), vec![]),
     ]
 }
 

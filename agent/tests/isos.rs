@@ -1,0 +1,187 @@
+//! Installer ISOs through the agent's API and CLI: upload (streamed, checksum checked), fetch
+//! from a URL with progress, rename, delete, and attaching one to an instance as its CD (which
+//! makes it undeletable until detached). The fetch source is a real imgapi on 127.0.0.1.
+
+mod common;
+
+use std::path::Path;
+
+use agent::RunningAgent;
+use reqwest::blocking::Client;
+use reqwest::Method;
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+
+use common::*;
+
+const TOKEN: &str = "iso-test-token-0123456789";
+
+struct Agent {
+    agent: RunningAgent,
+    dir: tempfile::TempDir,
+    client: Client,
+}
+
+impl Agent {
+    fn start(source: &str) -> Agent {
+        let dir = tempfile::tempdir().unwrap();
+        let config = json!({
+            "listen": "127.0.0.1:0",
+            "auth": {"tokens": [TOKEN]},
+            "sources": [source],
+            "storage": {"backend": "files", "dir": dir.path().join("images")},
+            "instances": {"hypervisor": "qemu", "dir": dir.path().join("instances"), "run_dir": dir.path().join("run")},
+            "log_level": "warn",
+        });
+        let config = agent::config::Config::from_json(&config.to_string(), Path::new("t")).unwrap();
+        Agent {
+            agent: RunningAgent::start(config).unwrap(),
+            dir,
+            client: Client::builder().timeout(None).build().unwrap(),
+        }
+    }
+
+    fn send(&self, method: Method, path: &str, body: Option<Value>) -> (u16, Value) {
+        let mut request =
+            self.client.request(method, format!("{}/api/v1{path}", self.agent.url())).bearer_auth(TOKEN);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().unwrap();
+        (response.status().as_u16(), response.json().unwrap_or(Value::Null))
+    }
+
+    #[allow(clippy::disallowed_methods)] // the CLI is run as users run it
+    fn cli(&self, args: &[&str]) -> std::process::Output {
+        std::process::Command::new(env!("CARGO_BIN_EXE_agent"))
+            .args(["--url", &self.agent.url(), "--token", TOKEN])
+            .args(args)
+            .output()
+            .unwrap()
+    }
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+#[test]
+fn isos_are_uploaded_fetched_renamed_attached_and_deleted() {
+    let imgapi = Imgapi::start();
+    // A 3 MiB "ISO", served by the image server as an image file.
+    let iso: Vec<u8> = (0..3u32 << 20).map(|i| (i % 253) as u8).collect();
+    let image = imgapi.publish("installer", &iso, "none", None);
+    let agent = Agent::start(&format!("http://admin:secret@{}", imgapi.server.addr));
+    let iso_url = format!("{}/images/{image}/file", imgapi.server.url());
+
+    // Upload, streamed, with its checksum; a wrong checksum keeps nothing.
+    let file = agent.dir.path().join("local.iso");
+    std::fs::write(&file, &iso).unwrap();
+    let uploaded =
+        agent.cli(&["--json", "isos", "upload", file.to_str().unwrap(), "--sha256", &sha256_hex(&iso)]);
+    assert!(uploaded.status.success(), "{}", String::from_utf8_lossy(&uploaded.stderr));
+    let wrong = agent.cli(&[
+        "isos",
+        "upload",
+        file.to_str().unwrap(),
+        "--name",
+        "bad.iso",
+        "--sha256",
+        &"0".repeat(64),
+    ]);
+    assert!(!wrong.status.success());
+    assert!(
+        String::from_utf8_lossy(&wrong.stderr).contains("ChecksumMismatch"),
+        "{}",
+        String::from_utf8_lossy(&wrong.stderr)
+    );
+    let (status, _) = agent.send(Method::GET, "/isos/bad.iso", None);
+    assert_eq!(status, 404);
+
+    // Fetch from a URL: the CLI waits, showing progress, and the bytes are exact.
+    let fetched =
+        agent.cli(&["isos", "fetch", &iso_url, "--name", "fetched.iso", "--sha256", &sha256_hex(&iso)]);
+    assert!(fetched.status.success(), "{}", String::from_utf8_lossy(&fetched.stderr));
+    let (_, info) = agent.send(Method::GET, "/isos/fetched.iso", None);
+    assert_eq!(
+        (info["size"].as_u64(), info["source"].as_str()),
+        (Some(iso.len() as u64), Some(iso_url.as_str()))
+    );
+    assert_eq!(std::fs::read(agent.dir.path().join("instances/isos/fetched.iso")).unwrap(), iso);
+    // A fetch whose checksum does not match fails, and leaves nothing.
+    let (status, _) = agent.send(
+        Method::POST,
+        "/isos",
+        Some(json!({"url": iso_url, "name": "mismatch.iso", "sha256": "1".repeat(64)})),
+    );
+    assert_eq!(status, 202);
+    let failed = loop {
+        let (_, fetches) = agent.send(Method::GET, "/isos/fetches", None);
+        let entry = fetches.as_array().unwrap().iter().find(|f| f["name"] == "mismatch.iso").unwrap().clone();
+        if entry["state"] != "running" {
+            break entry;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    assert_eq!(failed["state"], "failed");
+    assert!(failed["error"].as_str().unwrap().contains("checksum"), "{failed}");
+    assert_eq!(agent.send(Method::GET, "/isos/mismatch.iso", None).0, 404);
+    let (status, body) = agent.send(Method::POST, "/isos", Some(json!({"url": "ftp://x/y.iso"})));
+    assert_eq!((status, body["code"].as_str()), (422, Some("InvalidParameter")));
+    let (status, body) = agent.send(Method::PUT, "/isos/..%2Fescape", Some(json!({})));
+    assert!(status == 422 || status == 404, "{status} {body}");
+
+    // Rename; names are checked.
+    let (status, renamed) = agent.send(Method::POST, "/isos/local.iso?action=rename&to=installer.iso", None);
+    assert_eq!((status, renamed["name"].as_str()), (200, Some("installer.iso")), "{renamed}");
+    let (status, _) = agent.send(Method::POST, "/isos/installer.iso?action=rename&to=fetched.iso", None);
+    assert_eq!(status, 409, "no overwriting");
+
+    // Attach to an instance (created stopped: nothing runs here), which pins the ISO.
+    let boot_disk = imgapi.publish("disk", &vec![0u8; 1 << 20], "none", None);
+    assert_eq!(agent.send(Method::POST, "/images", Some(json!({"uuid": boot_disk}))).0, 200);
+    let (status, body) = agent.send(
+        Method::POST,
+        "/instances",
+        Some(json!({"image": boot_disk, "start": false, "cdrom": "missing.iso", "boot": "cd"})),
+    );
+    assert_eq!((status, body["code"].as_str()), (404, Some("IsoNotFound")), "{body}");
+    let (status, body) = agent.send(
+        Method::POST,
+        "/instances",
+        Some(json!({"image": boot_disk, "start": false, "boot": "cd"})),
+    );
+    assert_eq!(status, 422, "booting a CD needs one: {body}");
+    let (status, created) = agent.send(
+        Method::POST,
+        "/instances",
+        Some(json!({"image": boot_disk, "start": false, "cdrom": "installer.iso", "boot": "cd"})),
+    );
+    assert_eq!(status, 201, "{created}");
+    assert_eq!(
+        (created["cdrom"].as_str(), created["boot_from_cdrom"].as_bool()),
+        (Some("installer.iso"), Some(true))
+    );
+    let id = created["uuid"].as_str().unwrap().to_string();
+    let (_, list) = agent.send(Method::GET, "/isos", None);
+    let installer = list.as_array().unwrap().iter().find(|i| i["name"] == "installer.iso").unwrap();
+    assert_eq!(installer["attached_to"], json!([id]));
+    let (status, body) = agent.send(Method::DELETE, "/isos/installer.iso", None);
+    assert_eq!((status, body["code"].as_str()), (409, Some("IsoInUse")), "{body}");
+    let (status, _) = agent.send(Method::POST, "/isos/installer.iso?action=rename&to=other.iso", None);
+    assert_eq!(status, 409, "renaming would lose it for the instance");
+
+    // Eject (from the CLI), then the ISO can go.
+    let ejected = agent.cli(&["instances", "cdrom", &id, "--eject"]);
+    assert!(ejected.status.success(), "{}", String::from_utf8_lossy(&ejected.stderr));
+    let deleted = agent.cli(&["isos", "delete", "installer.iso"]);
+    assert!(deleted.status.success(), "{}", String::from_utf8_lossy(&deleted.stderr));
+    let listed = agent.cli(&["isos", "list"]);
+    let table = String::from_utf8_lossy(&listed.stdout);
+    assert!(table.contains("fetched.iso") && !table.contains("installer.iso"), "{table}");
+    let names: Vec<String> = std::fs::read_dir(agent.dir.path().join("instances/isos"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names.len(), 2, "fetched.iso and its record, no temp files: {names:?}");
+}
