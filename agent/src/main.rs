@@ -71,11 +71,11 @@ enum Command {
 
 #[derive(Subcommand)]
 enum InstancesCommand {
-    /// Create an instance from an imported image, and start it.
+    /// Create an instance from an imported image (or with a blank disk), and start it.
     Create {
-        /// The image uuid.
+        /// The image uuid; without one, the disk is blank (`--disk` MiB), for an ISO install.
         #[arg(long)]
-        image: String,
+        image: Option<String>,
         #[arg(long)]
         alias: Option<String>,
         #[arg(long)]

@@ -82,7 +82,7 @@ impl Host {
     fn create(&self, start: bool) -> InstanceRecord {
         self.instances
             .create(CreateRequest {
-                image: self.image,
+                image: Some(self.image),
                 alias: Some("vm".into()),
                 vcpus: 2,
                 memory_mib: 1024,
@@ -311,7 +311,7 @@ fn a_restarted_agent_adopts_running_vms_and_marks_vanished_ones_stopped() {
 }
 
 #[test]
-fn an_attached_iso_is_the_cd_in_slot_3_and_cannot_go_while_attached() {
+fn a_blank_instance_boots_its_iso_from_slot_3_and_the_iso_cannot_go_while_attached() {
     let host = Host::new();
     let isos = host.instances.isos().clone();
     isos.add("installer.iso", &mut &b"an installer"[..], None, None, |_| {}).unwrap();
@@ -319,7 +319,8 @@ fn an_attached_iso_is_the_cd_in_slot_3_and_cannot_go_while_attached() {
     let record = host
         .instances
         .create(CreateRequest {
-            image: host.image,
+            // An install from the ISO onto a blank disk.
+            image: None,
             alias: Some("install".into()),
             vcpus: 1,
             memory_mib: 512,
@@ -332,6 +333,9 @@ fn an_attached_iso_is_the_cd_in_slot_3_and_cannot_go_while_attached() {
             start: true,
         })
         .unwrap();
+    assert_eq!(record.image, None);
+    let disk = host.dir.path().join("instances").join(record.uuid.to_string()).join("disk0.raw");
+    assert_eq!(std::fs::metadata(&disk).unwrap().len(), 4 << 20, "a blank disk of disk_mib");
     let bhyve = host.runner.commands().into_iter().find(|c| c.starts_with(BHYVE)).unwrap();
     let iso = isos.path("installer.iso").unwrap();
     assert!(bhyve.contains(&format!(" -s 3:0,ahci-cd,{},ro -s 4:0,virtio-blk,", iso.display())), "{bhyve}");

@@ -152,12 +152,31 @@ fn isos_are_uploaded_fetched_renamed_attached_and_deleted() {
         Some(json!({"image": boot_disk, "start": false, "boot": "cd"})),
     );
     assert_eq!(status, 422, "booting a CD needs one: {body}");
+    let (status, body) =
+        agent.send(Method::POST, "/instances", Some(json!({"start": false, "cdrom": "installer.iso"})));
+    assert_eq!(status, 422, "a blank disk needs a size: {body}");
+    // An install from the ISO onto a blank 16 MiB disk.
     let (status, created) = agent.send(
         Method::POST,
         "/instances",
-        Some(json!({"image": boot_disk, "start": false, "cdrom": "installer.iso", "boot": "cd"})),
+        Some(json!({"start": false, "disk_mib": 16, "cdrom": "installer.iso", "boot": "cd"})),
     );
     assert_eq!(status, 201, "{created}");
+    assert_eq!(created["image"], Value::Null);
+    let overlay =
+        agent.dir.path().join("instances").join(created["uuid"].as_str().unwrap()).join("disk0.qcow2");
+    #[allow(clippy::disallowed_methods)] // qemu-img, to check what the agent made
+    let info = std::process::Command::new("qemu-img")
+        .args(["info", "--output=json"])
+        .arg(&overlay)
+        .output()
+        .unwrap();
+    let info: Value = serde_json::from_slice(&info.stdout).unwrap();
+    assert_eq!(
+        (info["virtual-size"].as_u64(), info.get("backing-filename")),
+        (Some(16 << 20), None),
+        "{info}"
+    );
     assert_eq!(
         (created["cdrom"].as_str(), created["boot_from_cdrom"].as_bool()),
         (Some("installer.iso"), Some(true))

@@ -405,7 +405,7 @@ fn instances_are_clones_that_carry_their_record() {
     assert!(disks.load_all().unwrap().is_empty(), "no parent yet is no instances");
 
     let mut record = instance_record(image.meta.uuid, 16);
-    disks.create(&record, &image).unwrap();
+    disks.create(&record, Some(&image)).unwrap();
     let clone = format!("{instances_parent}/{}", record.uuid);
     let origin = f.zfs.get(&clone, &["origin"], Depth::Itself, None).unwrap();
     assert_eq!(origin[0].value.as_deref(), Some(format!("{}@final", image.location).as_str()));
@@ -437,6 +437,17 @@ fn instances_are_clones_that_carry_their_record() {
 
     disks.destroy(&record.uuid).unwrap();
     assert!(!f.zfs.exists(&clone).unwrap());
+    assert!(disks.load_all().unwrap().is_empty());
+
+    // A blank disk (for an install from an ISO): a dataset of its own with a sparse disk file.
+    let mut blank = instance_record(Uuid::nil(), 8);
+    blank.image = None;
+    disks.create(&blank, None).unwrap();
+    let path = disks.disks(&blank).unwrap().remove(0).path;
+    let bytes = std::fs::read(&path).unwrap();
+    assert!(bytes.len() == 8 << 20 && bytes.iter().all(|b| *b == 0), "8 MiB of zeros");
+    assert_eq!(disks.load_all().unwrap(), [blank.clone()]);
+    disks.destroy(&blank.uuid).unwrap();
     assert!(disks.load_all().unwrap().is_empty());
     disks.destroy(&record.uuid).unwrap();
     f.storage.delete(&image.meta.uuid).unwrap();

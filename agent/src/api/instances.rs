@@ -70,8 +70,9 @@ async fn get(path: web::Path<String>, state: web::Data<AgentState>) -> Result<Ht
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct CreateBody {
-    #[serde(alias = "ima")]
-    image: Uuid,
+    /// Absent or null: a blank disk of `disk_mib` (for an install from an ISO).
+    #[serde(default, alias = "ima")]
+    image: Option<Uuid>,
     #[serde(default, alias = "mem", alias = "memory")]
     memory_mib: Option<u64>,
     #[serde(default, alias = "cpu")]

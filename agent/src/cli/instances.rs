@@ -10,7 +10,8 @@ use super::{exit, str_of, CliResult, Connection, Failure};
 
 /// What `instances create` sends.
 pub struct CreateArgs {
-    pub image: String,
+    /// `None`: a blank disk.
+    pub image: Option<String>,
     pub alias: Option<String>,
     pub vcpus: Option<u32>,
     pub memory_mib: Option<u64>,

@@ -56,7 +56,9 @@ fn io_error(context: impl Into<String>) -> impl FnOnce(io::Error) -> DiskError {
 /// Instance disks and records. Methods block (host commands, file I/O).
 pub trait InstanceDisks: Send + Sync {
     /// Creates the instance's boot disk from `image` and persists `record` with it.
-    fn create(&self, record: &InstanceRecord, image: &LocalImage) -> Result<(), DiskError>;
+    /// Creates the instance's disk: a copy-on-write clone of `image`, or blank (`None`, for an
+    /// install from an ISO), of `record.disk_mib`; and persists the record with it.
+    fn create(&self, record: &InstanceRecord, image: Option<&LocalImage>) -> Result<(), DiskError>;
     /// Persists a changed record.
     fn save(&self, record: &InstanceRecord) -> Result<(), DiskError>;
     /// Every persisted instance; removes what an interrupted create left.
@@ -109,6 +111,13 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), DiskError> {
     File::open(dir).and_then(|d| d.sync_all()).map_err(io_error("sync a directory"))
 }
 
+/// A sparse raw disk of `size` bytes, all zeros.
+fn blank_file(path: &Path, size: u64) -> Result<(), DiskError> {
+    let file = File::create(path).map_err(io_error(format!("create {}", path.display())))?;
+    file.set_len(size).map_err(io_error("size the disk"))?;
+    file.sync_all().map_err(io_error("sync the disk"))
+}
+
 /// Copies a raw disk, leaving holes where the source has zeros, then sizes it to `size`.
 fn sparse_copy(from: &Path, to: &Path, size: u64) -> Result<(), DiskError> {
     let mut source = File::open(from).map_err(io_error(format!("open {}", from.display())))?;
@@ -131,8 +140,8 @@ fn sparse_copy(from: &Path, to: &Path, size: u64) -> Result<(), DiskError> {
 }
 
 impl InstanceDisks for FileDisks {
-    fn create(&self, record: &InstanceRecord, image: &LocalImage) -> Result<(), DiskError> {
-        if image.content != ContentKind::RawDisk {
+    fn create(&self, record: &InstanceRecord, image: Option<&LocalImage>) -> Result<(), DiskError> {
+        if image.is_some_and(|image| image.content != ContentKind::RawDisk) {
             return Err(DiskError::Invalid("the files backend runs raw disk images only".into()));
         }
         let partial = self.dir.join(format!(".partial-{}", record.uuid));
@@ -141,15 +150,24 @@ impl InstanceDisks for FileDisks {
         let result = (|| {
             let disk = partial.join(self.disk_name());
             let size = record.disk_mib * MIB;
-            if self.overlay {
-                let command = HostCommand::new(&self.qemu_img)
-                    .args(["create", "-q", "-f", "qcow2", "-F", "raw", "-b"])
-                    .arg(&image.location)
-                    .arg(&disk)
-                    .arg(size.to_string());
-                self.runner.run(&command)?;
-            } else {
-                sparse_copy(Path::new(&image.location), &disk, size)?;
+            match (image, self.overlay) {
+                (Some(image), true) => {
+                    let command = HostCommand::new(&self.qemu_img)
+                        .args(["create", "-q", "-f", "qcow2", "-F", "raw", "-b"])
+                        .arg(&image.location)
+                        .arg(&disk)
+                        .arg(size.to_string());
+                    self.runner.run(&command)?;
+                }
+                (Some(image), false) => sparse_copy(Path::new(&image.location), &disk, size)?,
+                (None, true) => {
+                    let command = HostCommand::new(&self.qemu_img)
+                        .args(["create", "-q", "-f", "qcow2"])
+                        .arg(&disk)
+                        .arg(size.to_string());
+                    self.runner.run(&command)?;
+                }
+                (None, false) => blank_file(&disk, size)?,
             }
             let json = serde_json::to_vec_pretty(record).map_err(|e| DiskError::Invalid(e.to_string()))?;
             write_atomically(&partial.join("instance.json"), &json)?;
@@ -280,16 +298,29 @@ impl ZfsDisks {
 }
 
 impl InstanceDisks for ZfsDisks {
-    fn create(&self, record: &InstanceRecord, image: &LocalImage) -> Result<(), DiskError> {
+    fn create(&self, record: &InstanceRecord, image: Option<&LocalImage>) -> Result<(), DiskError> {
         let json = Self::encode(record)?;
         if !self.zfs.exists(&self.parent)? {
             self.zfs.create_filesystem(&self.parent, true, &[])?;
         }
         let dataset = self.dataset(&record.uuid);
-        self.zfs.clone_snapshot(&format!("{}@{FINAL_SNAPSHOT}", image.location), &dataset)?;
+        match (image, self.mode) {
+            (Some(image), _) => {
+                self.zfs.clone_snapshot(&format!("{}@{FINAL_SNAPSHOT}", image.location), &dataset)?
+            }
+            (None, ZfsMode::Zvol) => self.zfs.create_volume(&dataset, record.disk_mib)?,
+            (None, ZfsMode::Files) => self.zfs.create_filesystem(&dataset, false, &[])?,
+        }
         // The record goes last: a clone without it is a leftover `load_all` removes.
-        let result = self
-            .grow(&dataset, record.disk_mib)
+        let blank_file = |()| match (image, self.mode) {
+            (None, ZfsMode::Files) => {
+                blank_file(&self.mountpoint(&dataset)?.join(DISK_FILE), record.disk_mib * MIB)
+            }
+            _ => Ok(()),
+        };
+        let result = Ok(())
+            .and_then(blank_file)
+            .and_then(|()| self.grow(&dataset, record.disk_mib))
             .and_then(|()| self.zfs.set(&dataset, RECORD_PROPERTY, &json).map_err(DiskError::from));
         if result.is_err() {
             if let Err(error) = self.zfs.destroy(&dataset, true) {
@@ -405,7 +436,7 @@ mod tests {
         let zfs = Zfs::new(Arc::new(runner.clone()), "/sbin/zfs", Dialect::OpenZfs);
         let disks = ZfsDisks::new(zfs, "tank/instances", ZfsMode::Zvol, Path::new("/dev/zvol"));
         let record = record(20);
-        disks.create(&record, &image("tank/images/x", ContentKind::ZfsStream)).unwrap();
+        disks.create(&record, Some(&image("tank/images/x", ContentKind::ZfsStream))).unwrap();
         let commands = runner.commands();
         let clone = "tank/instances/6de01e97-d7ec-4906-bd8b-cb4eafdb7c8b";
         assert_eq!(commands[0], "/sbin/zfs list -H -o name -t all tank/instances");
@@ -428,7 +459,7 @@ mod tests {
         runner.expect("/sbin/zfs set imgagent:instance", Reply::Fail("out of space".into()));
         let zfs = Zfs::new(Arc::new(runner.clone()), "/sbin/zfs", Dialect::OpenZfs);
         let disks = ZfsDisks::new(zfs, "tank/instances", ZfsMode::Zvol, Path::new("/dev/zvol"));
-        assert!(disks.create(&record(20), &image("tank/images/x", ContentKind::RawDisk)).is_err());
+        assert!(disks.create(&record(20), Some(&image("tank/images/x", ContentKind::RawDisk))).is_err());
         let commands = runner.commands();
         assert!(!commands.iter().any(|c| c.contains("volsize=")), "50 MiB is not cut to 20: {commands:?}");
         assert!(commands.last().unwrap().starts_with("/sbin/zfs destroy -r tank/instances/"), "{commands:?}");
@@ -451,7 +482,7 @@ mod tests {
         )
         .unwrap();
         let record = record(8);
-        overlays.create(&record, &image(raw.to_str().unwrap(), ContentKind::RawDisk)).unwrap();
+        overlays.create(&record, Some(&image(raw.to_str().unwrap(), ContentKind::RawDisk))).unwrap();
         assert_eq!(
             runner.commands()[0],
             format!(
@@ -468,14 +499,14 @@ mod tests {
         let copies =
             FileDisks::new(&dir.path().join("c"), Arc::new(RecordingRunner::new()), Path::new("/x"), false)
                 .unwrap();
-        copies.create(&record, &image(raw.to_str().unwrap(), ContentKind::RawDisk)).unwrap();
+        copies.create(&record, Some(&image(raw.to_str().unwrap(), ContentKind::RawDisk))).unwrap();
         let disk = &copies.disks(&record).unwrap()[0].path;
         let copied = fs::read(disk).unwrap();
         assert_eq!(copied.len(), 8 << 20);
         assert_eq!(&copied[..bytes.len()], &bytes[..]);
         use std::os::unix::fs::MetadataExt;
         assert!(fs::metadata(disk).unwrap().blocks() * 512 < 3 << 20, "zero runs stay holes");
-        assert!(copies.create(&record, &image("/x", ContentKind::ZfsStream)).is_err());
+        assert!(copies.create(&record, Some(&image("/x", ContentKind::ZfsStream))).is_err());
 
         // A create cut short leaves a .partial- dir that loading removes; destroy removes all.
         fs::create_dir(dir.path().join("c/.partial-x")).unwrap();

@@ -100,7 +100,8 @@ impl From<StorageError> for InstanceError {
 /// What `create` is asked for.
 #[derive(Debug, Clone)]
 pub struct CreateRequest {
-    pub image: Uuid,
+    /// `None`: a blank disk of `disk_mib` (for an install from an ISO).
+    pub image: Option<Uuid>,
     pub alias: Option<String>,
     pub vcpus: u32,
     pub memory_mib: u64,
@@ -286,7 +287,7 @@ impl Instances {
         lock(&self.table)
             .values()
             .map(|s| s.snapshot())
-            .filter(|r| r.image == *image)
+            .filter(|r| r.image == Some(*image))
             .map(|r| r.uuid)
             .collect()
     }
@@ -301,7 +302,7 @@ impl Instances {
         }
     }
 
-    fn validate(&self, request: &CreateRequest, image: &LocalImage) -> Result<u64, InstanceError> {
+    fn validate(&self, request: &CreateRequest, image: Option<&LocalImage>) -> Result<u64, InstanceError> {
         let invalid = |m: String| Err(InstanceError::Invalid(m));
         if !(1..=64).contains(&request.vcpus) {
             return invalid(format!("vcpus must be between 1 and 64, not {}", request.vcpus));
@@ -324,6 +325,15 @@ impl Instances {
         self.check_cdrom(request.cdrom.as_deref(), request.boot_from_cdrom)?;
         // The larger of the manifest's `image_size` and the raw disk really stored: a manifest
         // that understates its disk must not give instances a truncated copy of it.
+        let Some(image) = image else {
+            return match request.disk_mib {
+                Some(disk) if (1..=64 * 1024 * 1024).contains(&disk) => Ok(disk),
+                Some(_) => invalid("disk must be between 1 MiB and 64 TiB".into()),
+                None => {
+                    invalid("an instance without an image needs disk_mib: the size of its blank disk".into())
+                }
+            };
+        };
         let stored_mib = (image.content == ContentKind::RawDisk).then(|| image.content_size.div_ceil(MIB));
         let image_mib = image.meta.image_size_mib.max(stored_mib).unwrap_or(0);
         match request.disk_mib {
@@ -338,8 +348,11 @@ impl Instances {
 
     /// Creates an instance (and starts it when asked). Blocking.
     pub fn create(self: &Arc<Self>, request: CreateRequest) -> Result<InstanceRecord, InstanceError> {
-        let image = self.images.get(&request.image)?.ok_or(InstanceError::ImageNotFound(request.image))?;
-        let disk_mib = self.validate(&request, &image)?;
+        let image = match request.image {
+            Some(uuid) => Some(self.images.get(&uuid)?.ok_or(InstanceError::ImageNotFound(uuid))?),
+            None => None,
+        };
+        let disk_mib = self.validate(&request, image.as_ref())?;
         let (uuid, record, slot) = {
             let mut table = lock(&self.table);
             let existing: Vec<InstanceRecord> = table.values().map(|s| s.snapshot()).collect();
@@ -359,7 +372,7 @@ impl Instances {
             let mut record = InstanceRecord {
                 uuid,
                 alias: request.alias.clone().unwrap_or_else(|| InstanceRecord::vm_name_for(&uuid)),
-                image: image.meta.uuid,
+                image: image.as_ref().map(|i| i.meta.uuid),
                 vcpus: request.vcpus,
                 memory_mib: request.memory_mib,
                 disk_mib,
@@ -375,7 +388,11 @@ impl Instances {
                 cdrom: request.cdrom.clone(),
                 boot_from_cdrom: request.boot_from_cdrom,
             };
-            record.set_state(InstanceState::Provisioning, format!("creating from image {}", image.meta.uuid));
+            let from = match &image {
+                Some(image) => format!("creating from image {}", image.meta.uuid),
+                None => format!("creating with a blank {disk_mib} MiB disk"),
+            };
+            record.set_state(InstanceState::Provisioning, from);
             let slot = self.new_slot(record.clone())?;
             table.insert(uuid, slot.clone());
             (uuid, record, slot)
@@ -383,7 +400,7 @@ impl Instances {
         let mut provisioned = record;
         let next = provisioned.state.apply(Event::Provisioned)?;
         provisioned.set_state(next, "created");
-        if let Err(error) = self.disks.create(&provisioned, &image) {
+        if let Err(error) = self.disks.create(&provisioned, image.as_ref()) {
             lock(&self.table).remove(&uuid);
             slot.console.close();
             lock(&slot.metadata).take();
@@ -392,7 +409,7 @@ impl Instances {
             return Err(error.into());
         }
         self.publish(&slot, provisioned.clone());
-        tracing::info!(%uuid, image = %image.meta.uuid, "instance created");
+        tracing::info!(%uuid, image = ?provisioned.image, "instance created");
         if request.start {
             return self.start(&uuid);
         }

@@ -33,7 +33,8 @@ pub struct Transition {
 pub struct InstanceRecord {
     pub uuid: Uuid,
     pub alias: String,
-    pub image: Uuid,
+    /// The image the disk was cloned from; `None`: created blank (for an ISO install).
+    pub image: Option<Uuid>,
     pub vcpus: u32,
     pub memory_mib: u64,
     /// Size of the boot disk (at least the image's).
