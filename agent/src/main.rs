@@ -104,6 +104,17 @@ enum InstancesCommand {
         #[arg(long)]
         no_start: bool,
     },
+    /// Snapshot a stopped instance's disk (`--delete` removes the snapshot).
+    Snapshot {
+        id: String,
+        name: String,
+        #[arg(long)]
+        delete: bool,
+    },
+    /// List an instance's disk snapshots, oldest first.
+    Snapshots { id: String },
+    /// Put a stopped instance's disk back as it was at a snapshot (ZFS: later snapshots go).
+    Rollback { id: String, name: String },
     /// Attach an installer ISO as the instance's CD, or eject it (from its next start).
     Cdrom {
         id: String,
@@ -285,6 +296,11 @@ fn instances(conn: &Connection, command: InstancesCommand) -> Result<(), cli::Fa
                 start: !no_start,
             },
         ),
+        InstancesCommand::Snapshot { id, name, delete } => {
+            i::snapshots(conn, &id, Some((if delete { "delete" } else { "create" }, &name)))
+        }
+        InstancesCommand::Snapshots { id } => i::snapshots(conn, &id, None),
+        InstancesCommand::Rollback { id, name } => i::snapshots(conn, &id, Some(("rollback", &name))),
         InstancesCommand::Cdrom { id, iso, eject, boot } => {
             if iso.is_none() && !eject {
                 return Err(cli::Failure::usage("give --iso NAME or --eject"));

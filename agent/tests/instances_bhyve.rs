@@ -343,8 +343,16 @@ fn a_blank_instance_boots_its_iso_from_slot_3_and_the_iso_cannot_go_while_attach
         host.instances.check_iso_unused("installer.iso"),
         Err(agent::instance::manager::InstanceError::IsoInUse { .. })
     ));
+    // The disk of a running guest is not snapshotted (nor rolled back under it).
+    use agent::instance::manager::{InstanceError, SnapshotChange};
+    assert!(matches!(
+        host.instances.change_snapshot(&record.uuid, SnapshotChange::Create, "installed"),
+        Err(InstanceError::Refused(_))
+    ));
     host.instances.stop(&record.uuid, false).unwrap();
     host.wait_for(&record.uuid, "stopped", |r| r.state == InstanceState::Stopped);
+    host.instances.change_snapshot(&record.uuid, SnapshotChange::Create, "installed").unwrap();
+    assert_eq!(host.instances.snapshots(&record.uuid).unwrap(), ["installed"]);
     host.instances.set_cdrom(&record.uuid, None, false).unwrap();
     host.instances.check_iso_unused("installer.iso").unwrap();
 }

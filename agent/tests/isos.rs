@@ -177,6 +177,47 @@ fn isos_are_uploaded_fetched_renamed_attached_and_deleted() {
         (Some(16 << 20), None),
         "{info}"
     );
+
+    // Snapshots of the (stopped) instance's qcow2: take, change the disk, roll back.
+    let id0 = created["uuid"].as_str().unwrap().to_string();
+    let snap = agent.cli(&["instances", "snapshot", &id0, "clean"]);
+    assert!(snap.status.success(), "{}", String::from_utf8_lossy(&snap.stderr));
+    let (status, body) =
+        agent.send(Method::POST, &format!("/instances/{id0}/snapshots"), Some(json!({"name": "clean"})));
+    assert_eq!((status, body["code"].as_str()), (409, Some("SnapshotExists")));
+    let (status, body) =
+        agent.send(Method::POST, &format!("/instances/{id0}/snapshots"), Some(json!({"name": "-rf"})));
+    assert_eq!((status, body["code"].as_str()), (422, Some("InvalidParameter")));
+    #[allow(clippy::disallowed_methods)] // qemu-io plays the guest writing to its disk
+    let written = std::process::Command::new("qemu-io")
+        .args(["-f", "qcow2", "-c", "write -P 0x55 0 64k"])
+        .arg(&overlay)
+        .output()
+        .unwrap();
+    assert!(written.status.success(), "{}", String::from_utf8_lossy(&written.stderr));
+    let first_block = |disk: &Path| -> Vec<u8> {
+        let raw = agent.dir.path().join("check.raw");
+        #[allow(clippy::disallowed_methods)]
+        let converted = std::process::Command::new("qemu-img")
+            .args(["convert", "-O", "raw"])
+            .arg(disk)
+            .arg(&raw)
+            .output()
+            .unwrap();
+        assert!(converted.status.success());
+        std::fs::read(&raw).unwrap()[..65536].to_vec()
+    };
+    assert!(first_block(&overlay).iter().all(|b| *b == 0x55), "the write landed");
+    let (status, list) =
+        agent.send(Method::POST, &format!("/instances/{id0}/snapshots/clean?action=rollback"), None);
+    assert_eq!((status, list), (200, json!(["clean"])));
+    assert!(first_block(&overlay).iter().all(|b| *b == 0), "back to the snapshot");
+    let (status, body) =
+        agent.send(Method::POST, &format!("/instances/{id0}/snapshots/nope?action=rollback"), None);
+    assert_eq!((status, body["code"].as_str()), (404, Some("SnapshotNotFound")));
+    let (status, _) = agent.send(Method::DELETE, &format!("/instances/{id0}/snapshots/clean"), None);
+    assert_eq!(status, 204);
+    assert_eq!(agent.send(Method::GET, &format!("/instances/{id0}/snapshots"), None).1, json!([]));
     assert_eq!(
         (created["cdrom"].as_str(), created["boot_from_cdrom"].as_bool()),
         (Some("installer.iso"), Some(true))

@@ -426,6 +426,17 @@ fn instances_are_clones_that_carry_their_record() {
     let raw = f.zfs_run(&["get", "-H", "-o", "value", RECORD_PROPERTY, &clone]);
     assert!(raw.contains("\"pid\":4242"), "{raw}");
 
+    // Snapshots of the clone: roll back to one (later ones go, as zfs rollback -r does).
+    disks.snapshot(&record, "one").unwrap();
+    std::fs::write(&path, b"after the snapshot").unwrap();
+    disks.snapshot(&record, "two").unwrap();
+    assert_eq!(disks.snapshots(&record).unwrap(), ["one", "two"]);
+    disks.rollback(&record, "one").unwrap();
+    assert_eq!(&std::fs::read(&path).unwrap()[..10], b"guest data");
+    assert_eq!(disks.snapshots(&record).unwrap(), ["one"]);
+    disks.delete_snapshot(&record, "one").unwrap();
+    assert!(disks.snapshots(&record).unwrap().is_empty());
+
     // The image cannot go while the clone exists.
     assert!(matches!(f.storage.delete(&image.meta.uuid), Err(StorageError::InUse { .. })));
 

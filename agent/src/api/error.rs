@@ -129,6 +129,8 @@ impl From<InstanceError> for ApiError {
             InstanceError::Refused(refused) => (StatusCode::CONFLICT, refused.code()),
             InstanceError::ImageInUse { .. } => (StatusCode::CONFLICT, "ImageInUse"),
             InstanceError::IsoInUse { .. } => (StatusCode::CONFLICT, "IsoInUse"),
+            InstanceError::SnapshotNotFound { .. } => (StatusCode::NOT_FOUND, "SnapshotNotFound"),
+            InstanceError::SnapshotExists { .. } => (StatusCode::CONFLICT, "SnapshotExists"),
             InstanceError::Iso(iso) => return ApiError::from(iso),
             InstanceError::Hypervisor(h)
                 if matches!(**h, crate::hypervisor::HypervisorError::Unsupported { .. }) =>

@@ -15,7 +15,7 @@ use super::error::ApiError;
 use super::{blocking, json_body, require_auth, AgentState};
 use crate::guest::{GuestConfig, GuestUpdate};
 use crate::hypervisor::Firmware;
-use crate::instance::manager::{CreateRequest, Instances};
+use crate::instance::manager::{CreateRequest, Instances, SnapshotChange};
 use crate::instance::record::InstanceRecord;
 use crate::instance::state::InstanceState;
 
@@ -26,6 +26,10 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/instances/{id}", web::post().to(action))
         .route("/instances/{id}", web::put().to(stop_seed))
         .route("/instances/{id}", web::delete().to(delete))
+        .route("/instances/{id}/snapshots", web::get().to(snapshots))
+        .route("/instances/{id}/snapshots", web::post().to(snapshot_create))
+        .route("/instances/{id}/snapshots/{name}", web::post().to(snapshot_action))
+        .route("/instances/{id}/snapshots/{name}", web::delete().to(snapshot_delete))
         .route("/instances/{id}/guest", web::get().to(guest_get))
         .route("/instances/{id}/guest", web::patch().to(guest_update))
         .route("/instances/{id}/console", web::get().to(console_read))
@@ -247,6 +251,74 @@ fn public_view(record: &InstanceRecord) -> serde_json::Value {
         }
     }
     view
+}
+
+async fn snapshots(path: web::Path<String>, state: web::Data<AgentState>) -> Result<HttpResponse, ApiError> {
+    let uuid = instance_id(&path)?;
+    let instances = state.instances.clone();
+    let names = blocking(move || instances.snapshots(&uuid)).await?;
+    Ok(HttpResponse::Ok().json(names))
+}
+
+async fn change_snapshot(
+    state: &AgentState,
+    id: &str,
+    change: SnapshotChange,
+    name: String,
+) -> Result<Vec<String>, ApiError> {
+    let uuid = instance_id(id)?;
+    let instances = state.instances.clone();
+    blocking(move || instances.change_snapshot(&uuid, change, &name)).await
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SnapshotBody {
+    name: String,
+}
+
+/// Snapshots a stopped instance's disk: `{"name"}`; answers the list of snapshots.
+async fn snapshot_create(
+    req: HttpRequest,
+    path: web::Path<String>,
+    body: web::Bytes,
+    state: web::Data<AgentState>,
+) -> Result<HttpResponse, ApiError> {
+    require_auth(&req, &state)?;
+    let body: SnapshotBody = json_body(&body, "snapshot request")?;
+    Ok(HttpResponse::Created().json(change_snapshot(&state, &path, SnapshotChange::Create, body.name).await?))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SnapshotActionQuery {
+    action: String,
+}
+
+/// `POST /instances/:id/snapshots/:name?action=rollback`.
+async fn snapshot_action(
+    req: HttpRequest,
+    path: web::Path<(String, String)>,
+    state: web::Data<AgentState>,
+) -> Result<HttpResponse, ApiError> {
+    require_auth(&req, &state)?;
+    let q: SnapshotActionQuery = query(&req)?;
+    if q.action != "rollback" {
+        return Err(ApiError::bad_request(format!("unknown action {:?} (rollback)", q.action)));
+    }
+    let (id, name) = path.into_inner();
+    Ok(HttpResponse::Ok().json(change_snapshot(&state, &id, SnapshotChange::Rollback, name).await?))
+}
+
+async fn snapshot_delete(
+    req: HttpRequest,
+    path: web::Path<(String, String)>,
+    state: web::Data<AgentState>,
+) -> Result<HttpResponse, ApiError> {
+    require_auth(&req, &state)?;
+    let (id, name) = path.into_inner();
+    change_snapshot(&state, &id, SnapshotChange::Delete, name).await?;
+    Ok(HttpResponse::NoContent().finish())
 }
 
 async fn guest_get(

@@ -247,6 +247,33 @@ pub fn update(
     Ok(())
 }
 
+/// Lists, takes, rolls back to or deletes disk snapshots (the instance must be stopped to change them).
+pub fn snapshots(conn: &Connection, id: &str, change: Option<(&str, &str)>) -> CliResult {
+    let base = format!("{}/snapshots", conn.instance_url(id)?);
+    let client = conn.client();
+    let list = match change {
+        None => conn.send(client.get(&base))?,
+        Some(("create", name)) => conn.send(client.post(&base).json(&json!({"name": name})))?,
+        Some(("rollback", name)) => conn.send(client.post(format!("{base}/{name}?action=rollback")))?,
+        Some((_, name)) => {
+            conn.send(client.delete(format!("{base}/{name}")))?;
+            conn.send(conn.client().get(&base))?
+        }
+    };
+    conn.print(&list, |l| {
+        match change {
+            Some(("create", name)) => println!("Snapshot {name} of {id} taken"),
+            Some(("rollback", name)) => println!("{id} is back at snapshot {name}"),
+            Some((_, name)) => println!("Snapshot {name} of {id} deleted"),
+            None => {}
+        }
+        for name in l.as_array().into_iter().flatten().filter_map(Value::as_str) {
+            println!("{name}");
+        }
+    });
+    Ok(())
+}
+
 /// start, stop or reboot.
 pub fn action(conn: &Connection, id: &str, action: &str, force: bool) -> CliResult {
     let url = format!("{}?action={action}&force={force}", conn.instance_url(id)?);

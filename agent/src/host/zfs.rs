@@ -361,6 +361,12 @@ impl Zfs {
         self.run(snapshot, self.command().arg("snapshot").arg(snapshot)).map(drop)
     }
 
+    /// `zfs rollback -r <dataset>@<snap>`: back to the snapshot, destroying any later ones
+    /// (without `-r`, zfs refuses to roll back past them).
+    pub fn rollback(&self, snapshot: &str) -> Result<(), ZfsError> {
+        self.run(snapshot, self.command().args(["rollback", "-r"]).arg(snapshot)).map(drop)
+    }
+
     /// `zfs rename <from> <to>`, datasets or snapshots (`a@x` to `a@y`). Under zfs-fuse a
     /// filesystem is unmounted first (a mounted one is "busy") and stays unmounted.
     pub fn rename(&self, from: &str, to: &str) -> Result<(), ZfsError> {

@@ -55,7 +55,6 @@ fn io_error(context: impl Into<String>) -> impl FnOnce(io::Error) -> DiskError {
 
 /// Instance disks and records. Methods block (host commands, file I/O).
 pub trait InstanceDisks: Send + Sync {
-    /// Creates the instance's boot disk from `image` and persists `record` with it.
     /// Creates the instance's disk: a copy-on-write clone of `image`, or blank (`None`, for an
     /// install from an ISO), of `record.disk_mib`; and persists the record with it.
     fn create(&self, record: &InstanceRecord, image: Option<&LocalImage>) -> Result<(), DiskError>;
@@ -67,6 +66,45 @@ pub trait InstanceDisks: Send + Sync {
     fn disks(&self, record: &InstanceRecord) -> Result<Vec<VmDisk>, DiskError>;
     /// Destroys the disk and the record.
     fn destroy(&self, uuid: &Uuid) -> Result<(), DiskError>;
+    /// Snapshots the disk (the instance is stopped) under a name checked by `check_snapshot_name`.
+    fn snapshot(&self, record: &InstanceRecord, name: &str) -> Result<(), DiskError>;
+    /// Puts the disk back as it was at the snapshot; later snapshots are kept where the
+    /// backend can (qcow2, copies) and destroyed where it cannot (ZFS).
+    fn rollback(&self, record: &InstanceRecord, name: &str) -> Result<(), DiskError>;
+    /// The disk's snapshots, oldest first.
+    fn snapshots(&self, record: &InstanceRecord) -> Result<Vec<String>, DiskError>;
+    fn delete_snapshot(&self, record: &InstanceRecord, name: &str) -> Result<(), DiskError>;
+}
+
+/// Snapshot names: they go on command lines (`dataset@name`, `qemu-img snapshot -c name`) and
+/// into file names, so plain characters only, and never a leading dash.
+pub fn check_snapshot_name(name: &str) -> Result<(), DiskError> {
+    let ok = (1..=64).contains(&name.len())
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+        && !name.starts_with(['-', '.']);
+    if ok {
+        Ok(())
+    } else {
+        Err(DiskError::Invalid(format!(
+            "snapshot name {name:?} must be 1 to 64 of A-Z a-z 0-9 . _ -, not starting with - or ."
+        )))
+    }
+}
+
+/// The snapshot names in `qemu-img info --output=json` of a qcow2 file.
+pub fn parse_qcow2_snapshots(json: &str) -> Result<Vec<String>, DiskError> {
+    let info: serde_json::Value =
+        serde_json::from_str(json).map_err(|e| DiskError::Invalid(format!("qemu-img info: {e}")))?;
+    Ok(info["snapshots"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|s| s["name"].as_str().map(str::to_owned))
+        .collect())
+}
+
+fn snapshot_missing(name: &str) -> DiskError {
+    DiskError::Invalid(format!("no snapshot named {name:?}"))
 }
 
 /// `files` backend instances: `<dir>/<uuid>/{disk0.qcow2|disk0.raw, instance.json}`.
@@ -91,6 +129,10 @@ impl FileDisks {
 
     fn instance_dir(&self, uuid: &Uuid) -> PathBuf {
         self.dir.join(uuid.to_string())
+    }
+
+    fn snapshot_dir(&self, uuid: &Uuid) -> PathBuf {
+        self.instance_dir(uuid).join("snapshots")
     }
 
     fn disk_name(&self) -> &'static str {
@@ -221,6 +263,78 @@ impl InstanceDisks for FileDisks {
         // Out of the namespace first: a crash halfway leaves a leftover, not half an instance.
         fs::rename(&dir, &doomed).map_err(io_error(format!("remove {}", dir.display())))?;
         fs::remove_dir_all(&doomed).map_err(io_error(format!("remove {}", doomed.display())))
+    }
+
+    // qcow2 overlays keep internal snapshots (`qemu-img snapshot`); raw disks (bhyve) get
+    // sparse copies in `snapshots/`, written aside and renamed into place.
+    fn snapshot(&self, record: &InstanceRecord, name: &str) -> Result<(), DiskError> {
+        check_snapshot_name(name)?;
+        if self.snapshots(record)?.iter().any(|s| s == name) {
+            return Err(DiskError::Invalid(format!("a snapshot named {name:?} exists")));
+        }
+        let disk = self.instance_dir(&record.uuid).join(self.disk_name());
+        if self.overlay {
+            self.runner.run(&HostCommand::new(&self.qemu_img).args(["snapshot", "-c", name]).arg(&disk))?;
+            return Ok(());
+        }
+        let dir = self.snapshot_dir(&record.uuid);
+        fs::create_dir_all(&dir).map_err(io_error(format!("create {}", dir.display())))?;
+        let partial = dir.join(format!(".partial-{name}"));
+        let size = fs::metadata(&disk).map_err(io_error("stat the disk"))?.len();
+        sparse_copy(&disk, &partial, size)?;
+        fs::rename(&partial, dir.join(format!("{name}.raw"))).map_err(io_error("store the snapshot"))
+    }
+
+    fn rollback(&self, record: &InstanceRecord, name: &str) -> Result<(), DiskError> {
+        check_snapshot_name(name)?;
+        if !self.snapshots(record)?.iter().any(|s| s == name) {
+            return Err(snapshot_missing(name));
+        }
+        let disk = self.instance_dir(&record.uuid).join(self.disk_name());
+        if self.overlay {
+            self.runner.run(&HostCommand::new(&self.qemu_img).args(["snapshot", "-a", name]).arg(&disk))?;
+            return Ok(());
+        }
+        let copy = self.snapshot_dir(&record.uuid).join(format!("{name}.raw"));
+        let partial = self.instance_dir(&record.uuid).join(".partial-disk");
+        let size = fs::metadata(&copy).map_err(io_error("stat the snapshot"))?.len();
+        sparse_copy(&copy, &partial, size)?;
+        fs::rename(&partial, &disk).map_err(io_error("put the disk back"))
+    }
+
+    fn snapshots(&self, record: &InstanceRecord) -> Result<Vec<String>, DiskError> {
+        if self.overlay {
+            let disk = self.instance_dir(&record.uuid).join(self.disk_name());
+            let info = HostCommand::new(&self.qemu_img).args(["info", "--output=json"]).arg(&disk);
+            return parse_qcow2_snapshots(&self.runner.run(&info)?.stdout);
+        }
+        let dir = self.snapshot_dir(&record.uuid);
+        let mut found = Vec::new();
+        for entry in fs::read_dir(&dir).into_iter().flatten() {
+            let entry = entry.map_err(io_error("list snapshots"))?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if let Some(name) = name.strip_suffix(".raw").filter(|n| check_snapshot_name(n).is_ok()) {
+                let modified =
+                    entry.metadata().and_then(|m| m.modified()).map_err(io_error("stat a snapshot"))?;
+                found.push((modified, name.to_string()));
+            }
+        }
+        found.sort();
+        Ok(found.into_iter().map(|(_, name)| name).collect())
+    }
+
+    fn delete_snapshot(&self, record: &InstanceRecord, name: &str) -> Result<(), DiskError> {
+        check_snapshot_name(name)?;
+        if !self.snapshots(record)?.iter().any(|s| s == name) {
+            return Err(snapshot_missing(name));
+        }
+        if self.overlay {
+            let disk = self.instance_dir(&record.uuid).join(self.disk_name());
+            self.runner.run(&HostCommand::new(&self.qemu_img).args(["snapshot", "-d", name]).arg(&disk))?;
+            return Ok(());
+        }
+        let copy = self.snapshot_dir(&record.uuid).join(format!("{name}.raw"));
+        fs::remove_file(&copy).map_err(io_error(format!("remove {}", copy.display())))
     }
 }
 
@@ -385,6 +499,41 @@ impl InstanceDisks for ZfsDisks {
             Err(e) => Err(e.into()),
         }
     }
+
+    fn snapshot(&self, record: &InstanceRecord, name: &str) -> Result<(), DiskError> {
+        check_snapshot_name(name)?;
+        if self.snapshots(record)?.iter().any(|s| s == name) {
+            return Err(DiskError::Invalid(format!("a snapshot named {name:?} exists")));
+        }
+        Ok(self.zfs.snapshot(&format!("{}@{name}", self.dataset(&record.uuid)))?)
+    }
+
+    fn rollback(&self, record: &InstanceRecord, name: &str) -> Result<(), DiskError> {
+        check_snapshot_name(name)?;
+        if !self.snapshots(record)?.iter().any(|s| s == name) {
+            return Err(snapshot_missing(name));
+        }
+        Ok(self.zfs.rollback(&format!("{}@{name}", self.dataset(&record.uuid)))?)
+    }
+
+    fn snapshots(&self, record: &InstanceRecord) -> Result<Vec<String>, DiskError> {
+        let dataset = self.dataset(&record.uuid);
+        let prefix = format!("{dataset}@");
+        Ok(self
+            .zfs
+            .list_snapshots(&dataset)?
+            .into_iter()
+            .filter_map(|s| s.strip_prefix(&prefix).map(str::to_owned))
+            .collect())
+    }
+
+    fn delete_snapshot(&self, record: &InstanceRecord, name: &str) -> Result<(), DiskError> {
+        check_snapshot_name(name)?;
+        if !self.snapshots(record)?.iter().any(|s| s == name) {
+            return Err(snapshot_missing(name));
+        }
+        Ok(self.zfs.destroy(&format!("{}@{name}", self.dataset(&record.uuid)), false)?)
+    }
 }
 
 #[cfg(test)]
@@ -515,5 +664,57 @@ mod tests {
         copies.destroy(&record.uuid).unwrap();
         assert!(copies.load_all().unwrap().is_empty());
         assert_eq!(fs::read_dir(dir.path().join("c")).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn snapshot_names_and_qemu_img_info() {
+        for good in ["clean", "before-upgrade", "v1.2_3"] {
+            assert!(check_snapshot_name(good).is_ok(), "{good}");
+        }
+        for bad in ["", "-r", ".x", "a b", "a@b", "a/b", &"a".repeat(65)] {
+            assert!(check_snapshot_name(bad).is_err(), "{bad}");
+        }
+        // `qemu-img info --output=json` of a qcow2 with two snapshots (QEMU 10.0), trimmed.
+        let info = r#"{"children": [{"name": "file", "info": {"children": [], "virtual-size": 459264,
+            "filename": "s.qcow2", "format": "file"}}],
+            "snapshots": [{"icount": 0, "vm-clock-nsec": 0, "name": "first", "date-sec": 1795375958,
+            "date-nsec": 931197000, "vm-clock-sec": 0, "id": "1", "vm-state-size": 0},
+            {"icount": 0, "vm-clock-nsec": 0, "name": "second", "date-sec": 1795375958,
+            "date-nsec": 939174000, "vm-clock-sec": 0, "id": "2", "vm-state-size": 0}],
+            "virtual-size": 16777216, "filename": "s.qcow2", "cluster-size": 65536, "format": "qcow2"}"#;
+        assert_eq!(parse_qcow2_snapshots(info).unwrap(), ["first", "second"]);
+        assert!(parse_qcow2_snapshots(r#"{"format": "qcow2"}"#).unwrap().is_empty());
+        assert!(parse_qcow2_snapshots("qemu-img: Could not open").is_err());
+    }
+
+    #[test]
+    fn raw_disk_snapshots_are_sparse_copies_put_back_on_rollback() {
+        let dir = tempfile::tempdir().unwrap();
+        let raw = dir.path().join("image.raw");
+        fs::write(&raw, vec![1u8; 1 << 20]).unwrap();
+        let disks =
+            FileDisks::new(&dir.path().join("c"), Arc::new(RecordingRunner::new()), Path::new("/x"), false)
+                .unwrap();
+        let record = record(4);
+        disks.create(&record, Some(&image(raw.to_str().unwrap(), ContentKind::RawDisk))).unwrap();
+        let disk = disks.disks(&record).unwrap()[0].path.clone();
+        disks.snapshot(&record, "first").unwrap();
+        fs::write(&disk, b"changed by the guest").unwrap();
+        disks.snapshot(&record, "second").unwrap();
+        assert_eq!(disks.snapshots(&record).unwrap(), ["first", "second"]);
+        disks.rollback(&record, "first").unwrap();
+        let back = fs::read(&disk).unwrap();
+        assert!(back.len() == 4 << 20 && back[..1 << 20].iter().all(|b| *b == 1), "the disk as it was");
+        assert_eq!(disks.snapshots(&record).unwrap(), ["first", "second"], "later snapshots stay");
+        disks.rollback(&record, "second").unwrap();
+        assert_eq!(fs::read(&disk).unwrap(), b"changed by the guest");
+        disks.delete_snapshot(&record, "first").unwrap();
+        assert_eq!(disks.snapshots(&record).unwrap(), ["second"]);
+        let leftovers: Vec<_> = fs::read_dir(disk.parent().unwrap())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with(".partial"))
+            .collect();
+        assert!(leftovers.is_empty(), "{leftovers:?}");
     }
 }

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use uuid::Uuid;
 
 use super::console::{self, Console};
-use super::disks::{DiskError, InstanceDisks};
+use super::disks::{check_snapshot_name, DiskError, InstanceDisks};
 use super::record::{self, InstanceRecord, NicRecord};
 use super::state::{exit_event, Event, InstanceState, Refused};
 use crate::guest::listener::{Lookup, MetadataListener};
@@ -47,6 +47,14 @@ pub struct Settings {
     pub iso_dir: PathBuf,
 }
 
+/// What [`Instances::change_snapshot`] does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SnapshotChange {
+    Create,
+    Rollback,
+    Delete,
+}
+
 /// The NoCloud seed disk, in the instance's run directory.
 const SEED_FILE: &str = "cidata.img";
 /// The metadata service's socket, in the instance's run directory.
@@ -74,6 +82,10 @@ pub enum InstanceError {
     Console(String),
     #[error("{0}")]
     Iso(#[from] IsoError),
+    #[error("instance {instance} has no snapshot named {name:?}")]
+    SnapshotNotFound { instance: Uuid, name: String },
+    #[error("instance {instance} already has a snapshot named {name:?}")]
+    SnapshotExists { instance: Uuid, name: String },
     #[error("ISO {iso:?} is attached to instances {instances:?}")]
     IsoInUse { iso: String, instances: Vec<Uuid> },
 }
@@ -551,6 +563,50 @@ impl Instances {
         record.boot_from_cdrom = boot_from_cdrom;
         self.commit(&slot, record.clone())?;
         Ok(record)
+    }
+
+    /// The instance's disk snapshots, oldest first.
+    pub fn snapshots(&self, uuid: &Uuid) -> Result<Vec<String>, InstanceError> {
+        let record = self.slot(uuid)?.snapshot();
+        Ok(self.disks.snapshots(&record)?)
+    }
+
+    /// Snapshots, rolls back to or deletes a snapshot of a stopped instance's disk.
+    pub fn change_snapshot(
+        &self,
+        uuid: &Uuid,
+        change: SnapshotChange,
+        name: &str,
+    ) -> Result<Vec<String>, InstanceError> {
+        let slot = self.slot(uuid)?;
+        let _op = lock(&slot.op);
+        let record = slot.snapshot();
+        // The disk changes under the guest otherwise (and a running guest's disk is not
+        // consistent to copy).
+        match record.state {
+            InstanceState::Stopped | InstanceState::Failed => {}
+            InstanceState::Running => return Err(Refused::Running.into()),
+            InstanceState::Provisioning => return Err(Refused::Provisioning.into()),
+            InstanceState::Destroyed => return Err(Refused::Destroyed.into()),
+        }
+        check_snapshot_name(name).map_err(|e| InstanceError::Invalid(e.to_string()))?;
+        let exists = self.disks.snapshots(&record)?.iter().any(|s| s == name);
+        let named = || (record.uuid, name.to_string());
+        match (change, exists) {
+            (SnapshotChange::Create, true) => {
+                let (instance, name) = named();
+                return Err(InstanceError::SnapshotExists { instance, name });
+            }
+            (SnapshotChange::Rollback | SnapshotChange::Delete, false) => {
+                let (instance, name) = named();
+                return Err(InstanceError::SnapshotNotFound { instance, name });
+            }
+            (SnapshotChange::Create, false) => self.disks.snapshot(&record, name)?,
+            (SnapshotChange::Rollback, true) => self.disks.rollback(&record, name)?,
+            (SnapshotChange::Delete, true) => self.disks.delete_snapshot(&record, name)?,
+        }
+        tracing::info!(%uuid, ?change, snapshot = name, "instance snapshot changed");
+        Ok(self.disks.snapshots(&record)?)
     }
 
     /// Changes the guest configuration of an instance; the guest sees it from its next start.
