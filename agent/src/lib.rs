@@ -11,6 +11,7 @@ pub mod hypervisor;
 pub mod import;
 pub mod instance;
 pub mod iso;
+pub mod publish;
 pub mod source;
 pub mod storage;
 

@@ -111,6 +111,22 @@ enum InstancesCommand {
         #[arg(long)]
         delete: bool,
     },
+    /// Publish a stopped instance's disk as a new image on an IMGAPI source (a golden image).
+    Publish {
+        id: String,
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        version: String,
+        /// linux (default), bsd, windows, illumos, other.
+        #[arg(long)]
+        os: Option<String>,
+        #[arg(long)]
+        description: Option<String>,
+        /// The URL of a configured source (default: the first one with credentials).
+        #[arg(long = "to", value_name = "SOURCE_URL")]
+        to: Option<String>,
+    },
     /// List an instance's disk snapshots, oldest first.
     Snapshots { id: String },
     /// Put a stopped instance's disk back as it was at a snapshot (ZFS: later snapshots go).
@@ -300,6 +316,11 @@ fn instances(conn: &Connection, command: InstancesCommand) -> Result<(), cli::Fa
             i::snapshots(conn, &id, Some((if delete { "delete" } else { "create" }, &name)))
         }
         InstancesCommand::Snapshots { id } => i::snapshots(conn, &id, None),
+        InstancesCommand::Publish { id, name, version, os, description, to } => i::publish(
+            conn,
+            &id,
+            serde_json::json!({"name": name, "version": version, "os": os, "description": description, "source": to}),
+        ),
         InstancesCommand::Rollback { id, name } => i::snapshots(conn, &id, Some(("rollback", &name))),
         InstancesCommand::Cdrom { id, iso, eject, boot } => {
             if iso.is_none() && !eject {

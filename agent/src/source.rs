@@ -67,18 +67,61 @@ impl Source {
     }
 
     fn request(&self, client: &reqwest::Client, path: &str) -> reqwest::RequestBuilder {
-        let request = client
-            .get(format!("{}{}", self.url, path))
-            .header("accept", "application/json")
-            .header("accept-version", "~2");
+        self.decorate(client.get(format!("{}{}", self.url, path)))
+    }
+
+    /// A request to this source for the blocking client (publishing runs on its own thread).
+    pub fn blocking_request(
+        &self,
+        client: &reqwest::blocking::Client,
+        method: reqwest::Method,
+        path: &str,
+    ) -> reqwest::blocking::RequestBuilder {
+        self.decorate(client.request(method, format!("{}{}", self.url, path)))
+    }
+
+    /// What every request to the source carries: the API version, its channel, its credentials.
+    fn decorate<B: Builder>(&self, request: B) -> B {
+        let request = request.header("accept", "application/json").header("accept-version", "~2");
         let request = match &self.channel {
-            Some(channel) => request.query(&[("channel", channel)]),
+            Some(channel) => request.query(&[("channel", channel.as_str())]),
             None => request,
         };
         match &self.user {
             Some(user) => request.basic_auth(user, self.password.as_deref()),
             None => request,
         }
+    }
+}
+
+/// The request builders of reqwest's async and blocking clients, as `decorate` uses them.
+trait Builder: Sized {
+    fn header(self, name: &str, value: &str) -> Self;
+    fn query(self, pairs: &[(&str, &str)]) -> Self;
+    fn basic_auth(self, user: &str, password: Option<&str>) -> Self;
+}
+
+impl Builder for reqwest::RequestBuilder {
+    fn header(self, name: &str, value: &str) -> Self {
+        reqwest::RequestBuilder::header(self, name, value)
+    }
+    fn query(self, pairs: &[(&str, &str)]) -> Self {
+        reqwest::RequestBuilder::query(self, pairs)
+    }
+    fn basic_auth(self, user: &str, password: Option<&str>) -> Self {
+        reqwest::RequestBuilder::basic_auth(self, user, password)
+    }
+}
+
+impl Builder for reqwest::blocking::RequestBuilder {
+    fn header(self, name: &str, value: &str) -> Self {
+        reqwest::blocking::RequestBuilder::header(self, name, value)
+    }
+    fn query(self, pairs: &[(&str, &str)]) -> Self {
+        reqwest::blocking::RequestBuilder::query(self, pairs)
+    }
+    fn basic_auth(self, user: &str, password: Option<&str>) -> Self {
+        reqwest::blocking::RequestBuilder::basic_auth(self, user, password)
     }
 }
 

@@ -8,6 +8,7 @@ use serde_json::json;
 use crate::import::{error_chain, ImportError};
 use crate::instance::manager::InstanceError;
 use crate::iso::IsoError;
+use crate::publish::PublishError;
 use crate::storage::StorageError;
 
 #[derive(Debug)]
@@ -131,6 +132,16 @@ impl From<InstanceError> for ApiError {
             InstanceError::IsoInUse { .. } => (StatusCode::CONFLICT, "IsoInUse"),
             InstanceError::SnapshotNotFound { .. } => (StatusCode::NOT_FOUND, "SnapshotNotFound"),
             InstanceError::SnapshotExists { .. } => (StatusCode::CONFLICT, "SnapshotExists"),
+            InstanceError::Publish(p) => match p {
+                PublishError::Invalid(_) => (StatusCode::UNPROCESSABLE_ENTITY, "InvalidParameter"),
+                PublishError::Refused { .. }
+                | PublishError::Unreachable { .. }
+                | PublishError::Mismatch { .. } => (StatusCode::BAD_GATEWAY, "PublishFailed"),
+                PublishError::Disk(_) => {
+                    tracing::error!(error = %message, "publishing failed");
+                    (StatusCode::INTERNAL_SERVER_ERROR, "InternalError")
+                }
+            },
             InstanceError::Iso(iso) => return ApiError::from(iso),
             InstanceError::Hypervisor(h)
                 if matches!(**h, crate::hypervisor::HypervisorError::Unsupported { .. }) =>

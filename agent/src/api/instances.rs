@@ -26,6 +26,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/instances/{id}", web::post().to(action))
         .route("/instances/{id}", web::put().to(stop_seed))
         .route("/instances/{id}", web::delete().to(delete))
+        .route("/instances/{id}/publish", web::post().to(publish))
         .route("/instances/{id}/snapshots", web::get().to(snapshots))
         .route("/instances/{id}/snapshots", web::post().to(snapshot_create))
         .route("/instances/{id}/snapshots/{name}", web::post().to(snapshot_action))
@@ -251,6 +252,54 @@ fn public_view(record: &InstanceRecord) -> serde_json::Value {
         }
     }
     view
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PublishBody {
+    name: String,
+    version: String,
+    #[serde(default)]
+    os: Option<String>,
+    #[serde(default)]
+    description: Option<String>,
+    /// The URL of a configured source; default: the first one with credentials.
+    #[serde(default)]
+    source: Option<String>,
+}
+
+/// Publishes a stopped instance's disk as a new image on an IMGAPI source (201, the manifest).
+async fn publish(
+    req: HttpRequest,
+    path: web::Path<String>,
+    body: web::Bytes,
+    state: web::Data<AgentState>,
+) -> Result<HttpResponse, ApiError> {
+    require_auth(&req, &state)?;
+    let uuid = instance_id(&path)?;
+    let body: PublishBody = json_body(&body, "publish request")?;
+    let sources = state.importer.sources();
+    let source = match &body.source {
+        Some(url) => sources.iter().find(|s| s.url == url.trim_end_matches('/')),
+        None => sources.iter().find(|s| s.has_credentials()),
+    }
+    .cloned()
+    .ok_or_else(|| {
+        ApiError::new(
+            StatusCode::CONFLICT,
+            "NoSources",
+            "no configured source to publish to (one with credentials, or the \"source\" given)",
+        )
+    })?;
+    let instances = state.instances.clone();
+    let image = crate::publish::ImageInfo {
+        name: body.name,
+        version: body.version,
+        os: body.os,
+        description: body.description,
+    };
+    let manifest = blocking(move || instances.publish_image(&uuid, &source, &image)).await?;
+    Ok(HttpResponse::Created().json(manifest))
 }
 
 async fn snapshots(path: web::Path<String>, state: web::Data<AgentState>) -> Result<HttpResponse, ApiError> {

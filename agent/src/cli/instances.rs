@@ -247,6 +247,21 @@ pub fn update(
     Ok(())
 }
 
+/// Publishes a stopped instance's disk as a new image on a source (waits until it is active).
+pub fn publish(conn: &Connection, id: &str, image: Value) -> CliResult {
+    let url = format!("{}/publish", conn.instance_url(id)?);
+    let manifest = conn.send(conn.client().post(url).json(&image))?;
+    conn.print(&manifest, |m| {
+        println!(
+            "Published {id} as image {} ({} {})",
+            str_of(m, "uuid"),
+            str_of(m, "name"),
+            str_of(m, "version")
+        )
+    });
+    Ok(())
+}
+
 /// Lists, takes, rolls back to or deletes disk snapshots (the instance must be stopped to change them).
 pub fn snapshots(conn: &Connection, id: &str, change: Option<(&str, &str)>) -> CliResult {
     let base = format!("{}/snapshots", conn.instance_url(id)?);

@@ -74,6 +74,15 @@ pub trait InstanceDisks: Send + Sync {
     /// The disk's snapshots, oldest first.
     fn snapshots(&self, record: &InstanceRecord) -> Result<Vec<String>, DiskError>;
     fn delete_snapshot(&self, record: &InstanceRecord, name: &str) -> Result<(), DiskError>;
+    /// The disk as raw bytes to read (the instance is stopped): the disk itself, or a raw
+    /// conversion made for the purpose, which the caller removes (`temporary`).
+    fn export_raw(&self, record: &InstanceRecord) -> Result<RawExport, DiskError>;
+}
+
+/// A raw view of an instance's disk, from [`InstanceDisks::export_raw`].
+pub struct RawExport {
+    pub path: PathBuf,
+    pub temporary: bool,
 }
 
 /// Snapshot names: they go on command lines (`dataset@name`, `qemu-img snapshot -c name`) and
@@ -263,6 +272,18 @@ impl InstanceDisks for FileDisks {
         // Out of the namespace first: a crash halfway leaves a leftover, not half an instance.
         fs::rename(&dir, &doomed).map_err(io_error(format!("remove {}", dir.display())))?;
         fs::remove_dir_all(&doomed).map_err(io_error(format!("remove {}", doomed.display())))
+    }
+
+    fn export_raw(&self, record: &InstanceRecord) -> Result<RawExport, DiskError> {
+        let disk = self.instance_dir(&record.uuid).join(self.disk_name());
+        if !self.overlay {
+            return Ok(RawExport { path: disk, temporary: false });
+        }
+        // The overlay and its image flattened into one sparse raw file.
+        let path = self.instance_dir(&record.uuid).join(".export.raw");
+        let convert = HostCommand::new(&self.qemu_img).args(["convert", "-O", "raw"]).arg(&disk).arg(&path);
+        self.runner.run(&convert)?;
+        Ok(RawExport { path, temporary: true })
     }
 
     // qcow2 overlays keep internal snapshots (`qemu-img snapshot`); raw disks (bhyve) get
@@ -498,6 +519,12 @@ impl InstanceDisks for ZfsDisks {
             Ok(()) | Err(ZfsError::NotFound { .. }) => Ok(()),
             Err(e) => Err(e.into()),
         }
+    }
+
+    fn export_raw(&self, record: &InstanceRecord) -> Result<RawExport, DiskError> {
+        // The zvol's device or the clone's disk file: raw already.
+        let path = self.disks(record)?.remove(0).path;
+        Ok(RawExport { path, temporary: false })
     }
 
     fn snapshot(&self, record: &InstanceRecord, name: &str) -> Result<(), DiskError> {

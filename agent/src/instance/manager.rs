@@ -86,6 +86,8 @@ pub enum InstanceError {
     SnapshotNotFound { instance: Uuid, name: String },
     #[error("instance {instance} already has a snapshot named {name:?}")]
     SnapshotExists { instance: Uuid, name: String },
+    #[error("publishing: {0}")]
+    Publish(#[from] crate::publish::PublishError),
     #[error("ISO {iso:?} is attached to instances {instances:?}")]
     IsoInUse { iso: String, instances: Vec<Uuid> },
 }
@@ -152,6 +154,17 @@ struct Slot {
     op: Mutex<()>,
     /// The instance's metadata service, for as long as the instance exists.
     metadata: Mutex<Option<MetadataListener>>,
+}
+
+/// Disk operations need the VM stopped: the disk would change under the guest otherwise, and a
+/// running guest's disk is not consistent to copy.
+fn require_stopped(record: &InstanceRecord) -> Result<(), InstanceError> {
+    match record.state {
+        InstanceState::Stopped | InstanceState::Failed => Ok(()),
+        InstanceState::Running => Err(Refused::Running.into()),
+        InstanceState::Provisioning => Err(Refused::Provisioning.into()),
+        InstanceState::Destroyed => Err(Refused::Destroyed.into()),
+    }
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -565,6 +578,29 @@ impl Instances {
         Ok(record)
     }
 
+    /// Publishes a stopped instance's disk as a new image on `source`; returns its manifest.
+    /// Blocking, for as long as compressing and uploading the disk takes.
+    pub fn publish_image(
+        &self,
+        uuid: &Uuid,
+        source: &crate::source::Source,
+        info: &crate::publish::ImageInfo,
+    ) -> Result<serde_json::Value, InstanceError> {
+        let slot = self.slot(uuid)?;
+        // Held throughout: the instance cannot start (and change its disk) while it is read.
+        let _op = lock(&slot.op);
+        let record = slot.snapshot();
+        require_stopped(&record)?;
+        let export = self.disks.export_raw(&record)?;
+        let published = crate::publish::publish(source, info, &export.path, record.disk_mib);
+        if export.temporary {
+            let _ = fs::remove_file(&export.path);
+        }
+        let manifest = published?;
+        tracing::info!(%uuid, image = %manifest["uuid"], source = %source.url, "instance published as an image");
+        Ok(manifest)
+    }
+
     /// The instance's disk snapshots, oldest first.
     pub fn snapshots(&self, uuid: &Uuid) -> Result<Vec<String>, InstanceError> {
         let record = self.slot(uuid)?.snapshot();
@@ -581,14 +617,7 @@ impl Instances {
         let slot = self.slot(uuid)?;
         let _op = lock(&slot.op);
         let record = slot.snapshot();
-        // The disk changes under the guest otherwise (and a running guest's disk is not
-        // consistent to copy).
-        match record.state {
-            InstanceState::Stopped | InstanceState::Failed => {}
-            InstanceState::Running => return Err(Refused::Running.into()),
-            InstanceState::Provisioning => return Err(Refused::Provisioning.into()),
-            InstanceState::Destroyed => return Err(Refused::Destroyed.into()),
-        }
+        require_stopped(&record)?;
         check_snapshot_name(name).map_err(|e| InstanceError::Invalid(e.to_string()))?;
         let exists = self.disks.snapshots(&record)?.iter().any(|s| s == name);
         let named = || (record.uuid, name.to_string());

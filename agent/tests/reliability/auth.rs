@@ -68,6 +68,11 @@ fn protected_routes() -> Vec<(Method, String, Vec<u8>)> {
         (Method::POST, format!("/api/v1/instances/{instance}/snapshots"), br#"{"name": "s"}"#.to_vec()),
         (Method::POST, format!("/api/v1/instances/{instance}/snapshots/s?action=rollback"), vec![]),
         (Method::DELETE, format!("/api/v1/instances/{instance}/snapshots/s"), vec![]),
+        (
+            Method::POST,
+            format!("/api/v1/instances/{instance}/publish"),
+            br#"{"name": "n", "version": "1"}"#.to_vec(),
+        ),
         (Method::POST, "/api/v1/isos".into(), br#"{"url": "http://127.0.0.1:9/x.iso"}"#.to_vec()),
         (Method::PUT, "/api/v1/isos/new.iso".into(), b"not really an iso".to_vec()),
         (Method::POST, "/api/v1/isos/a.iso?action=rename&to=b.iso".into(), vec![]),

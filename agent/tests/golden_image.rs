@@ -1,6 +1,8 @@
-//! Installer ISOs through the agent's API and CLI: upload (streamed, checksum checked), fetch
-//! from a URL with progress, rename, delete, and attaching one to an instance as its CD (which
-//! makes it undeletable until detached). The fetch source is a real imgapi on 127.0.0.1.
+//! The road to a golden image, through the agent's API and CLI: installer ISOs (upload with its
+//! checksum, fetch from a URL with progress, rename, delete, pinned while attached), a blank
+//! instance that boots one, disk snapshots and rollback (real qemu-img, qemu-io as the guest),
+//! and publishing the disk as a new image that a host then imports. A real imgapi on 127.0.0.1
+//! is the URL fetched from and the server published to. Nothing boots here.
 
 mod common;
 
@@ -66,7 +68,7 @@ fn sha256_hex(bytes: &[u8]) -> String {
 }
 
 #[test]
-fn isos_are_uploaded_fetched_renamed_attached_and_deleted() {
+fn from_an_iso_to_a_published_golden_image() {
     let imgapi = Imgapi::start();
     // A 3 MiB "ISO", served by the image server as an image file.
     let iso: Vec<u8> = (0..3u32 << 20).map(|i| (i % 253) as u8).collect();
@@ -218,6 +220,53 @@ fn isos_are_uploaded_fetched_renamed_attached_and_deleted() {
     let (status, _) = agent.send(Method::DELETE, &format!("/instances/{id0}/snapshots/clean"), None);
     assert_eq!(status, 204);
     assert_eq!(agent.send(Method::GET, &format!("/instances/{id0}/snapshots"), None).1, json!([]));
+
+    // Publish the (configured) disk as a golden image: it becomes active on the image server,
+    // its file is the gzip of the disk's bytes, and a host imports it like any other image.
+    #[allow(clippy::disallowed_methods)]
+    let written = std::process::Command::new("qemu-io")
+        .args(["-f", "qcow2", "-c", "write -P 0xab 1M 128k"])
+        .arg(&overlay)
+        .output()
+        .unwrap();
+    assert!(written.status.success());
+    let published =
+        agent.cli(&["--json", "instances", "publish", &id0, "--name", "golden", "--version", "1.0"]);
+    assert!(published.status.success(), "{}", String::from_utf8_lossy(&published.stderr));
+    let manifest: Value = serde_json::from_slice(&published.stdout).unwrap();
+    assert_eq!(
+        (manifest["state"].as_str(), manifest["image_size"].as_u64()),
+        (Some("active"), Some(16)),
+        "{manifest}"
+    );
+    let golden = manifest["uuid"].as_str().unwrap().to_string();
+    let file = imgapi
+        .client
+        .get(format!("{}/images/{golden}/file", imgapi.server.url()))
+        .send()
+        .unwrap()
+        .bytes()
+        .unwrap();
+    let mut disk_bytes = Vec::new();
+    std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&file[..]), &mut disk_bytes).unwrap();
+    assert_eq!(disk_bytes.len(), 16 << 20);
+    assert!(
+        disk_bytes[1 << 20..(1 << 20) + (128 << 10)].iter().all(|b| *b == 0xab),
+        "the guest's write is in the image"
+    );
+    assert!(disk_bytes[..1 << 20].iter().all(|b| *b == 0));
+    assert!(
+        !agent.dir.path().join("instances").join(&id0).join(".export.raw").exists(),
+        "the export is removed"
+    );
+    let (status, body) = agent.send(Method::POST, "/images", Some(json!({"uuid": golden})));
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = agent.send(
+        Method::POST,
+        &format!("/instances/{id0}/publish"),
+        Some(json!({"name": "x", "version": "1", "source": "http://127.0.0.1:1"})),
+    );
+    assert_eq!((status, body["code"].as_str()), (409, Some("NoSources")), "{body}");
     assert_eq!(
         (created["cdrom"].as_str(), created["boot_from_cdrom"].as_bool()),
         (Some("installer.iso"), Some(true))
