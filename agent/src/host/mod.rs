@@ -2,6 +2,7 @@
 //! host command.
 
 pub mod bhyve;
+pub mod iproute;
 pub mod qemu;
 pub mod qmp;
 pub mod runner;

@@ -14,6 +14,7 @@ use serde::Deserialize;
 use super::{
     ConsoleEndpoint, Firmware, Hypervisor, HypervisorError, RunEnd, VmControl, VmNetwork, VmRun, VmSpec,
 };
+use crate::host::iproute;
 use crate::host::qemu::{Accel, Disk, Nic, NicBackend, QemuVm};
 use crate::host::qmp::Qmp;
 use crate::host::runner::{CommandRunner, ProcessExit, Signal};
@@ -28,6 +29,8 @@ pub struct QemuSettings {
     pub accel: AccelChoice,
     /// UEFI firmware (OVMF) for instances with `firmware: uefi`.
     pub uefi_firmware: PathBuf,
+    /// Absolute path of iproute2's `ip`, for the taps of bridged NICs.
+    pub ip: PathBuf,
     /// The `agent` executable QEMU runs (`metadata-proxy SOCKET`) for each connection of a
     /// guest to its metadata service. Default: the running agent's own executable.
     pub metadata_proxy: Option<PathBuf>,
@@ -39,6 +42,7 @@ impl Default for QemuSettings {
             binary: PathBuf::from("/usr/bin/qemu-system-x86_64"),
             accel: AccelChoice::Auto,
             uefi_firmware: PathBuf::from("/usr/share/OVMF/OVMF_CODE.fd"),
+            ip: PathBuf::from("/usr/sbin/ip"),
             metadata_proxy: None,
         }
     }
@@ -141,13 +145,15 @@ impl Qemu {
             .nics
             .iter()
             .enumerate()
-            .map(|(i, nic)| match &nic.network {
-                VmNetwork::User => Ok(Nic { mac: nic.mac.clone(), backend: NicBackend::User }),
-                VmNetwork::Bridge(bridge) => {
-                    Err(unsupported(&format!("NIC {i} on bridge {bridge}: bridged NICs on Linux come later")))
-                }
+            .map(|(i, nic)| Nic {
+                mac: nic.mac.clone(),
+                backend: match &nic.network {
+                    VmNetwork::User => NicBackend::User,
+                    // The tap `start` creates and adds to the bridge (see `Taps`).
+                    VmNetwork::Bridge(_) => NicBackend::Tap(iproute::tap_name(&spec.name, i)),
+                },
             })
-            .collect::<Result<_, _>>()?;
+            .collect();
         Ok(QemuVm {
             name: spec.name.clone(),
             uuid: spec.uuid,
@@ -185,6 +191,7 @@ impl Hypervisor for Qemu {
 
     fn start(&self, spec: &VmSpec) -> Result<Box<dyn VmRun>, HypervisorError> {
         let vm = self.command_line(spec)?;
+        let taps = Taps::create(self.runner.clone(), &self.settings.ip, spec)?;
         for socket in [&vm.qmp_socket, &vm.serial_socket] {
             match std::fs::remove_file(socket) {
                 Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
@@ -194,6 +201,7 @@ impl Hypervisor for Qemu {
             }
         }
         let command = vm.command(&self.settings.binary);
+        // On failure the taps go with `taps` (dropped).
         let mut process = self.runner.spawn_process(&command, &spec.run_dir.join("hypervisor.log"))?;
         let pid = process.pid();
         // The process is reaped on its own thread; QMP gives up connecting once it is gone.
@@ -212,6 +220,7 @@ impl Hypervisor for Qemu {
             qmp: qmp.clone(),
             control: Arc::new(QemuControl { pid, qmp, runner: self.runner.clone() }),
             console: serial_socket(&spec.run_dir),
+            taps,
         }))
     }
 
@@ -226,6 +235,8 @@ impl Hypervisor for Qemu {
             qmp: qmp.clone(),
             control: Arc::new(QemuControl { pid, qmp, runner: self.runner.clone() }),
             console: serial_socket(&spec.run_dir),
+            // The names are derived from the VM's: the taps of an adopted run go when it ends.
+            taps: Taps::adopted(self.runner.clone(), &self.settings.ip, spec),
         })))
     }
 }
@@ -244,6 +255,61 @@ struct QemuRun {
     qmp: Arc<Qmp>,
     control: Arc<QemuControl>,
     console: PathBuf,
+    taps: Taps,
+}
+
+/// The taps of one run's bridged NICs: created before QEMU starts, removed when the run ends
+/// (or when a start fails), so none is left behind.
+struct Taps {
+    runner: Arc<dyn CommandRunner>,
+    ip: PathBuf,
+    names: Vec<String>,
+    /// An agent that stops lets go of the taps with the VM.
+    detached: bool,
+}
+
+impl Taps {
+    fn bridged(spec: &VmSpec) -> impl Iterator<Item = (String, &str)> {
+        spec.nics.iter().enumerate().filter_map(|(i, nic)| match &nic.network {
+            VmNetwork::Bridge(bridge) => Some((iproute::tap_name(&spec.name, i), bridge.as_str())),
+            VmNetwork::User => None,
+        })
+    }
+
+    fn create(runner: Arc<dyn CommandRunner>, ip: &Path, spec: &VmSpec) -> Result<Taps, HypervisorError> {
+        let mut taps = Taps { runner, ip: ip.to_owned(), names: Vec::new(), detached: false };
+        for (tap, bridge) in Self::bridged(spec) {
+            // A tap of this name can only be a leftover of this VM (a crash of the host's agent).
+            let _ = taps.runner.run(&iproute::link_del(ip, &tap));
+            taps.runner.run(&iproute::tap_add(ip, &tap))?;
+            taps.names.push(tap.clone());
+            taps.runner.run(&iproute::set_master(ip, &tap, bridge))?;
+            taps.runner.run(&iproute::set_up(ip, &tap))?;
+        }
+        Ok(taps)
+    }
+
+    fn adopted(runner: Arc<dyn CommandRunner>, ip: &Path, spec: &VmSpec) -> Taps {
+        Taps {
+            runner,
+            ip: ip.to_owned(),
+            names: Self::bridged(spec).map(|(tap, _)| tap).collect(),
+            detached: false,
+        }
+    }
+}
+
+impl Drop for Taps {
+    fn drop(&mut self) {
+        if self.detached {
+            return;
+        }
+        for tap in &self.names {
+            if let Err(error) = self.runner.run(&iproute::link_del(&self.ip, tap)) {
+                tracing::warn!(%tap, %error, "cannot remove a tap");
+            }
+        }
+    }
 }
 
 impl VmRun for QemuRun {
@@ -259,9 +325,11 @@ impl VmRun for QemuRun {
         ConsoleEndpoint::UnixSocket(self.console.clone())
     }
 
-    fn wait(self: Box<Self>) -> RunEnd {
+    fn wait(mut self: Box<Self>) -> RunEnd {
         self.qmp.wait_closed(None);
         if self.qmp.is_detached() {
+            // The VM goes on without this agent, and keeps its taps.
+            self.taps.detached = true;
             return RunEnd::Detached;
         }
         let exit = match &self.exit {
@@ -384,5 +452,70 @@ mod tests {
         }
         spec.metadata_socket = None;
         assert_eq!(qemu.metadata_command(&spec), None);
+    }
+
+    fn bridged_spec(run_dir: &Path) -> VmSpec {
+        VmSpec {
+            uuid: uuid::Uuid::nil(),
+            name: "i-6de01e97d7ec".into(),
+            vcpus: 1,
+            memory_mib: 64,
+            disks: vec![],
+            nics: vec![
+                crate::hypervisor::VmNic { mac: "58:9c:fc:00:00:01".into(), network: VmNetwork::User },
+                crate::hypervisor::VmNic {
+                    mac: "58:9c:fc:00:00:02".into(),
+                    network: VmNetwork::Bridge("br0".into()),
+                },
+            ],
+            firmware: Firmware::Bios,
+            run_dir: run_dir.to_owned(),
+            cdrom: None,
+            boot_from_cdrom: false,
+            metadata_socket: None,
+        }
+    }
+
+    #[test]
+    fn bridged_nics_get_taps_that_go_when_the_run_ends() {
+        use crate::host::runner::{RecordingRunner, Reply};
+        let dir = tempfile::tempdir().unwrap();
+        let runner = Arc::new(RecordingRunner::new());
+        let qemu = Qemu::new(runner.clone(), QemuSettings { accel: AccelChoice::Tcg, ..Default::default() });
+        runner.expect("/usr/bin/qemu-system-x86_64", Reply::Exits(ProcessExit::Code(0)));
+        let run = qemu.start(&bridged_spec(dir.path())).unwrap();
+        let commands = runner.commands();
+        assert_eq!(
+            commands[..4],
+            [
+                "/usr/sbin/ip link del dev vt6de01e97d7ec1",
+                "/usr/sbin/ip tuntap add dev vt6de01e97d7ec1 mode tap",
+                "/usr/sbin/ip link set dev vt6de01e97d7ec1 master br0",
+                "/usr/sbin/ip link set dev vt6de01e97d7ec1 up",
+            ]
+        );
+        assert!(
+            commands[4].contains("-netdev tap,id=net1,ifname=vt6de01e97d7ec1,script=no,downscript=no"),
+            "{}",
+            commands[4]
+        );
+        run.wait();
+        assert_eq!(runner.commands().last().unwrap(), "/usr/sbin/ip link del dev vt6de01e97d7ec1");
+    }
+
+    #[test]
+    fn a_failed_tap_setup_removes_the_tap_and_starts_nothing() {
+        use crate::host::runner::{RecordingRunner, Reply};
+        let dir = tempfile::tempdir().unwrap();
+        let runner = Arc::new(RecordingRunner::new());
+        let qemu = Qemu::new(runner.clone(), QemuSettings { accel: AccelChoice::Tcg, ..Default::default() });
+        runner.expect(
+            "/usr/sbin/ip link set dev vt6de01e97d7ec1 master",
+            Reply::Fail("Cannot find device \"br0\"".into()),
+        );
+        assert!(qemu.start(&bridged_spec(dir.path())).is_err());
+        let commands = runner.commands();
+        assert_eq!(commands.last().unwrap(), "/usr/sbin/ip link del dev vt6de01e97d7ec1");
+        assert!(!commands.iter().any(|c| c.contains("qemu-system")), "{commands:?}");
     }
 }
