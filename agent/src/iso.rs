@@ -192,11 +192,7 @@ impl IsoStore {
             added_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
         };
         // The record first: an ISO file is only listed once its record exists.
-        write_atomically(
-            &self.dir,
-            &self.record_path(name),
-            &serde_json::to_vec_pretty(&info).expect("records serialise"),
-        )?;
+        write_record(&self.record_path(name), &info)?;
         temp.persist_noclobber(self.dir.join(name)).map_err(|e| {
             let _ = fs::remove_file(self.record_path(name));
             IsoError::Exists(format!("{name} ({})", e.error))
@@ -271,16 +267,11 @@ impl IsoStore {
         }
         let total = response.content_length();
         self.update_fetch(name, |s| s.total = total);
-        let info = self.add(name, &mut response, sha256, Some(url), |bytes| {
+        // A body shorter than its Content-Length is a read error here (the client checks it),
+        // so nothing short is ever kept.
+        self.add(name, &mut response, sha256, Some(url), |bytes| {
             self.update_fetch(name, |s| s.bytes = bytes);
-        })?;
-        if total.is_some_and(|t| t != info.size) {
-            // reqwest already fails a body shorter than its Content-Length; this is the
-            // belt to those braces.
-            let _ = self.remove(name);
-            return Err(IsoError::Download(format!("got {} of {} bytes", info.size, total.unwrap_or(0))));
-        }
-        Ok(info)
+        })
     }
 
     fn update_fetch(&self, name: &str, change: impl FnOnce(&mut FetchStatus)) {
@@ -300,11 +291,7 @@ impl IsoStore {
             return Err(IsoError::Exists(to.to_string()));
         }
         info.name = to.to_string();
-        write_atomically(
-            &self.dir,
-            &self.record_path(to),
-            &serde_json::to_vec_pretty(&info).expect("records serialise"),
-        )?;
+        write_record(&self.record_path(to), &info)?;
         fs::rename(self.dir.join(from), self.dir.join(to)).map_err(io_error(format!("rename {from}")))?;
         let _ = fs::remove_file(self.record_path(from));
         File::open(&self.dir).and_then(|d| d.sync_all()).map_err(io_error("sync the ISO directory"))?;
@@ -324,13 +311,9 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-fn write_atomically(dir: &Path, path: &Path, bytes: &[u8]) -> Result<(), IsoError> {
-    let mut temp =
-        tempfile::Builder::new().prefix(".tmp").tempfile_in(dir).map_err(io_error("create a temp file"))?;
-    temp.write_all(bytes).and_then(|()| temp.as_file().sync_all()).map_err(io_error("write a record"))?;
-    temp.persist(path)
-        .map_err(|e| IsoError::Io { context: format!("rename to {}", path.display()), source: e.error })?;
-    Ok(())
+fn write_record(path: &Path, info: &IsoInfo) -> Result<(), IsoError> {
+    let bytes = serde_json::to_vec_pretty(info).expect("records serialise");
+    crate::atomic::write_file(path, &bytes).map_err(io_error(format!("write {}", path.display())))
 }
 
 #[cfg(test)]

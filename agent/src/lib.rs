@@ -3,6 +3,7 @@
 //! daemon so that tests run exactly what production runs.
 
 pub mod api;
+pub mod atomic;
 pub mod cli;
 pub mod config;
 pub mod guest;

@@ -67,6 +67,7 @@ pub trait InstanceDisks: Send + Sync {
     /// Destroys the disk and the record.
     fn destroy(&self, uuid: &Uuid) -> Result<(), DiskError>;
     /// Snapshots the disk (the instance is stopped) under a name checked by `check_snapshot_name`.
+    /// The manager checks that the name is free (or, below, that the snapshot exists) first.
     fn snapshot(&self, record: &InstanceRecord, name: &str) -> Result<(), DiskError>;
     /// Puts the disk back as it was at the snapshot; later snapshots are kept where the
     /// backend can (qcow2, copies) and destroyed where it cannot (ZFS).
@@ -112,10 +113,6 @@ pub fn parse_qcow2_snapshots(json: &str) -> Result<Vec<String>, DiskError> {
         .collect())
 }
 
-fn snapshot_missing(name: &str) -> DiskError {
-    DiskError::Invalid(format!("no snapshot named {name:?}"))
-}
-
 /// `files` backend instances: `<dir>/<uuid>/{disk0.qcow2|disk0.raw, instance.json}`.
 pub struct FileDisks {
     dir: PathBuf,
@@ -154,12 +151,7 @@ impl FileDisks {
 }
 
 fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), DiskError> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let mut temp = tempfile::NamedTempFile::new_in(dir).map_err(io_error("create a temp file"))?;
-    temp.write_all(bytes).and_then(|_| temp.as_file().sync_all()).map_err(io_error("write a temp file"))?;
-    temp.persist(path)
-        .map_err(|e| DiskError::Io { context: format!("rename to {}", path.display()), source: e.error })?;
-    File::open(dir).and_then(|d| d.sync_all()).map_err(io_error("sync a directory"))
+    crate::atomic::write_file(path, bytes).map_err(io_error(format!("write {}", path.display())))
 }
 
 /// A sparse raw disk of `size` bytes, all zeros.
@@ -290,9 +282,6 @@ impl InstanceDisks for FileDisks {
     // sparse copies in `snapshots/`, written aside and renamed into place.
     fn snapshot(&self, record: &InstanceRecord, name: &str) -> Result<(), DiskError> {
         check_snapshot_name(name)?;
-        if self.snapshots(record)?.iter().any(|s| s == name) {
-            return Err(DiskError::Invalid(format!("a snapshot named {name:?} exists")));
-        }
         let disk = self.instance_dir(&record.uuid).join(self.disk_name());
         if self.overlay {
             self.runner.run(&HostCommand::new(&self.qemu_img).args(["snapshot", "-c", name]).arg(&disk))?;
@@ -308,9 +297,6 @@ impl InstanceDisks for FileDisks {
 
     fn rollback(&self, record: &InstanceRecord, name: &str) -> Result<(), DiskError> {
         check_snapshot_name(name)?;
-        if !self.snapshots(record)?.iter().any(|s| s == name) {
-            return Err(snapshot_missing(name));
-        }
         let disk = self.instance_dir(&record.uuid).join(self.disk_name());
         if self.overlay {
             self.runner.run(&HostCommand::new(&self.qemu_img).args(["snapshot", "-a", name]).arg(&disk))?;
@@ -346,9 +332,6 @@ impl InstanceDisks for FileDisks {
 
     fn delete_snapshot(&self, record: &InstanceRecord, name: &str) -> Result<(), DiskError> {
         check_snapshot_name(name)?;
-        if !self.snapshots(record)?.iter().any(|s| s == name) {
-            return Err(snapshot_missing(name));
-        }
         if self.overlay {
             let disk = self.instance_dir(&record.uuid).join(self.disk_name());
             self.runner.run(&HostCommand::new(&self.qemu_img).args(["snapshot", "-d", name]).arg(&disk))?;
@@ -447,16 +430,14 @@ impl InstanceDisks for ZfsDisks {
             (None, ZfsMode::Files) => self.zfs.create_filesystem(&dataset, false, &[])?,
         }
         // The record goes last: a clone without it is a leftover `load_all` removes.
-        let blank_file = |()| match (image, self.mode) {
-            (None, ZfsMode::Files) => {
-                blank_file(&self.mountpoint(&dataset)?.join(DISK_FILE), record.disk_mib * MIB)
-            }
-            _ => Ok(()),
+        let sized = match (image, self.mode) {
+            (None, ZfsMode::Files) => self
+                .mountpoint(&dataset)
+                .and_then(|dir| blank_file(&dir.join(DISK_FILE), record.disk_mib * MIB)),
+            _ => self.grow(&dataset, record.disk_mib),
         };
-        let result = Ok(())
-            .and_then(blank_file)
-            .and_then(|()| self.grow(&dataset, record.disk_mib))
-            .and_then(|()| self.zfs.set(&dataset, RECORD_PROPERTY, &json).map_err(DiskError::from));
+        let result =
+            sized.and_then(|()| self.zfs.set(&dataset, RECORD_PROPERTY, &json).map_err(DiskError::from));
         if result.is_err() {
             if let Err(error) = self.zfs.destroy(&dataset, true) {
                 tracing::warn!(%dataset, %error, "cannot remove a failed instance clone");
@@ -529,17 +510,11 @@ impl InstanceDisks for ZfsDisks {
 
     fn snapshot(&self, record: &InstanceRecord, name: &str) -> Result<(), DiskError> {
         check_snapshot_name(name)?;
-        if self.snapshots(record)?.iter().any(|s| s == name) {
-            return Err(DiskError::Invalid(format!("a snapshot named {name:?} exists")));
-        }
         Ok(self.zfs.snapshot(&format!("{}@{name}", self.dataset(&record.uuid)))?)
     }
 
     fn rollback(&self, record: &InstanceRecord, name: &str) -> Result<(), DiskError> {
         check_snapshot_name(name)?;
-        if !self.snapshots(record)?.iter().any(|s| s == name) {
-            return Err(snapshot_missing(name));
-        }
         Ok(self.zfs.rollback(&format!("{}@{name}", self.dataset(&record.uuid)))?)
     }
 
@@ -556,9 +531,6 @@ impl InstanceDisks for ZfsDisks {
 
     fn delete_snapshot(&self, record: &InstanceRecord, name: &str) -> Result<(), DiskError> {
         check_snapshot_name(name)?;
-        if !self.snapshots(record)?.iter().any(|s| s == name) {
-            return Err(snapshot_missing(name));
-        }
         Ok(self.zfs.destroy(&format!("{}@{name}", self.dataset(&record.uuid)), false)?)
     }
 }

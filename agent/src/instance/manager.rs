@@ -309,12 +309,11 @@ impl Instances {
 
     /// The instances created from `image`.
     pub fn users_of(&self, image: &Uuid) -> Vec<Uuid> {
-        lock(&self.table)
-            .values()
-            .map(|s| s.snapshot())
-            .filter(|r| r.image == Some(*image))
-            .map(|r| r.uuid)
-            .collect()
+        self.instances_where(|r| r.image == Some(*image))
+    }
+
+    fn instances_where(&self, keep: impl Fn(&InstanceRecord) -> bool) -> Vec<Uuid> {
+        lock(&self.table).values().map(|s| s.snapshot()).filter(|r| keep(r)).map(|r| r.uuid).collect()
     }
 
     /// Fails with `ImageInUse` while instances use `image`.
@@ -532,12 +531,7 @@ impl Instances {
 
     /// The instances that have the ISO `name` attached.
     pub fn iso_users(&self, name: &str) -> Vec<Uuid> {
-        lock(&self.table)
-            .values()
-            .map(|s| s.snapshot())
-            .filter(|r| r.cdrom.as_deref() == Some(name))
-            .map(|r| r.uuid)
-            .collect()
+        self.instances_where(|r| r.cdrom.as_deref() == Some(name))
     }
 
     /// Fails with `IsoInUse` while an instance has the ISO attached.
@@ -620,15 +614,13 @@ impl Instances {
         require_stopped(&record)?;
         check_snapshot_name(name).map_err(|e| InstanceError::Invalid(e.to_string()))?;
         let exists = self.disks.snapshots(&record)?.iter().any(|s| s == name);
-        let named = || (record.uuid, name.to_string());
+        let (instance, name_owned) = (record.uuid, name.to_string());
         match (change, exists) {
             (SnapshotChange::Create, true) => {
-                let (instance, name) = named();
-                return Err(InstanceError::SnapshotExists { instance, name });
+                return Err(InstanceError::SnapshotExists { instance, name: name_owned })
             }
             (SnapshotChange::Rollback | SnapshotChange::Delete, false) => {
-                let (instance, name) = named();
-                return Err(InstanceError::SnapshotNotFound { instance, name });
+                return Err(InstanceError::SnapshotNotFound { instance, name: name_owned })
             }
             (SnapshotChange::Create, false) => self.disks.snapshot(&record, name)?,
             (SnapshotChange::Rollback, true) => self.disks.rollback(&record, name)?,

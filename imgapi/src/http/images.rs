@@ -63,7 +63,7 @@ pub async fn list(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpRe
     let options = render_options(&req, query.admin_fields);
     let items: Vec<_> =
         state.service.list(&query, &caller).iter().map(|i| i.list_item_json(options)).collect();
-    let body = crate::manifest::list_json(items.iter());
+    let body = crate::manifest::list_json(&items);
     Ok(HttpResponse::Ok().content_type("application/json").body(body))
 }
 

@@ -415,8 +415,7 @@ impl Image {
 
 /// A pretty-printed JSON array of images (with the trailing newline every response body has),
 /// byte for byte what serialising the array of their API forms would give.
-pub fn list_json<'a>(items: impl ExactSizeIterator<Item = &'a Bytes>) -> Vec<u8> {
-    let items: Vec<&Bytes> = items.collect();
+pub fn list_json(items: &[Bytes]) -> Vec<u8> {
     if items.is_empty() {
         return b"[]\n".to_vec();
     }
@@ -665,10 +664,7 @@ mod tests {
                 let mut want = serde_json::to_vec_pretty(&apis).unwrap();
                 want.push(b'\n');
                 let items: Vec<_> = images.iter().map(|i| i.list_item_json(options)).collect();
-                assert_eq!(
-                    String::from_utf8(list_json(items.iter())).unwrap(),
-                    String::from_utf8(want).unwrap()
-                );
+                assert_eq!(String::from_utf8(list_json(&items)).unwrap(), String::from_utf8(want).unwrap());
             }
         }
     }
