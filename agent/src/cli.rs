@@ -4,6 +4,7 @@
 
 pub mod instances;
 pub mod isos;
+pub mod switches;
 
 use std::process::ExitCode;
 use std::time::Duration;

@@ -31,6 +31,10 @@ pub struct Config {
     /// Instances: the hypervisor and where their state lives.
     #[serde(default)]
     pub instances: InstancesConfig,
+    /// Named switches NICs can join (`switch:<name>`), by name: `{"bridge", "uplink"}`. More
+    /// can be added through the API.
+    #[serde(default)]
+    pub switches: std::collections::BTreeMap<String, crate::network::SwitchConfig>,
 }
 
 /// The `instances` section.
@@ -226,12 +230,18 @@ impl Config {
             ("commands.zfs", &config.commands.zfs),
             ("commands.qemu_img", &config.commands.qemu_img),
             ("instances.qemu.binary", &config.instances.qemu.binary),
+            ("instances.qemu.ip", &config.instances.qemu.ip),
+            ("instances.qemu.bridge_command", &config.instances.qemu.bridge_command),
             ("instances.dir", &config.instances.dir),
             ("instances.run_dir", &config.instances.run_dir),
         ] {
             if !path.is_absolute() {
                 return Err(invalid(format!("{key} must be an absolute path, not {path:?}")));
             }
+        }
+        for (name, switch) in &config.switches {
+            crate::network::Switch::new(name, switch, crate::network::SwitchOrigin::Config)
+                .map_err(|e| invalid(format!("switches.{name}: {e}")))?;
         }
         if let Some(parent) = &config.instances.zfs_parent {
             if parent.is_empty() || parent.starts_with('/') || parent.ends_with('/') || parent.contains('@') {

@@ -12,6 +12,7 @@ pub mod hypervisor;
 pub mod import;
 pub mod instance;
 pub mod iso;
+pub mod network;
 pub mod publish;
 pub mod source;
 pub mod storage;
@@ -118,6 +119,21 @@ pub fn open_instances(
             std::path::Path::new("/dev/zvol"),
         )),
     };
+    let host_network: Arc<dyn network::HostNetwork> = match settings.hypervisor {
+        HypervisorKind::Qemu => Arc::new(network::linux::LinuxBridges::new(
+            runner.clone(),
+            settings.qemu.ip.clone(),
+            settings.qemu.bridge_command.clone(),
+        )),
+        HypervisorKind::Bhyve => {
+            Arc::new(network::freebsd::FreeBsdBridges::new(runner.clone(), settings.bhyve.ifconfig.clone()))
+        }
+    };
+    // Only read here; `Instances::open` creates the directory before anything is saved.
+    let switches = Arc::new(
+        network::Switches::open(host_network, &config.switches, &settings.dir)
+            .map_err(|e| StartError::Instances(e.into()))?,
+    );
     let settings = Settings {
         run_dir: settings.run_dir.clone(),
         state_dir: settings.dir.clone(),
@@ -126,7 +142,7 @@ pub fn open_instances(
         console_log_max_bytes: settings.console_log_max_bytes,
         iso_dir: settings.iso_dir.clone().unwrap_or_else(|| settings.dir.join("isos")),
     };
-    Ok(Instances::open(disks, hypervisor, images, settings)?)
+    Ok(Instances::open(disks, hypervisor, images, switches, settings)?)
 }
 
 /// A bound, not yet running agent.

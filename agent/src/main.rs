@@ -51,6 +51,9 @@ enum Command {
     /// Installer ISOs on this host.
     #[command(subcommand)]
     Isos(IsosCommand),
+    /// Named switches: the host bridges NICs join.
+    #[command(subcommand)]
+    Switches(SwitchesCommand),
     /// The IMGAPI sources images are imported from.
     #[command(subcommand)]
     Sources(SourcesCommand),
@@ -86,7 +89,8 @@ enum InstancesCommand {
         /// Boot disk size in MiB (default: the image's).
         #[arg(long)]
         disk: Option<u64>,
-        /// A NIC: `user` or `bridge:<name>`; repeat for more (default: one `user` NIC on QEMU).
+        /// A NIC: `user`, `switch:<name>` or `bridge:<host bridge>`, then optionally
+        /// `,vlan=<id>` and `,mac=<mac>`; repeat for more (default: one `user` NIC on QEMU).
         #[arg(long = "nic")]
         nics: Vec<String>,
         /// bios, uefi or bhyveload.
@@ -216,6 +220,24 @@ enum IsosCommand {
 }
 
 #[derive(Subcommand)]
+enum SwitchesCommand {
+    /// List the switches, whether their bridge exists, and the NICs on each.
+    List,
+    /// Add a switch (its bridge is created now if it does not exist).
+    Create {
+        name: String,
+        /// The host bridge (default: the switch's name).
+        #[arg(long)]
+        bridge: Option<String>,
+        /// A host interface that links the switch to the outside network.
+        #[arg(long)]
+        uplink: Option<String>,
+    },
+    /// Delete a switch made through the API (refused while NICs are on it).
+    Delete { name: String },
+}
+
+#[derive(Subcommand)]
 enum ImagesCommand {
     /// List the images on this host.
     List,
@@ -274,6 +296,13 @@ fn main() -> ExitCode {
             }
             IsosCommand::Rename { from, to } => cli::isos::rename(&conn, &from, &to),
             IsosCommand::Delete { name } => cli::isos::delete(&conn, &name),
+        }),
+        Command::Switches(command) => cli::finish(match command {
+            SwitchesCommand::List => cli::switches::list(&conn),
+            SwitchesCommand::Create { name, bridge, uplink } => {
+                cli::switches::create(&conn, &name, bridge.as_deref(), uplink.as_deref())
+            }
+            SwitchesCommand::Delete { name } => cli::switches::delete(&conn, &name),
         }),
         Command::Console { id, follow, attach } => {
             cli::finish(cli::instances::console(&conn, &id, follow, attach))

@@ -13,8 +13,10 @@ use agent::host::runner::{ProcessExit, RecordingRunner, Reply};
 use agent::hypervisor::bhyve::Bhyve;
 use agent::instance::disks::{FileDisks, InstanceDisks};
 use agent::instance::manager::{CreateRequest, InstanceError, Instances, Settings};
-use agent::instance::record::InstanceRecord;
+use agent::instance::record::{InstanceRecord, NicRequest};
 use agent::instance::state::{InstanceState, Refused};
+use agent::network::freebsd::FreeBsdBridges;
+use agent::network::{SwitchConfig, Switches};
 use agent::storage::files::FilesStorage;
 use agent::storage::{ImageMeta, ImageStorage};
 use uuid::Uuid;
@@ -48,7 +50,11 @@ fn open(dir: &Path, runner: &RecordingRunner) -> Arc<Instances> {
         console_ring_bytes: 4096,
         console_log_max_bytes: 1 << 20,
     };
-    Instances::open(disks, Arc::new(bhyve), images, settings).unwrap()
+    // One config switch, `public`, on an existing uplink em0.
+    let switches = [("public".to_string(), SwitchConfig { bridge: None, uplink: Some("em0".into()) })].into();
+    let network = FreeBsdBridges::new(Arc::new(runner.clone()), BhyvePaths::default().ifconfig);
+    let switches = Switches::open(Arc::new(network), &switches, &dir.join("instances")).unwrap();
+    Instances::open(disks, Arc::new(bhyve), images, Arc::new(switches), settings).unwrap()
 }
 
 impl Host {
@@ -80,21 +86,23 @@ impl Host {
     }
 
     fn create(&self, start: bool) -> InstanceRecord {
-        self.instances
-            .create(CreateRequest {
-                image: Some(self.image),
-                alias: Some("vm".into()),
-                vcpus: 2,
-                memory_mib: 1024,
-                disk_mib: Some(4),
-                networks: vec![],
-                firmware: None,
-                guest: Default::default(),
-                cdrom: None,
-                boot_from_cdrom: false,
-                start,
-            })
-            .unwrap()
+        self.create_with_nics(start, vec![]).unwrap()
+    }
+
+    fn create_with_nics(&self, start: bool, nics: Vec<NicRequest>) -> Result<InstanceRecord, InstanceError> {
+        self.instances.create(CreateRequest {
+            image: Some(self.image),
+            alias: Some("vm".into()),
+            vcpus: 2,
+            memory_mib: 1024,
+            disk_mib: Some(4),
+            nics,
+            firmware: None,
+            guest: Default::default(),
+            cdrom: None,
+            boot_from_cdrom: false,
+            start,
+        })
     }
 
     /// The next bhyve process runs until signalled; SIGTERM (the power button) powers it off.
@@ -325,7 +333,7 @@ fn a_blank_instance_boots_its_iso_from_slot_3_and_the_iso_cannot_go_while_attach
             vcpus: 1,
             memory_mib: 512,
             disk_mib: Some(4),
-            networks: vec![],
+            nics: vec![],
             firmware: None,
             guest: Default::default(),
             cdrom: Some("installer.iso".into()),
@@ -355,4 +363,66 @@ fn a_blank_instance_boots_its_iso_from_slot_3_and_the_iso_cannot_go_while_attach
     assert_eq!(host.instances.snapshots(&record.uuid).unwrap(), ["installed"]);
     host.instances.set_cdrom(&record.uuid, None, false).unwrap();
     host.instances.check_iso_unused("installer.iso").unwrap();
+}
+
+#[test]
+fn nics_on_a_switch_bring_its_bridge_up_and_join_their_vlans() {
+    let host = Host::new();
+    let nic = |text: &str| NicRequest::parse(text).unwrap();
+    // Refused before anything happens on the host.
+    for (nics, why) in [
+        (vec![nic("switch:nope")], "an unknown switch"),
+        (vec![nic("switch:public,vlan=4095")], "a VLAN out of range"),
+        (vec![nic("switch:public,mac=01:00:5e:00:00:01")], "a multicast MAC"),
+        (
+            vec![nic("switch:public,mac=58:9c:fc:00:00:01"), nic("switch:public,mac=58:9c:fc:00:00:01")],
+            "one MAC twice",
+        ),
+    ] {
+        let error = host.create_with_nics(false, nics).unwrap_err();
+        assert!(matches!(error, InstanceError::Invalid(_)), "{why}: {error}");
+    }
+    assert!(host.runner.commands().is_empty(), "{:?}", host.runner.commands());
+
+    host.runner.expect("/sbin/ifconfig -l", Reply::Ok("em0 lo0\n".into()));
+    host.runner.expect("/sbin/ifconfig bridge create", Reply::Ok("bridge0\n".into()));
+    host.runner.expect("/sbin/ifconfig tap create", Reply::Ok("tap7\n".into()));
+    host.runner.expect("/sbin/ifconfig tap create", Reply::Ok("tap8\n".into()));
+    host.next_bhyve_obeys_acpi();
+    let nics = vec![nic("switch:public,vlan=10,mac=58:9C:FC:0A:0B:0C"), nic("switch:public")];
+    let record = host.create_with_nics(true, nics).unwrap();
+    assert_eq!(record.nics[0].mac, "58:9c:fc:0a:0b:0c", "the MAC asked for, normalised");
+    assert_eq!(record.nics[0].vlan, Some(10));
+    let commands: Vec<String> =
+        host.runner.commands().into_iter().filter(|c| c.starts_with("/sbin/ifconfig")).collect();
+    assert_eq!(
+        commands,
+        [
+            "/sbin/ifconfig -l",
+            "/sbin/ifconfig bridge create",
+            "/sbin/ifconfig bridge0 name public",
+            "/sbin/ifconfig public up",
+            "/sbin/ifconfig public",
+            "/sbin/ifconfig public addm em0",
+            "/sbin/ifconfig em0 up",
+            "/sbin/ifconfig public +tagged em0 10",
+            "/sbin/ifconfig tap create",
+            "/sbin/ifconfig public addm tap7 untagged tap7 10",
+            &format!("/sbin/ifconfig tap7 descr vmnet/{}/0", record.vm_name),
+            "/sbin/ifconfig tap7 up",
+            "/sbin/ifconfig tap create",
+            "/sbin/ifconfig public addm tap8",
+            &format!("/sbin/ifconfig tap8 descr vmnet/{}/1", record.vm_name),
+            "/sbin/ifconfig tap8 up",
+        ]
+    );
+    let bhyve = host.runner.commands().into_iter().find(|c| c.starts_with(BHYVE)).unwrap();
+    assert!(bhyve.contains("virtio-net,tap7,mac=58:9c:fc:0a:0b:0c"), "{bhyve}");
+
+    // The same MAC again is refused, naming its owner; the switch cannot go while in use.
+    let error = host.create_with_nics(false, vec![nic("switch:public,mac=58:9c:fc:0a:0b:0c")]).unwrap_err();
+    assert!(error.to_string().contains(&record.uuid.to_string()), "{error}");
+    let error = host.instances.delete_switch("public").unwrap_err();
+    assert!(matches!(error, InstanceError::SwitchInUse { .. }), "{error}");
+    assert_eq!(host.instances.switch_users("public"), [record.uuid]);
 }

@@ -8,6 +8,7 @@ use serde_json::json;
 use crate::import::{error_chain, ImportError};
 use crate::instance::manager::InstanceError;
 use crate::iso::IsoError;
+use crate::network::SwitchError;
 use crate::publish::PublishError;
 use crate::storage::StorageError;
 
@@ -114,6 +115,29 @@ impl From<&IsoError> for ApiError {
     }
 }
 
+impl From<&SwitchError> for ApiError {
+    fn from(e: &SwitchError) -> Self {
+        let message = error_chain(e);
+        let (status, code) = match e {
+            SwitchError::NotFound(_) => (StatusCode::NOT_FOUND, "SwitchNotFound"),
+            SwitchError::Exists(_) => (StatusCode::CONFLICT, "SwitchExists"),
+            SwitchError::FromConfig(_) => (StatusCode::CONFLICT, "SwitchFromConfig"),
+            SwitchError::Invalid(_) => (StatusCode::UNPROCESSABLE_ENTITY, "InvalidParameter"),
+            SwitchError::Host { .. } | SwitchError::Save { .. } | SwitchError::Load { .. } => {
+                tracing::error!(error = %message, "switch operation failed");
+                (StatusCode::INTERNAL_SERVER_ERROR, "NetworkError")
+            }
+        };
+        ApiError::new(status, code, message)
+    }
+}
+
+impl From<SwitchError> for ApiError {
+    fn from(e: SwitchError) -> Self {
+        ApiError::from(&e)
+    }
+}
+
 impl From<IsoError> for ApiError {
     fn from(e: IsoError) -> Self {
         ApiError::from(&e)
@@ -130,6 +154,8 @@ impl From<InstanceError> for ApiError {
             InstanceError::Refused(refused) => (StatusCode::CONFLICT, refused.code()),
             InstanceError::ImageInUse { .. } => (StatusCode::CONFLICT, "ImageInUse"),
             InstanceError::IsoInUse { .. } => (StatusCode::CONFLICT, "IsoInUse"),
+            InstanceError::SwitchInUse { .. } => (StatusCode::CONFLICT, "SwitchInUse"),
+            InstanceError::Switch(switch) => return ApiError::from(switch),
             InstanceError::SnapshotNotFound { .. } => (StatusCode::NOT_FOUND, "SnapshotNotFound"),
             InstanceError::SnapshotExists { .. } => (StatusCode::CONFLICT, "SnapshotExists"),
             InstanceError::Publish(p) => match p {

@@ -16,7 +16,7 @@ use super::{blocking, json_body, require_auth, AgentState};
 use crate::guest::{GuestConfig, GuestUpdate};
 use crate::hypervisor::Firmware;
 use crate::instance::manager::{CreateRequest, Instances, SnapshotChange};
-use crate::instance::record::InstanceRecord;
+use crate::instance::record::{InstanceRecord, NicRequest};
 use crate::instance::state::InstanceState;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -86,10 +86,12 @@ struct CreateBody {
     alias: Option<String>,
     #[serde(default, alias = "disk")]
     disk_mib: Option<u64>,
-    /// One network per NIC: `user` or `bridge:<name>`. Default: one `user` NIC under QEMU,
-    /// none under bhyve (which has no user-mode network).
+    /// One entry per NIC: `{"network", "vlan", "mac"}` or its short form
+    /// `<network>[,vlan=<id>][,mac=<mac>]`, where the network is `user`, `switch:<name>` or
+    /// `bridge:<host bridge>`. Default: one `user` NIC under QEMU, none under bhyve (which has
+    /// no user-mode network).
     #[serde(default)]
-    nics: Option<Vec<String>>,
+    nics: Option<Vec<serde_json::Value>>,
     #[serde(default)]
     firmware: Option<Firmware>,
     /// What the guest is told about itself (see [`GuestConfig`]).
@@ -114,6 +116,20 @@ struct CreateBody {
     start: Option<bool>,
 }
 
+/// A NIC of a create request, in either of its forms.
+fn nic_request(value: serde_json::Value) -> Result<NicRequest, ApiError> {
+    let invalid = |message: String| {
+        ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "InvalidParameter", format!("nics: {message}"))
+    };
+    match value {
+        serde_json::Value::String(text) => NicRequest::parse(&text).map_err(invalid),
+        object @ serde_json::Value::Object(_) => {
+            serde_json::from_value(object).map_err(|e| invalid(e.to_string()))
+        }
+        other => Err(invalid(format!("{other} is neither a string nor an object"))),
+    }
+}
+
 async fn create(
     req: HttpRequest,
     body: web::Bytes,
@@ -123,14 +139,18 @@ async fn create(
     let body: CreateBody = json_body(&body, "instance request")?;
     let instances = state.instances.clone();
     let boot_from_cdrom = super::isos::parse_boot(body.boot.as_deref())?;
-    let default_nics = if instances.hypervisor_kind() == "qemu" { vec!["user".to_string()] } else { vec![] };
+    let nics = match body.nics {
+        Some(nics) => nics.into_iter().map(nic_request).collect::<Result<Vec<_>, _>>()?,
+        None if instances.hypervisor_kind() == "qemu" => vec![NicRequest::on("user")],
+        None => Vec::new(),
+    };
     let request = CreateRequest {
         image: body.image,
         alias: body.alias,
         vcpus: body.vcpus.unwrap_or(1),
         memory_mib: body.memory_mib.unwrap_or(512),
         disk_mib: body.disk_mib,
-        networks: body.nics.unwrap_or(default_nics),
+        nics,
         firmware: body.firmware,
         guest: GuestConfig {
             hostname: body.hostname,

@@ -6,6 +6,7 @@
 pub mod error;
 mod instances;
 mod isos;
+mod switches;
 
 use std::sync::Arc;
 
@@ -106,7 +107,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .route("/jobs", web::get().to(list_jobs))
             .route("/jobs/{id}", web::get().to(get_job))
             .configure(instances::configure)
-            .configure(isos::configure),
+            .configure(isos::configure)
+            .configure(switches::configure),
     )
     .default_service(web::to(|req: HttpRequest| async move {
         ApiError::new(

@@ -21,6 +21,7 @@ use crate::host::bhyve::{
     BhyvePaths, BhyveVm, BhyvectlAction, Bootrom,
 };
 use crate::host::runner::{CommandRunner, ExecError, HostCommand, Process, ProcessExit, Signal};
+use crate::network::freebsd;
 
 const KIND: &str = "bhyve";
 
@@ -116,8 +117,8 @@ struct Created {
 struct Plan {
     /// Tap names are empty until the taps exist.
     vm: BhyveVm,
-    /// The bridge of each NIC, in NIC order.
-    bridges: Vec<String>,
+    /// The bridge of each NIC and the VLAN it is an access port of, in NIC order.
+    bridges: Vec<(String, Option<u16>)>,
     bhyveload: Option<HostCommand>,
 }
 
@@ -143,7 +144,7 @@ impl Bhyve {
         let mut bridges = Vec::with_capacity(spec.nics.len());
         for (index, nic) in spec.nics.iter().enumerate() {
             match &nic.network {
-                VmNetwork::Bridge(bridge) => bridges.push(bridge.clone()),
+                VmNetwork::Bridge { bridge, vlan } => bridges.push((bridge.clone(), *vlan)),
                 VmNetwork::User => return Err(unsupported(format!("user-mode networking (NIC {index})"))),
             }
             nics.push(BhyveNic { tap: String::new(), mac: nic.mac.clone() });
@@ -193,7 +194,7 @@ impl Bhyve {
             tracing::info!(vm = %spec.name, "destroying a stale VM of the same name");
             host.run(&bhyvectl(paths, &spec.name, BhyvectlAction::Destroy))?;
         }
-        for (index, bridge) in plan.bridges.iter().enumerate() {
+        for (index, (bridge, vlan)) in plan.bridges.iter().enumerate() {
             let stdout = host.run(&tap_create(paths))?;
             let tap = parse_created_interface(&stdout).ok_or_else(|| {
                 // If a tap was created, its name is unknown: it leaks (and the log shows the output).
@@ -203,7 +204,10 @@ impl Bhyve {
                 )
             })?;
             created.taps.push(tap.clone());
-            host.run(&bridge_add_member(paths, bridge, &tap))?;
+            match vlan {
+                Some(vlan) => host.run(&freebsd::add_access_member(&paths.ifconfig, bridge, &tap, *vlan))?,
+                None => host.run(&bridge_add_member(paths, bridge, &tap))?,
+            };
             host.run(&tap_describe(paths, &tap, &spec.name, index))?;
             host.run(&interface_up(paths, &tap))?;
             plan.vm.nics[index].tap = tap;
@@ -248,13 +252,30 @@ impl Hypervisor for Bhyve {
         if !self.host.paths.vmm_entry(&spec.name).exists() || !self.host.is_bhyve_process(pid)? {
             return Ok(None);
         }
-        // The taps of the adopted run are not cleaned up when it ends: the spec does not say
-        // which taps the earlier agent created (their descriptions, `vmnet/<name>/<n>`, would,
-        // but finding them means parsing `ifconfig` listings). They leak until the host reboots
-        // or someone destroys them.
+        // The taps the earlier agent created carry the VM's name in their descriptions
+        // (`vmnet/<name>/<n>`): found again, they go when the adopted run ends.
+        let taps = match self.host.run(&freebsd::list_all(&self.host.paths.ifconfig)) {
+            Ok(listing) => taps_of(&spec.name, &listing),
+            Err(error) => {
+                tracing::warn!(vm = %spec.name, %error, "cannot list interfaces: the VM's taps stay when it ends");
+                Vec::new()
+            }
+        };
         let watch = Watch::Adopted { poll_interval: self.adopted_poll_interval };
-        Ok(Some(Box::new(BhyveRun::new(&self.host, spec, pid, watch, Vec::new()))))
+        Ok(Some(Box::new(BhyveRun::new(&self.host, spec, pid, watch, taps))))
     }
+}
+
+/// The taps of VM `vm` in a plain `ifconfig` listing, by their descriptions.
+fn taps_of(vm: &str, listing: &str) -> Vec<String> {
+    let prefix = format!("vmnet/{vm}/");
+    freebsd::parse_descriptions(listing)
+        .into_iter()
+        .filter(|(_, description)| {
+            description.strip_prefix(&prefix).is_some_and(|n| n.parse::<usize>().is_ok())
+        })
+        .map(|(interface, _)| interface)
+        .collect()
 }
 
 /// How a run learns that it ended.
@@ -443,18 +464,21 @@ mod tests {
             self.runner.expect(TAP_CREATE, Reply::Ok("tap4\n".into()));
         }
 
-        /// A UEFI guest with two disks and two NICs on bridge0.
+        /// A UEFI guest with two disks and two NICs on bridge0, the second on VLAN 20.
         fn spec(&self) -> VmSpec {
             let disk =
                 |path: &str, read_only| VmDisk { path: path.into(), format: DiskFormat::Raw, read_only };
-            let nic = |mac: &str| VmNic { mac: mac.into(), network: VmNetwork::Bridge("bridge0".into()) };
+            let nic = |mac: &str, vlan| VmNic {
+                mac: mac.into(),
+                network: VmNetwork::Bridge { bridge: "bridge0".into(), vlan },
+            };
             VmSpec {
                 uuid: uuid::Uuid::parse_str("6de01e97-d7ec-4906-bd8b-cb4eafdb7c8b").unwrap(),
                 name: "web-1".into(),
                 vcpus: 2,
                 memory_mib: 1024,
                 disks: vec![disk("/dev/zvol/zones/web-1/disk0", false), disk("/dev/zvol/zones/seed", true)],
-                nics: vec![nic("58:9c:fc:00:00:01"), nic("58:9c:fc:00:00:02")],
+                nics: vec![nic("58:9c:fc:00:00:01", None), nic("58:9c:fc:00:00:02", Some(20))],
                 firmware: Firmware::Uefi,
                 run_dir: self.dir.path().to_path_buf(),
                 cdrom: None,
@@ -482,7 +506,7 @@ mod tests {
         "/sbin/ifconfig tap3 descr vmnet/web-1/0",
         "/sbin/ifconfig tap3 up",
         "/sbin/ifconfig tap create",
-        "/sbin/ifconfig bridge0 addm tap4",
+        "/sbin/ifconfig bridge0 addm tap4 untagged tap4 20",
         "/sbin/ifconfig tap4 descr vmnet/web-1/1",
         "/sbin/ifconfig tap4 up",
     ];
@@ -569,12 +593,15 @@ mod tests {
     fn a_failed_tap_setup_destroys_the_taps_made_so_far_and_nothing_else() {
         let fx = Fixture::new();
         fx.expect_taps();
-        fx.runner.expect("/sbin/ifconfig bridge0 addm tap4", Reply::Fail("no such bridge".into()));
+        fx.runner.expect(
+            "/sbin/ifconfig bridge0 addm tap4 untagged tap4 20",
+            Reply::Fail("no such bridge".into()),
+        );
         assert!(fx.bhyve.start(&fx.spec()).is_err());
         assert_eq!(
             fx.commands_after(5),
             [
-                "/sbin/ifconfig bridge0 addm tap4",
+                "/sbin/ifconfig bridge0 addm tap4 untagged tap4 20",
                 "/sbin/ifconfig tap3 destroy",
                 "/sbin/ifconfig tap4 destroy"
             ]
@@ -732,6 +759,10 @@ mod tests {
         for _ in 0..10_000 {
             fx.runner.expect("/bin/ps -p 4242", Reply::Ok("bhyve\n".into()));
         }
+        let listing = "tap3: flags=1008943<UP> metric 0 mtu 1500\n\tdescription: vmnet/web-1/0\n\
+                       tap5: flags=1008943<UP> metric 0 mtu 1500\n\tdescription: vmnet/web-10/0\n\
+                       tap4: flags=1008943<UP> metric 0 mtu 1500\n\tdescription: vmnet/web-1/1\n";
+        fx.runner.expect("/sbin/ifconfig", Reply::Ok(listing.into()));
         let run = fx.bhyve.adopt(&fx.spec(), 4242).unwrap().expect("adopted");
         assert_eq!(run.pid(), 4242);
         assert_eq!(run.console(), ConsoleEndpoint::Device("/dev/nmdmweb-1B".into()));
@@ -743,7 +774,11 @@ mod tests {
         waiter.join().unwrap();
         let commands = fx.runner.commands();
         assert!(commands.len() > 2, "polled the process: {commands:?}");
-        assert_eq!(commands.last().unwrap(), DESTROY, "and no taps (unknown after a restart)");
+        assert_eq!(
+            commands[commands.len() - 3..],
+            [DESTROY, "/sbin/ifconfig tap3 destroy", "/sbin/ifconfig tap4 destroy"],
+            "the taps found by their descriptions go, another VM's stays"
+        );
     }
 
     #[test]
@@ -757,7 +792,7 @@ mod tests {
         assert_eq!(run.wait(), RunEnd::Unknown);
         assert_eq!(
             fx.runner.commands()[1..],
-            ["/bin/ps -p 4242 -o comm=", "/bin/ps -p 4242 -o comm=", DESTROY]
+            ["/sbin/ifconfig", "/bin/ps -p 4242 -o comm=", "/bin/ps -p 4242 -o comm=", DESTROY]
         );
     }
 }

@@ -14,7 +14,7 @@ use uuid::Uuid;
 
 use super::console::{self, Console};
 use super::disks::{check_snapshot_name, DiskError, InstanceDisks};
-use super::record::{self, InstanceRecord, NicRecord};
+use super::record::{self, InstanceRecord, NicNetwork, NicRecord, NicRequest};
 use super::state::{exit_event, Event, InstanceState, Refused};
 use crate::guest::listener::{Lookup, MetadataListener};
 use crate::guest::{nocloud, GuestConfig, GuestUpdate};
@@ -23,6 +23,7 @@ use crate::hypervisor::{
     VmSpec,
 };
 use crate::iso::{IsoError, IsoStore};
+use crate::network::{SwitchError, Switches};
 use crate::storage::{ContentKind, ImageStorage, LocalImage, StorageError};
 
 /// Reboots allowed within [`CRASH_LOOP_WINDOW`] before a rebooting instance is marked failed.
@@ -90,6 +91,10 @@ pub enum InstanceError {
     Publish(#[from] crate::publish::PublishError),
     #[error("ISO {iso:?} is attached to instances {instances:?}")]
     IsoInUse { iso: String, instances: Vec<Uuid> },
+    #[error("{0}")]
+    Switch(#[from] SwitchError),
+    #[error("switch {switch:?} has NICs of instances {instances:?}")]
+    SwitchInUse { switch: String, instances: Vec<Uuid> },
 }
 
 // Boxed: these carry command output, and every `Result` of the manager would pay for them.
@@ -121,8 +126,8 @@ pub struct CreateRequest {
     pub memory_mib: u64,
     /// `None`: the image's size.
     pub disk_mib: Option<u64>,
-    /// `user` or `bridge:<name>`, one per NIC.
-    pub networks: Vec<String>,
+    /// One per NIC.
+    pub nics: Vec<NicRequest>,
     pub firmware: Option<Firmware>,
     pub guest: GuestConfig,
     /// An installer ISO attached as a CD, and whether to boot from it.
@@ -184,6 +189,7 @@ pub struct Instances {
     settings: Settings,
     table: Mutex<BTreeMap<Uuid, Arc<Slot>>>,
     isos: Arc<IsoStore>,
+    switches: Arc<Switches>,
     /// Set when the agent stops: supervisors let go of their VMs without acting.
     detached: AtomicBool,
     generations: AtomicU64,
@@ -196,6 +202,7 @@ impl Instances {
         disks: Arc<dyn InstanceDisks>,
         hypervisor: Arc<dyn Hypervisor>,
         images: Arc<dyn ImageStorage>,
+        switches: Arc<Switches>,
         settings: Settings,
     ) -> Result<Arc<Self>, InstanceError> {
         for dir in [&settings.run_dir, &settings.state_dir] {
@@ -208,6 +215,7 @@ impl Instances {
             hypervisor,
             images,
             isos,
+            switches,
             settings,
             table: Mutex::new(BTreeMap::new()),
             detached: AtomicBool::new(false),
@@ -339,11 +347,21 @@ impl Instances {
                 return invalid("alias must be 1 to 64 printable characters".into());
             }
         }
-        if request.networks.len() > 8 {
+        if request.nics.len() > 8 {
             return invalid("at most 8 NICs".into());
         }
-        for network in &request.networks {
-            record::parse_network(network).map_err(InstanceError::Invalid)?;
+        let mut macs = Vec::new();
+        for nic in &request.nics {
+            if let Some(mac) = nic.check().map_err(InstanceError::Invalid)? {
+                if macs.contains(&mac) {
+                    return invalid(format!("MAC {mac} is given to two NICs"));
+                }
+                macs.push(mac);
+            }
+            let record = NicRecord { mac: String::new(), network: nic.network.clone(), vlan: nic.vlan };
+            if let NicNetwork::Switch(name) = record.target() {
+                self.switches.get(name).map_err(|e| InstanceError::Invalid(e.to_string()))?;
+            }
         }
         request.guest.validate().map_err(InstanceError::Invalid)?;
         self.check_cdrom(request.cdrom.as_deref(), request.boot_from_cdrom)?;
@@ -386,12 +404,31 @@ impl Instances {
             }
             let taken = |mac: &String| existing.iter().flat_map(|r| &r.nics).any(|n| &n.mac == mac);
             let mut nics: Vec<NicRecord> = Vec::new();
-            for network in &request.networks {
-                let mut mac = record::random_mac();
-                while taken(&mac) || nics.iter().any(|n| n.mac == mac) {
-                    mac = record::random_mac();
+            for nic in &request.nics {
+                let mac = match nic.check().map_err(InstanceError::Invalid)? {
+                    Some(mac) if taken(&mac) => {
+                        let owner = existing.iter().find(|r| r.nics.iter().any(|n| n.mac == mac));
+                        return Err(InstanceError::Invalid(format!(
+                            "MAC {mac} is taken by instance {}",
+                            owner.map(|r| r.uuid.to_string()).unwrap_or_default()
+                        )));
+                    }
+                    Some(mac) => mac,
+                    None => {
+                        let mut mac = record::random_mac();
+                        let asked = |mac: &String| request.nics.iter().any(|n| n.mac.as_ref() == Some(mac));
+                        while taken(&mac) || nics.iter().any(|n| n.mac == mac) || asked(&mac) {
+                            mac = record::random_mac();
+                        }
+                        mac
+                    }
+                };
+                let record = NicRecord { mac, network: nic.network.clone(), vlan: nic.vlan };
+                if let NicNetwork::Switch(name) = record.target() {
+                    // Again under the table lock, which a switch's deletion holds.
+                    self.switches.get(name).map_err(|e| InstanceError::Invalid(e.to_string()))?;
                 }
-                nics.push(NicRecord { mac, network: network.clone() });
+                nics.push(record);
             }
             let mut record = InstanceRecord {
                 uuid,
@@ -456,17 +493,19 @@ impl Instances {
         let run_dir = self.settings.run_dir.join(record.uuid.to_string());
         fs::create_dir_all(&run_dir)
             .map_err(|e| HypervisorError::io(format!("cannot create {}", run_dir.display()), e))?;
-        let nics = record
-            .nics
-            .iter()
-            .map(|nic| VmNic {
-                mac: nic.mac.clone(),
-                network: match nic.network.strip_prefix("bridge:") {
-                    Some(bridge) => VmNetwork::Bridge(bridge.to_string()),
-                    None => VmNetwork::User,
-                },
-            })
-            .collect();
+        let mut nics = Vec::with_capacity(record.nics.len());
+        for nic in &record.nics {
+            let network = match nic.target() {
+                NicNetwork::User => VmNetwork::User,
+                NicNetwork::Bridge(bridge) => {
+                    VmNetwork::Bridge { bridge: bridge.to_string(), vlan: nic.vlan }
+                }
+                NicNetwork::Switch(name) => {
+                    VmNetwork::Bridge { bridge: self.switches.get(name)?.bridge, vlan: nic.vlan }
+                }
+            };
+            nics.push(VmNic { mac: nic.mac.clone(), network });
+        }
         Ok(VmSpec {
             uuid: record.uuid,
             name: record.vm_name.clone(),
@@ -500,6 +539,7 @@ impl Instances {
         let next = record.state.apply(Event::Start)?;
         let spec = self.spec(&record)?;
         self.write_seed(&record, &spec)?;
+        self.bring_up_networks(&record)?;
         *lock(&slot.request) = None;
         let run = self.hypervisor.start(&spec)?;
         record.pid = Some(run.pid());
@@ -513,6 +553,53 @@ impl Instances {
         tracing::info!(%uuid, pid = run.pid(), "instance started");
         self.supervise(slot.clone(), spec, run);
         Ok(record)
+    }
+
+    /// Makes the switches of the instance's NICs ready on the host (bridges created when
+    /// missing, uplinks carrying the NICs' VLANs), and bridges outside switches ready for
+    /// VLAN-tagged NICs.
+    fn bring_up_networks(&self, record: &InstanceRecord) -> Result<(), InstanceError> {
+        let mut switches: BTreeMap<&str, Vec<u16>> = BTreeMap::new();
+        for nic in &record.nics {
+            match nic.target() {
+                NicNetwork::Switch(name) => switches.entry(name).or_default().extend(nic.vlan),
+                NicNetwork::Bridge(bridge) if nic.vlan.is_some() => self.switches.enable_vlans_on(bridge)?,
+                NicNetwork::Bridge(_) | NicNetwork::User => {}
+            }
+        }
+        for (name, mut vlans) in switches {
+            vlans.sort_unstable();
+            vlans.dedup();
+            self.switches.bring_up(name, &vlans)?;
+        }
+        Ok(())
+    }
+
+    pub fn switches(&self) -> &Arc<Switches> {
+        &self.switches
+    }
+
+    /// The instances with a NIC on the switch `name`.
+    pub fn switch_users(&self, name: &str) -> Vec<Uuid> {
+        self.instances_where(|r| r.nics.iter().any(|n| n.target() == NicNetwork::Switch(name)))
+    }
+
+    /// Deletes an API-made switch, refused while a NIC is on it.
+    pub fn delete_switch(&self, name: &str) -> Result<(), InstanceError> {
+        // Under the table lock: no instance can be created on the switch meanwhile.
+        let table = lock(&self.table);
+        let instances: Vec<Uuid> = table
+            .values()
+            .map(|s| s.snapshot())
+            .filter(|r| r.nics.iter().any(|n| n.target() == NicNetwork::Switch(name)))
+            .map(|r| r.uuid)
+            .collect();
+        if !instances.is_empty() {
+            return Err(InstanceError::SwitchInUse { switch: name.to_string(), instances });
+        }
+        self.switches.delete(name)?;
+        drop(table);
+        Ok(())
     }
 
     /// Writes the instance's NoCloud seed from its current guest configuration.

@@ -16,8 +16,102 @@ const HISTORY_LEN: usize = 16;
 pub struct NicRecord {
     /// Generated once at create, kept for the instance's life.
     pub mac: String,
-    /// `user` (QEMU user-mode network) or `bridge:<name>`.
+    /// `user` (QEMU user-mode network), `switch:<name>` or `bridge:<host bridge>`.
     pub network: String,
+    /// The VLAN the NIC is an access port of (switches and bridges only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vlan: Option<u16>,
+}
+
+/// What a NIC's network string names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NicNetwork<'a> {
+    User,
+    Switch(&'a str),
+    /// A host bridge the agent does not manage.
+    Bridge(&'a str),
+}
+
+impl NicRecord {
+    /// The network this NIC is on (the string was checked by [`parse_network`] at create).
+    pub fn target(&self) -> NicNetwork<'_> {
+        match self.network.split_once(':') {
+            Some(("switch", name)) => NicNetwork::Switch(name),
+            Some(("bridge", name)) => NicNetwork::Bridge(name),
+            _ => NicNetwork::User,
+        }
+    }
+}
+
+/// A NIC as a create request asks for it.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NicRequest {
+    /// `user`, `switch:<name>` or `bridge:<host bridge>`.
+    pub network: String,
+    #[serde(default)]
+    pub vlan: Option<u16>,
+    /// Default: generated.
+    #[serde(default)]
+    pub mac: Option<String>,
+}
+
+impl NicRequest {
+    pub fn on(network: &str) -> NicRequest {
+        NicRequest { network: network.to_string(), vlan: None, mac: None }
+    }
+
+    /// The short form the CLI and the API take: `<network>[,vlan=<id>][,mac=<mac>]`.
+    pub fn parse(text: &str) -> Result<NicRequest, String> {
+        let mut parts = text.split(',');
+        let mut nic = NicRequest::on(parts.next().unwrap_or_default());
+        for option in parts {
+            match option.split_once('=') {
+                Some(("vlan", id)) if nic.vlan.is_none() => {
+                    nic.vlan =
+                        Some(id.parse().map_err(|_| format!("NIC {text:?}: vlan {id:?} is not a number"))?)
+                }
+                Some(("mac", mac)) if nic.mac.is_none() => nic.mac = Some(mac.to_string()),
+                _ => {
+                    return Err(format!(
+                        "NIC {text:?}: options are vlan=<1-4094> and mac=<xx:xx:xx:xx:xx:xx>, each once"
+                    ))
+                }
+            }
+        }
+        Ok(nic)
+    }
+
+    /// Checks it; returns the MAC asked for, normalised.
+    pub fn check(&self) -> Result<Option<String>, String> {
+        parse_network(&self.network)?;
+        if let Some(vlan) = self.vlan {
+            if !(1..=4094).contains(&vlan) {
+                return Err(format!("vlan must be between 1 and 4094, not {vlan}"));
+            }
+            if self.network == "user" {
+                return Err("a user-mode NIC has no VLAN: give it a switch or a bridge".into());
+            }
+        }
+        self.mac.as_deref().map(check_mac).transpose()
+    }
+}
+
+/// A unicast MAC address, written `xx:xx:xx:xx:xx:xx`; returned in lower case.
+pub fn check_mac(text: &str) -> Result<String, String> {
+    let invalid = || format!("MAC {text:?} must be six hex bytes, xx:xx:xx:xx:xx:xx");
+    let bytes: Vec<u8> = text
+        .split(':')
+        .map(|b| if b.len() == 2 { u8::from_str_radix(b, 16).ok() } else { None })
+        .collect::<Option<_>>()
+        .ok_or_else(invalid)?;
+    if bytes.len() != 6 {
+        return Err(invalid());
+    }
+    if bytes[0] & 1 == 1 || bytes.iter().all(|b| *b == 0) {
+        return Err(format!("MAC {text:?} is not a unicast address"));
+    }
+    Ok(text.to_ascii_lowercase())
 }
 
 /// One state change, for the instance's history.
@@ -90,18 +184,20 @@ pub fn random_mac() -> String {
     format!("58:9c:fc:{:02x}:{:02x}:{:02x}", bytes[0], bytes[1], bytes[2])
 }
 
-/// Parses a NIC network as given to the API: `user` or `bridge:<name>`.
+/// Checks a NIC network as given to the API: `user`, `switch:<name>` or `bridge:<name>`.
 pub fn parse_network(text: &str) -> Result<String, String> {
-    match text.split_once(':') {
-        None if text == "user" => Ok(text.to_string()),
-        Some(("bridge", name))
-            if !name.is_empty()
-                && name.len() <= 15
-                && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)) =>
-        {
-            Ok(text.to_string())
-        }
-        _ => Err(format!("network {text:?} must be \"user\" or \"bridge:<interface name>\"")),
+    let ok = match text.split_once(':') {
+        None => text == "user",
+        Some(("switch", name)) => crate::network::check_switch_name(name).is_ok(),
+        Some(("bridge", name)) => crate::network::check_interface_name("bridge", name).is_ok(),
+        Some(_) => false,
+    };
+    if ok {
+        Ok(text.to_string())
+    } else {
+        Err(format!(
+            "network {text:?} must be \"user\", \"switch:<switch name>\" or \"bridge:<host bridge interface>\""
+        ))
     }
 }
 
@@ -118,9 +214,47 @@ mod tests {
         assert_ne!(random_mac(), random_mac());
         assert_eq!(parse_network("user").unwrap(), "user");
         assert_eq!(parse_network("bridge:br0").unwrap(), "bridge:br0");
-        for bad in ["", "bridge:", "bridge:a b", "tap", "bridge:averyveryverylongname", "user:x"] {
+        assert_eq!(parse_network("switch:lab").unwrap(), "switch:lab");
+        for bad in [
+            "",
+            "bridge:",
+            "bridge:a b",
+            "tap",
+            "bridge:averyveryverylongname",
+            "user:x",
+            "switch:",
+            "switch:a/b",
+        ] {
             assert!(parse_network(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn nic_requests() {
+        let nic = NicRequest::parse("switch:lab,vlan=10,mac=58:9C:FC:00:00:01").unwrap();
+        assert_eq!(nic.vlan, Some(10));
+        assert_eq!(nic.check().unwrap().as_deref(), Some("58:9c:fc:00:00:01"));
+        assert_eq!(NicRequest::parse("user").unwrap(), NicRequest::on("user"));
+        for bad in ["switch:lab,vlan=x", "switch:lab,speed=1", "switch:lab,vlan=1,vlan=2"] {
+            assert!(NicRequest::parse(bad).is_err(), "{bad}");
+        }
+        for bad in [
+            "user,vlan=10",
+            "switch:lab,vlan=0",
+            "switch:lab,vlan=4095",
+            "switch:lab,mac=01:00:5e:00:00:01",
+            "switch:lab,mac=00:00:00:00:00:00",
+            "switch:lab,mac=58:9c:fc:00:00",
+            "switch:lab,mac=58-9c-fc-00-00-01",
+            "switch:lab,mac=58:9c:fc:00:00:0g",
+        ] {
+            assert!(NicRequest::parse(bad).unwrap().check().is_err(), "{bad}");
+        }
+        let record = NicRecord { mac: "58:9c:fc:00:00:01".into(), network: "switch:lab".into(), vlan: None };
+        assert_eq!(record.target(), NicNetwork::Switch("lab"));
+        let old: NicRecord =
+            serde_json::from_str(r#"{"mac":"58:9c:fc:00:00:01","network":"bridge:br0"}"#).unwrap();
+        assert_eq!((old.target(), old.vlan), (NicNetwork::Bridge("br0"), None));
     }
 
     #[test]

@@ -1,0 +1,445 @@
+//! Named switches: the host bridges instance NICs join, defined in the config file or through
+//! the API (kept in `switches.json`), checked in one place, and brought up on the host on
+//! demand through a [`HostNetwork`] (iproute2 on Linux, `ifconfig` on FreeBSD).
+
+pub mod freebsd;
+pub mod linux;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use serde::{Deserialize, Serialize};
+
+use crate::host::runner::ExecError;
+
+/// Longest network interface name on Linux and FreeBSD (`IFNAMSIZ` 16, with the NUL).
+pub const MAX_INTERFACE_NAME_LEN: usize = 15;
+
+/// The host side of switches: bridges, their uplinks and VLAN filtering.
+pub trait HostNetwork: Send + Sync {
+    /// The names of the host's network interfaces.
+    fn interfaces(&self) -> Result<Vec<String>, ExecError>;
+    /// Creates the bridge `name` and brings it up, ready for VLAN-tagged members.
+    fn create_bridge(&self, name: &str) -> Result<(), ExecError>;
+    fn destroy_bridge(&self, name: &str) -> Result<(), ExecError>;
+    /// Makes `uplink` a member of `bridge` (if it is not one yet), carrying `vlans` tagged.
+    fn attach_uplink(&self, bridge: &str, uplink: &str, vlans: &[u16]) -> Result<(), ExecError>;
+    /// Lets members of `bridge` be put on VLANs (Linux: the bridge's VLAN filtering; FreeBSD
+    /// filters per member, so nothing to do).
+    fn enable_vlans(&self, bridge: &str) -> Result<(), ExecError>;
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SwitchError {
+    #[error("switch {0:?} does not exist")]
+    NotFound(String),
+    #[error("switch {0:?} already exists")]
+    Exists(String),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("switch {0:?} is defined in the config file: change it there")]
+    FromConfig(String),
+    #[error("switch {switch:?}: {source}")]
+    Host {
+        switch: String,
+        #[source]
+        source: ExecError,
+    },
+    #[error("cannot save {path}: {source}")]
+    Save {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot read {path}: {message}")]
+    Load { path: PathBuf, message: String },
+}
+
+/// A switch as the config file gives it (the key is its name).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SwitchConfig {
+    /// The host bridge (default: the switch's name). Created when missing.
+    #[serde(default)]
+    pub bridge: Option<String>,
+    /// A host interface added to the bridge, linking the switch to the outside network.
+    #[serde(default)]
+    pub uplink: Option<String>,
+}
+
+/// Where a switch was defined.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SwitchOrigin {
+    Config,
+    Api,
+}
+
+/// A switch.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Switch {
+    pub name: String,
+    /// The host bridge interface.
+    pub bridge: String,
+    #[serde(default)]
+    pub uplink: Option<String>,
+    pub origin: SwitchOrigin,
+    /// The agent created the bridge (an API switch's bridge then goes with the switch).
+    #[serde(default)]
+    pub created_bridge: bool,
+}
+
+/// Switch names: what `switch:<name>` in a NIC refers to.
+pub fn check_switch_name(name: &str) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name.len() <= 32
+        && name.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric())
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_".contains(&b));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!("switch name {name:?} must be 1 to 32 letters, digits, '-' or '_', starting with a letter or digit"))
+    }
+}
+
+/// Host interface names (bridges, uplinks): what Linux and FreeBSD both accept.
+pub fn check_interface_name(what: &str, name: &str) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name.len() <= MAX_INTERFACE_NAME_LEN
+        && name.bytes().next().is_some_and(|b| b.is_ascii_alphabetic())
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "{what} {name:?} must be an interface name: 1 to {MAX_INTERFACE_NAME_LEN} letters, digits, \
+             '-', '_' or '.', starting with a letter"
+        ))
+    }
+}
+
+impl Switch {
+    pub fn new(name: &str, config: &SwitchConfig, origin: SwitchOrigin) -> Result<Switch, String> {
+        check_switch_name(name)?;
+        let bridge = config.bridge.clone().unwrap_or_else(|| name.to_string());
+        check_interface_name("bridge", &bridge)?;
+        if let Some(uplink) = &config.uplink {
+            check_interface_name("uplink", uplink)?;
+            if *uplink == bridge {
+                return Err(format!("switch {name:?}: the uplink cannot be the bridge itself"));
+            }
+        }
+        Ok(Switch {
+            name: name.to_string(),
+            bridge,
+            uplink: config.uplink.clone(),
+            origin,
+            created_bridge: false,
+        })
+    }
+}
+
+/// The switches of this host: those of the config file (fixed) and those made through the
+/// API (saved atomically in `switches.json` under the instance state directory).
+pub struct Switches {
+    host: Arc<dyn HostNetwork>,
+    path: PathBuf,
+    state: Mutex<BTreeMap<String, Switch>>,
+    /// Serialises bringing switches up, so two starts never both create a bridge.
+    host_lock: Mutex<()>,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Switches {
+    /// The config's switches plus the saved API ones. A saved switch whose name the config now
+    /// uses gives way to the config's.
+    pub fn open(
+        host: Arc<dyn HostNetwork>,
+        config: &BTreeMap<String, SwitchConfig>,
+        state_dir: &Path,
+    ) -> Result<Switches, SwitchError> {
+        let path = state_dir.join("switches.json");
+        let mut switches = BTreeMap::new();
+        match std::fs::read(&path) {
+            Ok(bytes) => {
+                let saved: Vec<Switch> = serde_json::from_slice(&bytes)
+                    .map_err(|e| SwitchError::Load { path: path.clone(), message: e.to_string() })?;
+                for switch in saved {
+                    switches.insert(switch.name.clone(), Switch { origin: SwitchOrigin::Api, ..switch });
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(SwitchError::Load { path, message: e.to_string() }),
+        }
+        for (name, entry) in config {
+            let switch = Switch::new(name, entry, SwitchOrigin::Config).map_err(SwitchError::Invalid)?;
+            switches.insert(name.clone(), switch);
+        }
+        Ok(Switches { host, path, state: Mutex::new(switches), host_lock: Mutex::new(()) })
+    }
+
+    pub fn list(&self) -> Vec<Switch> {
+        lock(&self.state).values().cloned().collect()
+    }
+
+    pub fn get(&self, name: &str) -> Result<Switch, SwitchError> {
+        lock(&self.state).get(name).cloned().ok_or_else(|| SwitchError::NotFound(name.to_string()))
+    }
+
+    /// The host's network interfaces (to tell which bridges exist).
+    pub fn host_interfaces(&self) -> Result<Vec<String>, ExecError> {
+        self.host.interfaces()
+    }
+
+    /// Adds a switch through the API: its uplink must exist; its bridge is brought up now, so
+    /// that a mistake shows here rather than at an instance's start.
+    pub fn create(&self, name: &str, config: &SwitchConfig) -> Result<Switch, SwitchError> {
+        let mut switch = Switch::new(name, config, SwitchOrigin::Api).map_err(SwitchError::Invalid)?;
+        let _host = lock(&self.host_lock);
+        if lock(&self.state).contains_key(name) {
+            return Err(SwitchError::Exists(name.to_string()));
+        }
+        if let Some(taken) = lock(&self.state).values().find(|s| s.bridge == switch.bridge) {
+            return Err(SwitchError::Invalid(format!(
+                "bridge {:?} already belongs to switch {:?}",
+                switch.bridge, taken.name
+            )));
+        }
+        let host_error = |source| SwitchError::Host { switch: name.to_string(), source };
+        let interfaces = self.host.interfaces().map_err(host_error)?;
+        if let Some(uplink) = &switch.uplink {
+            if !interfaces.contains(uplink) {
+                return Err(SwitchError::Invalid(format!(
+                    "uplink {uplink:?} is not an interface of this host"
+                )));
+            }
+        }
+        if !interfaces.contains(&switch.bridge) {
+            self.host.create_bridge(&switch.bridge).map_err(host_error)?;
+            switch.created_bridge = true;
+        }
+        let attached = match &switch.uplink {
+            Some(uplink) => self.host.attach_uplink(&switch.bridge, uplink, &[]),
+            None => Ok(()),
+        };
+        let saved = attached.map_err(host_error).and_then(|()| {
+            let mut state = lock(&self.state);
+            state.insert(name.to_string(), switch.clone());
+            self.save(&state).inspect_err(|_| {
+                state.remove(name);
+            })
+        });
+        if let Err(error) = saved {
+            if switch.created_bridge {
+                let _ = self.host.destroy_bridge(&switch.bridge);
+            }
+            return Err(error);
+        }
+        tracing::info!(switch = name, bridge = %switch.bridge, "switch created");
+        Ok(switch)
+    }
+
+    /// Removes an API switch (the caller has checked that no NIC uses it), and its bridge if
+    /// the agent created it.
+    pub fn delete(&self, name: &str) -> Result<(), SwitchError> {
+        let _host = lock(&self.host_lock);
+        let mut state = lock(&self.state);
+        let switch = state.get(name).cloned().ok_or_else(|| SwitchError::NotFound(name.to_string()))?;
+        if switch.origin == SwitchOrigin::Config {
+            return Err(SwitchError::FromConfig(name.to_string()));
+        }
+        state.remove(name);
+        if let Err(error) = self.save(&state) {
+            state.insert(name.to_string(), switch);
+            return Err(error);
+        }
+        drop(state);
+        if switch.created_bridge {
+            let present = self.host.interfaces().unwrap_or_default();
+            if present.contains(&switch.bridge) {
+                if let Err(error) = self.host.destroy_bridge(&switch.bridge) {
+                    tracing::warn!(switch = name, bridge = %switch.bridge, %error, "cannot destroy the bridge");
+                }
+            }
+        }
+        tracing::info!(switch = name, "switch deleted");
+        Ok(())
+    }
+
+    /// Makes the switch ready for NICs on `vlans` (none: untagged only): its bridge exists
+    /// (created if missing), its uplink is a member carrying those VLANs. Returns the bridge.
+    pub fn bring_up(&self, name: &str, vlans: &[u16]) -> Result<String, SwitchError> {
+        let switch = self.get(name)?;
+        let _host = lock(&self.host_lock);
+        let host_error = |source| SwitchError::Host { switch: name.to_string(), source };
+        let interfaces = self.host.interfaces().map_err(host_error)?;
+        if !interfaces.contains(&switch.bridge) {
+            tracing::info!(switch = name, bridge = %switch.bridge, "creating the switch's bridge");
+            self.host.create_bridge(&switch.bridge).map_err(host_error)?;
+        }
+        if !vlans.is_empty() {
+            self.host.enable_vlans(&switch.bridge).map_err(host_error)?;
+        }
+        if let Some(uplink) = &switch.uplink {
+            self.host.attach_uplink(&switch.bridge, uplink, vlans).map_err(host_error)?;
+        }
+        Ok(switch.bridge)
+    }
+
+    /// Lets NICs on an existing host bridge (`bridge:<name>`, not a switch) have VLAN tags.
+    pub fn enable_vlans_on(&self, bridge: &str) -> Result<(), SwitchError> {
+        let _host = lock(&self.host_lock);
+        self.host
+            .enable_vlans(bridge)
+            .map_err(|source| SwitchError::Host { switch: bridge.to_string(), source })
+    }
+
+    fn save(&self, state: &BTreeMap<String, Switch>) -> Result<(), SwitchError> {
+        let api: Vec<&Switch> = state.values().filter(|s| s.origin == SwitchOrigin::Api).collect();
+        let bytes = serde_json::to_vec_pretty(&api).expect("switches serialise");
+        crate::atomic::write_file(&self.path, &bytes)
+            .map_err(|source| SwitchError::Save { path: self.path.clone(), source })
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod fake {
+    //! A host network in memory, for tests of the logic above it.
+    use super::*;
+
+    #[derive(Default)]
+    pub struct FakeNetwork {
+        pub interfaces: Mutex<Vec<String>>,
+        pub calls: Mutex<Vec<String>>,
+    }
+
+    impl FakeNetwork {
+        pub fn with(interfaces: &[&str]) -> Arc<FakeNetwork> {
+            let fake = FakeNetwork::default();
+            *lock(&fake.interfaces) = interfaces.iter().map(|s| s.to_string()).collect();
+            Arc::new(fake)
+        }
+        pub fn calls(&self) -> Vec<String> {
+            lock(&self.calls).clone()
+        }
+    }
+
+    impl HostNetwork for FakeNetwork {
+        fn interfaces(&self) -> Result<Vec<String>, ExecError> {
+            Ok(lock(&self.interfaces).clone())
+        }
+        fn create_bridge(&self, name: &str) -> Result<(), ExecError> {
+            lock(&self.calls).push(format!("create {name}"));
+            lock(&self.interfaces).push(name.to_string());
+            Ok(())
+        }
+        fn destroy_bridge(&self, name: &str) -> Result<(), ExecError> {
+            lock(&self.calls).push(format!("destroy {name}"));
+            lock(&self.interfaces).retain(|i| i != name);
+            Ok(())
+        }
+        fn attach_uplink(&self, bridge: &str, uplink: &str, vlans: &[u16]) -> Result<(), ExecError> {
+            lock(&self.calls).push(format!("uplink {bridge} {uplink} {vlans:?}"));
+            Ok(())
+        }
+        fn enable_vlans(&self, bridge: &str) -> Result<(), ExecError> {
+            lock(&self.calls).push(format!("vlans {bridge}"));
+            Ok(())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fake::FakeNetwork;
+    use super::*;
+
+    fn config(entries: &[(&str, Option<&str>, Option<&str>)]) -> BTreeMap<String, SwitchConfig> {
+        entries
+            .iter()
+            .map(|(name, bridge, uplink)| {
+                let entry =
+                    SwitchConfig { bridge: bridge.map(str::to_string), uplink: uplink.map(str::to_string) };
+                (name.to_string(), entry)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn names_are_checked() {
+        for good in ["lab", "public-1", "a_b", "9"] {
+            assert!(check_switch_name(good).is_ok(), "{good}");
+        }
+        for bad in ["", "-lab", "a b", "a/b", "..", &"x".repeat(33)] {
+            assert!(check_switch_name(bad).is_err(), "{bad}");
+        }
+        assert!(check_interface_name("bridge", "br-lab.10").is_ok());
+        for bad in ["", "1br", "averyverylongname", "br lab", "br/x"] {
+            assert!(check_interface_name("bridge", bad).is_err(), "{bad}");
+        }
+        let uplink_is_bridge = SwitchConfig { bridge: Some("br0".into()), uplink: Some("br0".into()) };
+        assert!(Switch::new("lab", &uplink_is_bridge, SwitchOrigin::Api).is_err());
+    }
+
+    #[test]
+    fn api_switches_are_saved_and_config_switches_are_fixed() {
+        let dir = tempfile::tempdir().unwrap();
+        let host = FakeNetwork::with(&["lo", "eth0", "br-old"]);
+        let cfg = config(&[("public", Some("br-old"), Some("eth0"))]);
+        let switches = Switches::open(host.clone(), &cfg, dir.path()).unwrap();
+
+        let lab =
+            switches.create("lab", &SwitchConfig { bridge: None, uplink: Some("eth0".into()) }).unwrap();
+        assert_eq!((lab.bridge.as_str(), lab.created_bridge), ("lab", true));
+        assert_eq!(host.calls(), ["create lab", "uplink lab eth0 []"]);
+        assert!(matches!(switches.create("lab", &SwitchConfig::default()), Err(SwitchError::Exists(_))));
+        let bad_uplink = SwitchConfig { bridge: None, uplink: Some("eth9".into()) };
+        assert!(matches!(switches.create("x", &bad_uplink), Err(SwitchError::Invalid(_))));
+        let same_bridge = SwitchConfig { bridge: Some("br-old".into()), uplink: None };
+        assert!(matches!(switches.create("y", &same_bridge), Err(SwitchError::Invalid(_))));
+        assert!(matches!(switches.delete("public"), Err(SwitchError::FromConfig(_))));
+
+        // Reopened: the API switch is back, the config one comes from the config again.
+        let again = Switches::open(host.clone(), &cfg, dir.path()).unwrap();
+        let names: Vec<_> = again.list().into_iter().map(|s| (s.name, s.origin)).collect();
+        assert_eq!(
+            names,
+            [("lab".to_string(), SwitchOrigin::Api), ("public".to_string(), SwitchOrigin::Config)]
+        );
+
+        again.delete("lab").unwrap();
+        assert_eq!(host.calls().last().unwrap(), "destroy lab");
+        assert!(matches!(again.delete("lab"), Err(SwitchError::NotFound(_))));
+        let reopened = Switches::open(host, &cfg, dir.path()).unwrap();
+        assert_eq!(reopened.list().len(), 1);
+    }
+
+    #[test]
+    fn bringing_up_creates_a_missing_bridge_and_tags_the_uplink() {
+        let dir = tempfile::tempdir().unwrap();
+        let host = FakeNetwork::with(&["lo", "eth1"]);
+        let cfg = config(&[("public", Some("br-pub"), Some("eth1")), ("lab", None, None)]);
+        let switches = Switches::open(host.clone(), &cfg, dir.path()).unwrap();
+        assert_eq!(switches.bring_up("public", &[10, 20]).unwrap(), "br-pub");
+        assert_eq!(switches.bring_up("lab", &[]).unwrap(), "lab");
+        assert_eq!(switches.bring_up("lab", &[]).unwrap(), "lab");
+        assert_eq!(
+            host.calls(),
+            ["create br-pub", "vlans br-pub", "uplink br-pub eth1 [10, 20]", "create lab"],
+            "a bridge that exists is not created again"
+        );
+        assert!(matches!(switches.bring_up("nope", &[]), Err(SwitchError::NotFound(_))));
+    }
+
+    #[test]
+    fn a_damaged_switch_file_is_an_error_not_an_empty_list() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("switches.json"), b"{not json").unwrap();
+        let result = Switches::open(FakeNetwork::with(&[]), &BTreeMap::new(), dir.path());
+        assert!(matches!(result, Err(SwitchError::Load { .. })));
+    }
+}
