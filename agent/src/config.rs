@@ -231,7 +231,6 @@ impl Config {
             ("commands.qemu_img", &config.commands.qemu_img),
             ("instances.qemu.binary", &config.instances.qemu.binary),
             ("instances.qemu.ip", &config.instances.qemu.ip),
-            ("instances.qemu.bridge_command", &config.instances.qemu.bridge_command),
             ("instances.dir", &config.instances.dir),
             ("instances.run_dir", &config.instances.run_dir),
         ] {

@@ -120,11 +120,9 @@ pub fn open_instances(
         )),
     };
     let host_network: Arc<dyn network::HostNetwork> = match settings.hypervisor {
-        HypervisorKind::Qemu => Arc::new(network::linux::LinuxBridges::new(
-            runner.clone(),
-            settings.qemu.ip.clone(),
-            settings.qemu.bridge_command.clone(),
-        )),
+        HypervisorKind::Qemu => {
+            Arc::new(network::linux::LinuxBridges::new(runner.clone(), settings.qemu.ip.clone()))
+        }
         HypervisorKind::Bhyve => {
             Arc::new(network::freebsd::FreeBsdBridges::new(runner.clone(), settings.bhyve.ifconfig.clone()))
         }

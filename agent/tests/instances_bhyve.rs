@@ -386,6 +386,8 @@ fn nics_on_a_switch_bring_its_bridge_up_and_join_their_vlans() {
 
     host.runner.expect("/sbin/ifconfig -l", Reply::Ok("em0 lo0\n".into()));
     host.runner.expect("/sbin/ifconfig bridge create", Reply::Ok("bridge0\n".into()));
+    host.runner.expect("/sbin/ifconfig bridge create", Reply::Ok("bridge1\n".into()));
+    host.runner.expect("/sbin/ifconfig vlan create", Reply::Ok("vlan0\n".into()));
     host.runner.expect("/sbin/ifconfig tap create", Reply::Ok("tap7\n".into()));
     host.runner.expect("/sbin/ifconfig tap create", Reply::Ok("tap8\n".into()));
     host.next_bhyve_obeys_acpi();
@@ -399,15 +401,26 @@ fn nics_on_a_switch_bring_its_bridge_up_and_join_their_vlans() {
         commands,
         [
             "/sbin/ifconfig -l",
+            // The switch's bridge, with the uplink.
             "/sbin/ifconfig bridge create",
             "/sbin/ifconfig bridge0 name public",
             "/sbin/ifconfig public up",
             "/sbin/ifconfig public",
             "/sbin/ifconfig public addm em0",
             "/sbin/ifconfig em0 up",
-            "/sbin/ifconfig public +tagged em0 10",
+            // VLAN 10: a bridge of its own, with the uplink's 802.1Q interface.
+            "/sbin/ifconfig bridge create",
+            "/sbin/ifconfig bridge1 name publicv10",
+            "/sbin/ifconfig publicv10 up",
+            "/sbin/ifconfig vlan create vlan 10 vlandev em0",
+            "/sbin/ifconfig vlan0 name em0.10",
+            "/sbin/ifconfig em0.10 up",
+            "/sbin/ifconfig publicv10",
+            "/sbin/ifconfig publicv10 addm em0.10",
+            "/sbin/ifconfig em0.10 up",
+            // The taps: the first NIC on the VLAN's bridge, the second untagged.
             "/sbin/ifconfig tap create",
-            "/sbin/ifconfig public addm tap7 untagged tap7 10",
+            "/sbin/ifconfig publicv10 addm tap7",
             &format!("/sbin/ifconfig tap7 descr vmnet/{}/0", record.vm_name),
             "/sbin/ifconfig tap7 up",
             "/sbin/ifconfig tap create",

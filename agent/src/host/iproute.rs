@@ -1,4 +1,4 @@
-//! iproute2 (`ip`, `bridge`) commands for Linux bridges, their VLANs and QEMU's taps: argv
+//! iproute2 (`ip`) commands for Linux bridges, 802.1Q interfaces and QEMU's taps: argv
 //! builders and the parser of `ip -o link show`; `hypervisor::qemu` and `network::linux` run
 //! them through the command runner.
 
@@ -55,32 +55,25 @@ pub fn parse_link_names(stdout: &str) -> Vec<String> {
         .collect()
 }
 
-/// `ip link add name BRIDGE type bridge vlan_filtering 1`: with VLAN filtering on from the
-/// start, untagged members share VLAN 1 as on any bridge, and tagged NICs need no change.
+/// `ip link add name BRIDGE type bridge`.
 pub fn bridge_add(ip: &Path, bridge: &str) -> HostCommand {
-    HostCommand::new(ip).args(["link", "add", "name", bridge, "type", "bridge", "vlan_filtering", "1"])
+    HostCommand::new(ip).args(["link", "add", "name", bridge, "type", "bridge"])
 }
 
-/// `ip link set dev BRIDGE type bridge vlan_filtering 1`, for a bridge made elsewhere.
-pub fn bridge_vlan_filtering(ip: &Path, bridge: &str) -> HostCommand {
-    HostCommand::new(ip).args(["link", "set", "dev", bridge, "type", "bridge", "vlan_filtering", "1"])
-}
-
-/// `bridge vlan add dev PORT vid VLAN [pvid untagged]`: an access port (`untagged`: frames
-/// leave it without the tag, and untagged frames entering it join `vlan`) or a trunk port
-/// carrying `vlan` tagged.
-pub fn port_vlan_add(bridge_tool: &Path, port: &str, vlan: u16, access: bool) -> HostCommand {
-    let command = HostCommand::new(bridge_tool).args(["vlan", "add", "dev", port, "vid", &vlan.to_string()]);
-    if access {
-        command.args(["pvid", "untagged"])
-    } else {
-        command
-    }
-}
-
-/// `bridge vlan del dev PORT vid VLAN`: a port put on another VLAN leaves the default VLAN 1.
-pub fn port_vlan_del(bridge_tool: &Path, port: &str, vlan: u16) -> HostCommand {
-    HostCommand::new(bridge_tool).args(["vlan", "del", "dev", port, "vid", &vlan.to_string()])
+/// `ip link add link PARENT name NAME type vlan id VLAN`: the 802.1Q interface of `parent`.
+pub fn vlan_add(ip: &Path, parent: &str, vlan: u16, name: &str) -> HostCommand {
+    HostCommand::new(ip).args([
+        "link",
+        "add",
+        "link",
+        parent,
+        "name",
+        name,
+        "type",
+        "vlan",
+        "id",
+        &vlan.to_string(),
+    ])
 }
 
 #[cfg(test)]
@@ -117,20 +110,12 @@ qlen 1000\\    link/ether 2e:5b:4c:7d:aa:01 brd ff:ff:ff:ff:ff:ff
     }
 
     #[test]
-    fn vlan_commands() {
-        let tool = Path::new("/usr/sbin/bridge");
+    fn bridge_and_vlan_commands() {
+        let ip = Path::new("/usr/sbin/ip");
+        assert_eq!(bridge_add(ip, "br-lab").display(), "/usr/sbin/ip link add name br-lab type bridge");
         assert_eq!(
-            port_vlan_add(tool, "vt1", 10, true).display(),
-            "/usr/sbin/bridge vlan add dev vt1 vid 10 pvid untagged"
-        );
-        assert_eq!(
-            port_vlan_add(tool, "eth1", 10, false).display(),
-            "/usr/sbin/bridge vlan add dev eth1 vid 10"
-        );
-        assert_eq!(port_vlan_del(tool, "vt1", 1).display(), "/usr/sbin/bridge vlan del dev vt1 vid 1");
-        assert_eq!(
-            bridge_add(Path::new("/usr/sbin/ip"), "br-lab").display(),
-            "/usr/sbin/ip link add name br-lab type bridge vlan_filtering 1"
+            vlan_add(ip, "eth1", 10, "eth1.10").display(),
+            "/usr/sbin/ip link add link eth1 name eth1.10 type vlan id 10"
         );
     }
 }

@@ -117,8 +117,8 @@ struct Created {
 struct Plan {
     /// Tap names are empty until the taps exist.
     vm: BhyveVm,
-    /// The bridge of each NIC and the VLAN it is an access port of, in NIC order.
-    bridges: Vec<(String, Option<u16>)>,
+    /// The bridge of each NIC, in NIC order.
+    bridges: Vec<String>,
     bhyveload: Option<HostCommand>,
 }
 
@@ -144,7 +144,7 @@ impl Bhyve {
         let mut bridges = Vec::with_capacity(spec.nics.len());
         for (index, nic) in spec.nics.iter().enumerate() {
             match &nic.network {
-                VmNetwork::Bridge { bridge, vlan } => bridges.push((bridge.clone(), *vlan)),
+                VmNetwork::Bridge(bridge) => bridges.push(bridge.clone()),
                 VmNetwork::User => return Err(unsupported(format!("user-mode networking (NIC {index})"))),
             }
             nics.push(BhyveNic { tap: String::new(), mac: nic.mac.clone() });
@@ -194,7 +194,7 @@ impl Bhyve {
             tracing::info!(vm = %spec.name, "destroying a stale VM of the same name");
             host.run(&bhyvectl(paths, &spec.name, BhyvectlAction::Destroy))?;
         }
-        for (index, (bridge, vlan)) in plan.bridges.iter().enumerate() {
+        for (index, bridge) in plan.bridges.iter().enumerate() {
             let stdout = host.run(&tap_create(paths))?;
             let tap = parse_created_interface(&stdout).ok_or_else(|| {
                 // If a tap was created, its name is unknown: it leaks (and the log shows the output).
@@ -204,10 +204,7 @@ impl Bhyve {
                 )
             })?;
             created.taps.push(tap.clone());
-            match vlan {
-                Some(vlan) => host.run(&freebsd::add_access_member(&paths.ifconfig, bridge, &tap, *vlan))?,
-                None => host.run(&bridge_add_member(paths, bridge, &tap))?,
-            };
+            host.run(&bridge_add_member(paths, bridge, &tap))?;
             host.run(&tap_describe(paths, &tap, &spec.name, index))?;
             host.run(&interface_up(paths, &tap))?;
             plan.vm.nics[index].tap = tap;
@@ -464,21 +461,18 @@ mod tests {
             self.runner.expect(TAP_CREATE, Reply::Ok("tap4\n".into()));
         }
 
-        /// A UEFI guest with two disks and two NICs on bridge0, the second on VLAN 20.
+        /// A UEFI guest with two disks and two NICs on bridge0.
         fn spec(&self) -> VmSpec {
             let disk =
                 |path: &str, read_only| VmDisk { path: path.into(), format: DiskFormat::Raw, read_only };
-            let nic = |mac: &str, vlan| VmNic {
-                mac: mac.into(),
-                network: VmNetwork::Bridge { bridge: "bridge0".into(), vlan },
-            };
+            let nic = |mac: &str| VmNic { mac: mac.into(), network: VmNetwork::Bridge("bridge0".into()) };
             VmSpec {
                 uuid: uuid::Uuid::parse_str("6de01e97-d7ec-4906-bd8b-cb4eafdb7c8b").unwrap(),
                 name: "web-1".into(),
                 vcpus: 2,
                 memory_mib: 1024,
                 disks: vec![disk("/dev/zvol/zones/web-1/disk0", false), disk("/dev/zvol/zones/seed", true)],
-                nics: vec![nic("58:9c:fc:00:00:01", None), nic("58:9c:fc:00:00:02", Some(20))],
+                nics: vec![nic("58:9c:fc:00:00:01"), nic("58:9c:fc:00:00:02")],
                 firmware: Firmware::Uefi,
                 run_dir: self.dir.path().to_path_buf(),
                 cdrom: None,
@@ -506,7 +500,7 @@ mod tests {
         "/sbin/ifconfig tap3 descr vmnet/web-1/0",
         "/sbin/ifconfig tap3 up",
         "/sbin/ifconfig tap create",
-        "/sbin/ifconfig bridge0 addm tap4 untagged tap4 20",
+        "/sbin/ifconfig bridge0 addm tap4",
         "/sbin/ifconfig tap4 descr vmnet/web-1/1",
         "/sbin/ifconfig tap4 up",
     ];
@@ -593,15 +587,12 @@ mod tests {
     fn a_failed_tap_setup_destroys_the_taps_made_so_far_and_nothing_else() {
         let fx = Fixture::new();
         fx.expect_taps();
-        fx.runner.expect(
-            "/sbin/ifconfig bridge0 addm tap4 untagged tap4 20",
-            Reply::Fail("no such bridge".into()),
-        );
+        fx.runner.expect("/sbin/ifconfig bridge0 addm tap4", Reply::Fail("no such bridge".into()));
         assert!(fx.bhyve.start(&fx.spec()).is_err());
         assert_eq!(
             fx.commands_after(5),
             [
-                "/sbin/ifconfig bridge0 addm tap4 untagged tap4 20",
+                "/sbin/ifconfig bridge0 addm tap4",
                 "/sbin/ifconfig tap3 destroy",
                 "/sbin/ifconfig tap4 destroy"
             ]

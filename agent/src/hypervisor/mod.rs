@@ -58,9 +58,8 @@ impl DiskFormat {
 /// How a NIC reaches a network.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum VmNetwork {
-    /// A tap device created for this run and added to this host bridge, as an access port of
-    /// `vlan` when there is one.
-    Bridge { bridge: String, vlan: Option<u16> },
+    /// A tap device created for this run and added to this host bridge.
+    Bridge(String),
     /// QEMU user-mode networking, isolated from the host (`restrict=on`); no privileges needed.
     User,
 }

@@ -31,8 +31,6 @@ pub struct QemuSettings {
     pub uefi_firmware: PathBuf,
     /// Absolute path of iproute2's `ip`, for switches' bridges and the taps of their NICs.
     pub ip: PathBuf,
-    /// Absolute path of iproute2's `bridge`, for the VLANs of bridge ports.
-    pub bridge_command: PathBuf,
     /// The `agent` executable QEMU runs (`metadata-proxy SOCKET`) for each connection of a
     /// guest to its metadata service. Default: the running agent's own executable.
     pub metadata_proxy: Option<PathBuf>,
@@ -45,7 +43,6 @@ impl Default for QemuSettings {
             accel: AccelChoice::Auto,
             uefi_firmware: PathBuf::from("/usr/share/OVMF/OVMF_CODE.fd"),
             ip: PathBuf::from("/usr/sbin/ip"),
-            bridge_command: PathBuf::from("/usr/sbin/bridge"),
             metadata_proxy: None,
         }
     }
@@ -153,7 +150,7 @@ impl Qemu {
                 backend: match &nic.network {
                     VmNetwork::User => NicBackend::User,
                     // The tap `start` creates and adds to the bridge (see `Taps`).
-                    VmNetwork::Bridge { .. } => NicBackend::Tap(iproute::tap_name(&spec.name, i)),
+                    VmNetwork::Bridge(_) => NicBackend::Tap(iproute::tap_name(&spec.name, i)),
                 },
             })
             .collect();
@@ -194,7 +191,7 @@ impl Hypervisor for Qemu {
 
     fn start(&self, spec: &VmSpec) -> Result<Box<dyn VmRun>, HypervisorError> {
         let vm = self.command_line(spec)?;
-        let taps = Taps::create(self.runner.clone(), &self.settings, spec)?;
+        let taps = Taps::create(self.runner.clone(), &self.settings.ip, spec)?;
         for socket in [&vm.qmp_socket, &vm.serial_socket] {
             match std::fs::remove_file(socket) {
                 Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
@@ -239,7 +236,7 @@ impl Hypervisor for Qemu {
             control: Arc::new(QemuControl { pid, qmp, runner: self.runner.clone() }),
             console: serial_socket(&spec.run_dir),
             // The names are derived from the VM's: the taps of an adopted run go when it ends.
-            taps: Taps::adopted(self.runner.clone(), &self.settings, spec),
+            taps: Taps::adopted(self.runner.clone(), &self.settings.ip, spec),
         })))
     }
 }
@@ -272,45 +269,31 @@ struct Taps {
 }
 
 impl Taps {
-    fn bridged(spec: &VmSpec) -> impl Iterator<Item = (String, &str, Option<u16>)> {
+    fn bridged(spec: &VmSpec) -> impl Iterator<Item = (String, &str)> {
         spec.nics.iter().enumerate().filter_map(|(i, nic)| match &nic.network {
-            VmNetwork::Bridge { bridge, vlan } => {
-                Some((iproute::tap_name(&spec.name, i), bridge.as_str(), *vlan))
-            }
+            VmNetwork::Bridge(bridge) => Some((iproute::tap_name(&spec.name, i), bridge.as_str())),
             VmNetwork::User => None,
         })
     }
 
-    fn create(
-        runner: Arc<dyn CommandRunner>,
-        settings: &QemuSettings,
-        spec: &VmSpec,
-    ) -> Result<Taps, HypervisorError> {
-        let ip = &settings.ip;
+    fn create(runner: Arc<dyn CommandRunner>, ip: &Path, spec: &VmSpec) -> Result<Taps, HypervisorError> {
         let mut taps = Taps { runner, ip: ip.to_owned(), names: Vec::new(), detached: false };
-        for (tap, bridge, vlan) in Self::bridged(spec) {
+        for (tap, bridge) in Self::bridged(spec) {
             // A tap of this name can only be a leftover of this VM (a crash of the host's agent).
             let _ = taps.runner.run(&iproute::link_del(ip, &tap));
             taps.runner.run(&iproute::tap_add(ip, &tap))?;
             taps.names.push(tap.clone());
             taps.runner.run(&iproute::set_master(ip, &tap, bridge))?;
-            if let Some(vlan) = vlan {
-                // An access port of `vlan` only: out of the default VLAN 1 the bridge put it in.
-                taps.runner.run(&iproute::port_vlan_add(&settings.bridge_command, &tap, vlan, true))?;
-                if vlan != 1 {
-                    taps.runner.run(&iproute::port_vlan_del(&settings.bridge_command, &tap, 1))?;
-                }
-            }
             taps.runner.run(&iproute::set_up(ip, &tap))?;
         }
         Ok(taps)
     }
 
-    fn adopted(runner: Arc<dyn CommandRunner>, settings: &QemuSettings, spec: &VmSpec) -> Taps {
+    fn adopted(runner: Arc<dyn CommandRunner>, ip: &Path, spec: &VmSpec) -> Taps {
         Taps {
             runner,
-            ip: settings.ip.to_owned(),
-            names: Self::bridged(spec).map(|(tap, _, _)| tap).collect(),
+            ip: ip.to_owned(),
+            names: Self::bridged(spec).map(|(tap, _)| tap).collect(),
             detached: false,
         }
     }
@@ -482,11 +465,11 @@ mod tests {
                 crate::hypervisor::VmNic { mac: "58:9c:fc:00:00:01".into(), network: VmNetwork::User },
                 crate::hypervisor::VmNic {
                     mac: "58:9c:fc:00:00:02".into(),
-                    network: VmNetwork::Bridge { bridge: "br0".into(), vlan: None },
+                    network: VmNetwork::Bridge("br0".into()),
                 },
                 crate::hypervisor::VmNic {
                     mac: "58:9c:fc:00:00:03".into(),
-                    network: VmNetwork::Bridge { bridge: "br0".into(), vlan: Some(10) },
+                    network: VmNetwork::Bridge("br0v10".into()),
                 },
             ],
             firmware: Firmware::Bios,
@@ -507,7 +490,7 @@ mod tests {
         let run = qemu.start(&bridged_spec(dir.path())).unwrap();
         let commands = runner.commands();
         assert_eq!(
-            commands[..10],
+            commands[..8],
             [
                 "/usr/sbin/ip link del dev vt6de01e97d7ec1",
                 "/usr/sbin/ip tuntap add dev vt6de01e97d7ec1 mode tap",
@@ -515,20 +498,18 @@ mod tests {
                 "/usr/sbin/ip link set dev vt6de01e97d7ec1 up",
                 "/usr/sbin/ip link del dev vt6de01e97d7ec2",
                 "/usr/sbin/ip tuntap add dev vt6de01e97d7ec2 mode tap",
-                "/usr/sbin/ip link set dev vt6de01e97d7ec2 master br0",
-                "/usr/sbin/bridge vlan add dev vt6de01e97d7ec2 vid 10 pvid untagged",
-                "/usr/sbin/bridge vlan del dev vt6de01e97d7ec2 vid 1",
+                "/usr/sbin/ip link set dev vt6de01e97d7ec2 master br0v10",
                 "/usr/sbin/ip link set dev vt6de01e97d7ec2 up",
             ]
         );
         assert!(
-            commands[10].contains("-netdev tap,id=net1,ifname=vt6de01e97d7ec1,script=no,downscript=no"),
+            commands[8].contains("-netdev tap,id=net1,ifname=vt6de01e97d7ec1,script=no,downscript=no"),
             "{}",
-            commands[10]
+            commands[8]
         );
         run.wait();
         assert_eq!(
-            runner.commands()[11..],
+            runner.commands()[9..],
             ["/usr/sbin/ip link del dev vt6de01e97d7ec1", "/usr/sbin/ip link del dev vt6de01e97d7ec2"]
         );
     }

@@ -497,12 +497,8 @@ impl Instances {
         for nic in &record.nics {
             let network = match nic.target() {
                 NicNetwork::User => VmNetwork::User,
-                NicNetwork::Bridge(bridge) => {
-                    VmNetwork::Bridge { bridge: bridge.to_string(), vlan: nic.vlan }
-                }
-                NicNetwork::Switch(name) => {
-                    VmNetwork::Bridge { bridge: self.switches.get(name)?.bridge, vlan: nic.vlan }
-                }
+                NicNetwork::Bridge(bridge) => VmNetwork::Bridge(bridge.to_string()),
+                NicNetwork::Switch(name) => VmNetwork::Bridge(self.switches.get(name)?.bridge_for(nic.vlan)),
             };
             nics.push(VmNic { mac: nic.mac.clone(), network });
         }
@@ -555,15 +551,13 @@ impl Instances {
         Ok(record)
     }
 
-    /// Makes the switches of the instance's NICs ready on the host (bridges created when
-    /// missing, uplinks carrying the NICs' VLANs), and bridges outside switches ready for
-    /// VLAN-tagged NICs.
+    /// Makes the switches of the instance's NICs ready on the host: their bridges and those
+    /// of the NICs' VLANs exist, linked to the uplink.
     fn bring_up_networks(&self, record: &InstanceRecord) -> Result<(), InstanceError> {
         let mut switches: BTreeMap<&str, Vec<u16>> = BTreeMap::new();
         for nic in &record.nics {
             match nic.target() {
                 NicNetwork::Switch(name) => switches.entry(name).or_default().extend(nic.vlan),
-                NicNetwork::Bridge(bridge) if nic.vlan.is_some() => self.switches.enable_vlans_on(bridge)?,
                 NicNetwork::Bridge(_) | NicNetwork::User => {}
             }
         }

@@ -18,7 +18,7 @@ pub struct NicRecord {
     pub mac: String,
     /// `user` (QEMU user-mode network), `switch:<name>` or `bridge:<host bridge>`.
     pub network: String,
-    /// The VLAN the NIC is an access port of (switches and bridges only).
+    /// The VLAN of its switch the NIC is on (untagged, as on an access port).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vlan: Option<u16>,
 }
@@ -89,8 +89,8 @@ impl NicRequest {
             if !(1..=4094).contains(&vlan) {
                 return Err(format!("vlan must be between 1 and 4094, not {vlan}"));
             }
-            if self.network == "user" {
-                return Err("a user-mode NIC has no VLAN: give it a switch or a bridge".into());
+            if !self.network.starts_with("switch:") {
+                return Err("only a NIC on a switch can have a VLAN".into());
             }
         }
         self.mac.as_deref().map(check_mac).transpose()
@@ -240,6 +240,7 @@ mod tests {
         }
         for bad in [
             "user,vlan=10",
+            "bridge:br0,vlan=10",
             "switch:lab,vlan=0",
             "switch:lab,vlan=4095",
             "switch:lab,mac=01:00:5e:00:00:01",

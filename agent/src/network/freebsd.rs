@@ -1,7 +1,7 @@
-//! Switches on FreeBSD: an `if_bridge` per switch (created with `ifconfig bridge create` and
-//! renamed, as vm-bhyve does), the uplink as a member, and VLANs with the bridge's per-member
-//! VLAN options (`untagged`, `+tagged`, FreeBSD 15's if_bridge VLAN filtering). Argv
-//! builders and parsers of `ifconfig` output are pure functions, tested on captured text.
+//! Switches on FreeBSD: `if_bridge` bridges and `vlan(4)` interfaces, each created with
+//! `ifconfig <type> create` and renamed to the switch's name for it (as vm-bhyve does), and
+//! members added with `addm`. Argv builders and parsers of `ifconfig` output are pure
+//! functions, tested on captured text.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -24,6 +24,11 @@ pub fn bridge_create(ifconfig: &PathBuf) -> HostCommand {
     HostCommand::new(ifconfig).args(["bridge", "create"])
 }
 
+/// `ifconfig vlan create vlan VLAN vlandev PARENT`: prints the new interface's name (`vlan0`).
+pub fn vlan_create(ifconfig: &PathBuf, parent: &str, vlan: u16) -> HostCommand {
+    HostCommand::new(ifconfig).args(["vlan", "create", "vlan", &vlan.to_string(), "vlandev", parent])
+}
+
 /// `ifconfig IF name NEW`.
 pub fn rename(ifconfig: &PathBuf, interface: &str, new_name: &str) -> HostCommand {
     HostCommand::new(ifconfig).args([interface, "name", new_name])
@@ -37,16 +42,6 @@ pub fn show(ifconfig: &PathBuf, interface: &str) -> HostCommand {
 /// `ifconfig BRIDGE addm MEMBER`.
 pub fn add_member(ifconfig: &PathBuf, bridge: &str, member: &str) -> HostCommand {
     HostCommand::new(ifconfig).args([bridge, "addm", member])
-}
-
-/// `ifconfig BRIDGE addm TAP untagged TAP VLAN`: an access port on `vlan`.
-pub fn add_access_member(ifconfig: &PathBuf, bridge: &str, member: &str, vlan: u16) -> HostCommand {
-    HostCommand::new(ifconfig).args([bridge, "addm", member, "untagged", member, &vlan.to_string()])
-}
-
-/// `ifconfig BRIDGE +tagged MEMBER VLAN`: the member carries `vlan` tagged.
-pub fn add_tagged(ifconfig: &PathBuf, bridge: &str, member: &str, vlan: u16) -> HostCommand {
-    HostCommand::new(ifconfig).args([bridge, "+tagged", member, &vlan.to_string()])
 }
 
 /// `ifconfig IF up` / `ifconfig IF destroy`.
@@ -100,10 +95,35 @@ impl HostNetwork for FreeBsdBridges {
     }
 
     fn create_bridge(&self, name: &str) -> Result<(), ExecError> {
-        let output = self.runner.run(&bridge_create(&self.ifconfig))?;
+        self.create_named(&bridge_create(&self.ifconfig), name)
+    }
+
+    fn create_vlan(&self, parent: &str, vlan: u16, name: &str) -> Result<(), ExecError> {
+        self.create_named(&vlan_create(&self.ifconfig, parent, vlan), name)
+    }
+
+    fn destroy_interface(&self, name: &str) -> Result<(), ExecError> {
+        self.runner.run(&destroy(&self.ifconfig, name)).map(drop)
+    }
+
+    /// `addm` fails on a member already there, so membership is looked up first.
+    fn add_member(&self, bridge: &str, member: &str) -> Result<(), ExecError> {
+        let status = self.runner.run(&show(&self.ifconfig, bridge))?;
+        if !parse_members(&status.stdout).iter().any(|m| m == member) {
+            self.runner.run(&add_member(&self.ifconfig, bridge, member))?;
+        }
+        self.runner.run(&up(&self.ifconfig, member)).map(drop)
+    }
+}
+
+impl FreeBsdBridges {
+    /// Runs `create` (which prints the name the kernel chose), renames the interface to
+    /// `name` and brings it up; whatever was created goes again if a step fails.
+    fn create_named(&self, create: &HostCommand, name: &str) -> Result<(), ExecError> {
+        let output = self.runner.run(create)?;
         let Some(created) = crate::host::bhyve::parse_created_interface(&output.stdout) else {
             return Err(ExecError::Failed {
-                command: bridge_create(&self.ifconfig).display(),
+                command: create.display(),
                 status: "exit status 0".into(),
                 stderr: format!("printed no interface name: {:?}", output.stdout),
             });
@@ -118,28 +138,6 @@ impl HostNetwork for FreeBsdBridges {
             let _ = self.runner.run(&destroy(&self.ifconfig, name));
             return Err(error);
         }
-        Ok(())
-    }
-
-    fn destroy_bridge(&self, name: &str) -> Result<(), ExecError> {
-        self.runner.run(&destroy(&self.ifconfig, name)).map(drop)
-    }
-
-    /// `addm` fails on a member already there, so membership is looked up first.
-    fn attach_uplink(&self, bridge: &str, uplink: &str, vlans: &[u16]) -> Result<(), ExecError> {
-        let status = self.runner.run(&show(&self.ifconfig, bridge))?;
-        if !parse_members(&status.stdout).iter().any(|m| m == uplink) {
-            self.runner.run(&add_member(&self.ifconfig, bridge, uplink))?;
-        }
-        self.runner.run(&up(&self.ifconfig, uplink))?;
-        for vlan in vlans {
-            self.runner.run(&add_tagged(&self.ifconfig, bridge, uplink, *vlan))?;
-        }
-        Ok(())
-    }
-
-    /// if_bridge filters VLANs per member: the tap gets its VLAN as it joins.
-    fn enable_vlans(&self, _bridge: &str) -> Result<(), ExecError> {
         Ok(())
     }
 }
@@ -199,35 +197,41 @@ bridge0: flags=1008843<UP,BROADCAST,RUNNING,SIMPLEX,MULTICAST,LOWER_UP> metric 0
     }
 
     #[test]
-    fn creates_renames_and_tags() {
+    fn creates_and_renames_bridges_and_vlans() {
         let (runner, host) = bridges();
         runner.expect("/sbin/ifconfig -l", Reply::Ok("em0 lo0 bridge0\n".into()));
         runner.expect("/sbin/ifconfig bridge create", Reply::Ok("bridge1\n".into()));
-        runner
-            .expect("/sbin/ifconfig public", Reply::Ok(BRIDGE_STATUS.replace("member: em0", "member: em1")));
+        runner.expect("/sbin/ifconfig vlan create", Reply::Ok("vlan0\n".into()));
+        runner.expect(
+            "/sbin/ifconfig publicv10",
+            Reply::Ok(BRIDGE_STATUS.replace("member: em0", "member: em1")),
+        );
         assert_eq!(host.interfaces().unwrap(), ["em0", "lo0", "bridge0"]);
-        host.create_bridge("public").unwrap();
-        host.attach_uplink("public", "em0", &[10]).unwrap();
+        host.create_bridge("publicv10").unwrap();
+        host.create_vlan("em0", 10, "em0.10").unwrap();
+        host.add_member("publicv10", "em0.10").unwrap();
         assert_eq!(
             runner.commands(),
             [
                 "/sbin/ifconfig -l",
                 "/sbin/ifconfig bridge create",
-                "/sbin/ifconfig bridge1 name public",
-                "/sbin/ifconfig public up",
-                "/sbin/ifconfig public",
-                "/sbin/ifconfig public addm em0",
-                "/sbin/ifconfig em0 up",
-                "/sbin/ifconfig public +tagged em0 10",
+                "/sbin/ifconfig bridge1 name publicv10",
+                "/sbin/ifconfig publicv10 up",
+                "/sbin/ifconfig vlan create vlan 10 vlandev em0",
+                "/sbin/ifconfig vlan0 name em0.10",
+                "/sbin/ifconfig em0.10 up",
+                "/sbin/ifconfig publicv10",
+                "/sbin/ifconfig publicv10 addm em0.10",
+                "/sbin/ifconfig em0.10 up",
             ]
         );
     }
 
     #[test]
-    fn an_uplink_already_a_member_is_not_added_again() {
+    fn a_member_already_there_is_not_added_again() {
         let (runner, host) = bridges();
         runner.expect("/sbin/ifconfig bridge0", Reply::Ok(BRIDGE_STATUS.into()));
-        host.attach_uplink("bridge0", "em0", &[]).unwrap();
+        host.add_member("bridge0", "em0").unwrap();
         assert_eq!(runner.commands(), ["/sbin/ifconfig bridge0", "/sbin/ifconfig em0 up"]);
     }
 

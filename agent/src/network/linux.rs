@@ -1,5 +1,5 @@
-//! Switches on Linux: a bridge per switch (iproute2), VLAN filtering on it, and the uplink as
-//! a member carrying the VLANs its NICs use.
+//! Switches on Linux with iproute2: plain bridges (no VLAN filtering, which some kernels
+//! lack), members, and 802.1Q interfaces on uplinks.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -10,14 +10,22 @@ use crate::host::runner::{CommandRunner, ExecError};
 
 pub struct LinuxBridges {
     runner: Arc<dyn CommandRunner>,
-    /// iproute2's `ip` and `bridge`.
+    /// iproute2's `ip`.
     ip: PathBuf,
-    bridge_tool: PathBuf,
 }
 
 impl LinuxBridges {
-    pub fn new(runner: Arc<dyn CommandRunner>, ip: PathBuf, bridge_tool: PathBuf) -> Self {
-        LinuxBridges { runner, ip, bridge_tool }
+    pub fn new(runner: Arc<dyn CommandRunner>, ip: PathBuf) -> Self {
+        LinuxBridges { runner, ip }
+    }
+
+    /// Brings up `name`, just created; removes it if that fails.
+    fn up_or_remove(&self, name: &str) -> Result<(), ExecError> {
+        if let Err(error) = self.runner.run(&iproute::set_up(&self.ip, name)) {
+            let _ = self.runner.run(&iproute::link_del(&self.ip, name));
+            return Err(error);
+        }
+        Ok(())
     }
 }
 
@@ -29,29 +37,22 @@ impl HostNetwork for LinuxBridges {
 
     fn create_bridge(&self, name: &str) -> Result<(), ExecError> {
         self.runner.run(&iproute::bridge_add(&self.ip, name))?;
-        if let Err(error) = self.runner.run(&iproute::set_up(&self.ip, name)) {
-            let _ = self.runner.run(&iproute::link_del(&self.ip, name));
-            return Err(error);
-        }
-        Ok(())
+        self.up_or_remove(name)
     }
 
-    fn destroy_bridge(&self, name: &str) -> Result<(), ExecError> {
+    fn create_vlan(&self, parent: &str, vlan: u16, name: &str) -> Result<(), ExecError> {
+        self.runner.run(&iproute::vlan_add(&self.ip, parent, vlan, name))?;
+        self.up_or_remove(name)
+    }
+
+    fn destroy_interface(&self, name: &str) -> Result<(), ExecError> {
         self.runner.run(&iproute::link_del(&self.ip, name)).map(drop)
     }
 
-    /// `ip link set master` and `bridge vlan add` both succeed when already done.
-    fn attach_uplink(&self, bridge: &str, uplink: &str, vlans: &[u16]) -> Result<(), ExecError> {
-        self.runner.run(&iproute::set_master(&self.ip, uplink, bridge))?;
-        self.runner.run(&iproute::set_up(&self.ip, uplink))?;
-        for vlan in vlans {
-            self.runner.run(&iproute::port_vlan_add(&self.bridge_tool, uplink, *vlan, false))?;
-        }
-        Ok(())
-    }
-
-    fn enable_vlans(&self, bridge: &str) -> Result<(), ExecError> {
-        self.runner.run(&iproute::bridge_vlan_filtering(&self.ip, bridge)).map(drop)
+    /// `ip link set master` succeeds when it is a member already.
+    fn add_member(&self, bridge: &str, member: &str) -> Result<(), ExecError> {
+        self.runner.run(&iproute::set_master(&self.ip, member, bridge))?;
+        self.runner.run(&iproute::set_up(&self.ip, member)).map(drop)
     }
 }
 
@@ -62,8 +63,7 @@ mod tests {
 
     fn bridges() -> (RecordingRunner, LinuxBridges) {
         let runner = RecordingRunner::new();
-        let host =
-            LinuxBridges::new(Arc::new(runner.clone()), "/usr/sbin/ip".into(), "/usr/sbin/bridge".into());
+        let host = LinuxBridges::new(Arc::new(runner.clone()), "/usr/sbin/ip".into());
         (runner, host)
     }
 
@@ -75,28 +75,27 @@ mod tests {
             Reply::Ok("1: lo: <LOOPBACK> mtu 1\n3: eth1: <UP> mtu 1\n".into()),
         );
         assert_eq!(host.interfaces().unwrap(), ["lo", "eth1"]);
-        host.create_bridge("br-lab").unwrap();
-        host.attach_uplink("br-lab", "eth1", &[10, 20]).unwrap();
-        host.enable_vlans("br0").unwrap();
-        host.destroy_bridge("br-lab").unwrap();
+        host.create_bridge("br-labv10").unwrap();
+        host.create_vlan("eth1", 10, "eth1.10").unwrap();
+        host.add_member("br-labv10", "eth1.10").unwrap();
+        host.destroy_interface("br-labv10").unwrap();
         assert_eq!(
             runner.commands(),
             [
                 "/usr/sbin/ip -o link show",
-                "/usr/sbin/ip link add name br-lab type bridge vlan_filtering 1",
-                "/usr/sbin/ip link set dev br-lab up",
-                "/usr/sbin/ip link set dev eth1 master br-lab",
-                "/usr/sbin/ip link set dev eth1 up",
-                "/usr/sbin/bridge vlan add dev eth1 vid 10",
-                "/usr/sbin/bridge vlan add dev eth1 vid 20",
-                "/usr/sbin/ip link set dev br0 type bridge vlan_filtering 1",
-                "/usr/sbin/ip link del dev br-lab",
+                "/usr/sbin/ip link add name br-labv10 type bridge",
+                "/usr/sbin/ip link set dev br-labv10 up",
+                "/usr/sbin/ip link add link eth1 name eth1.10 type vlan id 10",
+                "/usr/sbin/ip link set dev eth1.10 up",
+                "/usr/sbin/ip link set dev eth1.10 master br-labv10",
+                "/usr/sbin/ip link set dev eth1.10 up",
+                "/usr/sbin/ip link del dev br-labv10",
             ]
         );
     }
 
     #[test]
-    fn a_bridge_that_cannot_come_up_is_removed() {
+    fn an_interface_that_cannot_come_up_is_removed() {
         let (runner, host) = bridges();
         runner.expect("/usr/sbin/ip link set dev br-lab up", Reply::Fail("RTNETLINK answers: busy".into()));
         assert!(host.create_bridge("br-lab").is_err());

@@ -1,6 +1,12 @@
 //! Named switches: the host bridges instance NICs join, defined in the config file or through
 //! the API (kept in `switches.json`), checked in one place, and brought up on the host on
 //! demand through a [`HostNetwork`] (iproute2 on Linux, `ifconfig` on FreeBSD).
+//!
+//! A VLAN of a switch is a bridge of its own (`<bridge>v<id>`), with the uplink's 802.1Q
+//! interface for that VLAN (`<uplink>.<id>`) as its way out: NICs on the VLAN join that bridge
+//! untagged, and their frames leave the host tagged. This is how vm-bhyve and Proxmox's
+//! classic bridges do it; unlike VLAN-filtering bridges, it needs nothing from the kernel but
+//! bridges (and 802.1Q only for an uplink), on Linux and on every FreeBSD release.
 
 pub mod freebsd;
 pub mod linux;
@@ -16,18 +22,33 @@ use crate::host::runner::ExecError;
 /// Longest network interface name on Linux and FreeBSD (`IFNAMSIZ` 16, with the NUL).
 pub const MAX_INTERFACE_NAME_LEN: usize = 15;
 
-/// The host side of switches: bridges, their uplinks and VLAN filtering.
+/// The host side of switches: bridges, their members and 802.1Q interfaces.
 pub trait HostNetwork: Send + Sync {
     /// The names of the host's network interfaces.
     fn interfaces(&self) -> Result<Vec<String>, ExecError>;
-    /// Creates the bridge `name` and brings it up, ready for VLAN-tagged members.
+    /// Creates the bridge `name` and brings it up.
     fn create_bridge(&self, name: &str) -> Result<(), ExecError>;
-    fn destroy_bridge(&self, name: &str) -> Result<(), ExecError>;
-    /// Makes `uplink` a member of `bridge` (if it is not one yet), carrying `vlans` tagged.
-    fn attach_uplink(&self, bridge: &str, uplink: &str, vlans: &[u16]) -> Result<(), ExecError>;
-    /// Lets members of `bridge` be put on VLANs (Linux: the bridge's VLAN filtering; FreeBSD
-    /// filters per member, so nothing to do).
-    fn enable_vlans(&self, bridge: &str) -> Result<(), ExecError>;
+    /// Creates `name`, the 802.1Q interface of `parent` for `vlan`, and brings it up.
+    fn create_vlan(&self, parent: &str, vlan: u16, name: &str) -> Result<(), ExecError>;
+    fn destroy_interface(&self, name: &str) -> Result<(), ExecError>;
+    /// Makes `member` a member of `bridge` (if it is not one yet) and brings it up.
+    fn add_member(&self, bridge: &str, member: &str) -> Result<(), ExecError>;
+}
+
+/// `base` with `suffix`, `base` cut so that the name fits an interface name.
+fn suffixed(base: &str, suffix: &str) -> String {
+    let keep = MAX_INTERFACE_NAME_LEN.saturating_sub(suffix.len()).min(base.len());
+    format!("{}{suffix}", &base[..keep])
+}
+
+/// The bridge of VLAN `vlan` of a switch whose bridge is `bridge`: `br-labv10`.
+pub fn vlan_bridge_name(bridge: &str, vlan: u16) -> String {
+    suffixed(bridge, &format!("v{vlan}"))
+}
+
+/// The 802.1Q interface of `uplink` for `vlan`: `eth1.10`.
+pub fn vlan_interface_name(uplink: &str, vlan: u16) -> String {
+    suffixed(uplink, &format!(".{vlan}"))
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -88,6 +109,9 @@ pub struct Switch {
     /// The agent created the bridge (an API switch's bridge then goes with the switch).
     #[serde(default)]
     pub created_bridge: bool,
+    /// The VLANs whose bridges (and uplink interfaces) the agent created.
+    #[serde(default)]
+    pub vlans: Vec<u16>,
 }
 
 /// Switch names: what `switch:<name>` in a NIC refers to.
@@ -136,7 +160,16 @@ impl Switch {
             uplink: config.uplink.clone(),
             origin,
             created_bridge: false,
+            vlans: Vec::new(),
         })
+    }
+
+    /// The bridge NICs on `vlan` (`None`: untagged) join.
+    pub fn bridge_for(&self, vlan: Option<u16>) -> String {
+        match vlan {
+            Some(vlan) => vlan_bridge_name(&self.bridge, vlan),
+            None => self.bridge.clone(),
+        }
     }
 }
 
@@ -223,7 +256,7 @@ impl Switches {
             switch.created_bridge = true;
         }
         let attached = match &switch.uplink {
-            Some(uplink) => self.host.attach_uplink(&switch.bridge, uplink, &[]),
+            Some(uplink) => self.host.add_member(&switch.bridge, uplink),
             None => Ok(()),
         };
         let saved = attached.map_err(host_error).and_then(|()| {
@@ -235,7 +268,7 @@ impl Switches {
         });
         if let Err(error) = saved {
             if switch.created_bridge {
-                let _ = self.host.destroy_bridge(&switch.bridge);
+                let _ = self.host.destroy_interface(&switch.bridge);
             }
             return Err(error);
         }
@@ -258,21 +291,26 @@ impl Switches {
             return Err(error);
         }
         drop(state);
-        if switch.created_bridge {
-            let present = self.host.interfaces().unwrap_or_default();
-            if present.contains(&switch.bridge) {
-                if let Err(error) = self.host.destroy_bridge(&switch.bridge) {
-                    tracing::warn!(switch = name, bridge = %switch.bridge, %error, "cannot destroy the bridge");
-                }
+        let present = self.host.interfaces().unwrap_or_default();
+        let mut created: Vec<String> = Vec::new();
+        for vlan in &switch.vlans {
+            created.push(vlan_bridge_name(&switch.bridge, *vlan));
+            created.extend(switch.uplink.as_deref().map(|uplink| vlan_interface_name(uplink, *vlan)));
+        }
+        created.extend(switch.created_bridge.then(|| switch.bridge.clone()));
+        for interface in created.iter().filter(|i| present.contains(i)) {
+            if let Err(error) = self.host.destroy_interface(interface) {
+                tracing::warn!(switch = name, %interface, %error, "cannot destroy an interface of the switch");
             }
         }
         tracing::info!(switch = name, "switch deleted");
         Ok(())
     }
 
-    /// Makes the switch ready for NICs on `vlans` (none: untagged only): its bridge exists
-    /// (created if missing), its uplink is a member carrying those VLANs. Returns the bridge.
-    pub fn bring_up(&self, name: &str, vlans: &[u16]) -> Result<String, SwitchError> {
+    /// Makes the switch ready for NICs on `vlans` (none: untagged only): its bridge and those
+    /// of the VLANs exist (created if missing), the uplink and its 802.1Q interfaces are
+    /// their members.
+    pub fn bring_up(&self, name: &str, vlans: &[u16]) -> Result<(), SwitchError> {
         let switch = self.get(name)?;
         let _host = lock(&self.host_lock);
         let host_error = |source| SwitchError::Host { switch: name.to_string(), source };
@@ -281,21 +319,37 @@ impl Switches {
             tracing::info!(switch = name, bridge = %switch.bridge, "creating the switch's bridge");
             self.host.create_bridge(&switch.bridge).map_err(host_error)?;
         }
-        if !vlans.is_empty() {
-            self.host.enable_vlans(&switch.bridge).map_err(host_error)?;
-        }
         if let Some(uplink) = &switch.uplink {
-            self.host.attach_uplink(&switch.bridge, uplink, vlans).map_err(host_error)?;
+            self.host.add_member(&switch.bridge, uplink).map_err(host_error)?;
         }
-        Ok(switch.bridge)
-    }
-
-    /// Lets NICs on an existing host bridge (`bridge:<name>`, not a switch) have VLAN tags.
-    pub fn enable_vlans_on(&self, bridge: &str) -> Result<(), SwitchError> {
-        let _host = lock(&self.host_lock);
-        self.host
-            .enable_vlans(bridge)
-            .map_err(|source| SwitchError::Host { switch: bridge.to_string(), source })
+        let mut created = Vec::new();
+        for &vlan in vlans {
+            let bridge = vlan_bridge_name(&switch.bridge, vlan);
+            if !interfaces.contains(&bridge) {
+                tracing::info!(switch = name, vlan, %bridge, "creating the bridge of a VLAN");
+                self.host.create_bridge(&bridge).map_err(host_error)?;
+                created.push(vlan);
+            }
+            if let Some(uplink) = &switch.uplink {
+                let tagged = vlan_interface_name(uplink, vlan);
+                if !interfaces.contains(&tagged) {
+                    self.host.create_vlan(uplink, vlan, &tagged).map_err(host_error)?;
+                }
+                self.host.add_member(&bridge, &tagged).map_err(host_error)?;
+            }
+        }
+        if !created.is_empty() {
+            let mut state = lock(&self.state);
+            if let Some(entry) = state.get_mut(name) {
+                entry.vlans.extend(created);
+                entry.vlans.sort_unstable();
+                entry.vlans.dedup();
+                if entry.origin == SwitchOrigin::Api {
+                    self.save(&state)?;
+                }
+            }
+        }
+        Ok(())
     }
 
     fn save(&self, state: &BTreeMap<String, Switch>) -> Result<(), SwitchError> {
@@ -333,21 +387,22 @@ pub(crate) mod fake {
             Ok(lock(&self.interfaces).clone())
         }
         fn create_bridge(&self, name: &str) -> Result<(), ExecError> {
-            lock(&self.calls).push(format!("create {name}"));
+            lock(&self.calls).push(format!("bridge {name}"));
             lock(&self.interfaces).push(name.to_string());
             Ok(())
         }
-        fn destroy_bridge(&self, name: &str) -> Result<(), ExecError> {
+        fn create_vlan(&self, parent: &str, vlan: u16, name: &str) -> Result<(), ExecError> {
+            lock(&self.calls).push(format!("vlan {name} on {parent} id {vlan}"));
+            lock(&self.interfaces).push(name.to_string());
+            Ok(())
+        }
+        fn destroy_interface(&self, name: &str) -> Result<(), ExecError> {
             lock(&self.calls).push(format!("destroy {name}"));
             lock(&self.interfaces).retain(|i| i != name);
             Ok(())
         }
-        fn attach_uplink(&self, bridge: &str, uplink: &str, vlans: &[u16]) -> Result<(), ExecError> {
-            lock(&self.calls).push(format!("uplink {bridge} {uplink} {vlans:?}"));
-            Ok(())
-        }
-        fn enable_vlans(&self, bridge: &str) -> Result<(), ExecError> {
-            lock(&self.calls).push(format!("vlans {bridge}"));
+        fn add_member(&self, bridge: &str, member: &str) -> Result<(), ExecError> {
+            lock(&self.calls).push(format!("member {member} of {bridge}"));
             Ok(())
         }
     }
@@ -395,7 +450,7 @@ mod tests {
         let lab =
             switches.create("lab", &SwitchConfig { bridge: None, uplink: Some("eth0".into()) }).unwrap();
         assert_eq!((lab.bridge.as_str(), lab.created_bridge), ("lab", true));
-        assert_eq!(host.calls(), ["create lab", "uplink lab eth0 []"]);
+        assert_eq!(host.calls(), ["bridge lab", "member eth0 of lab"]);
         assert!(matches!(switches.create("lab", &SwitchConfig::default()), Err(SwitchError::Exists(_))));
         let bad_uplink = SwitchConfig { bridge: None, uplink: Some("eth9".into()) };
         assert!(matches!(switches.create("x", &bad_uplink), Err(SwitchError::Invalid(_))));
@@ -411,28 +466,59 @@ mod tests {
             [("lab".to_string(), SwitchOrigin::Api), ("public".to_string(), SwitchOrigin::Config)]
         );
 
-        again.delete("lab").unwrap();
-        assert_eq!(host.calls().last().unwrap(), "destroy lab");
+        // A VLAN brought up on it is remembered (saved), and goes with the switch.
+        again.bring_up("lab", &[7]).unwrap();
+        let reopened = Switches::open(host.clone(), &cfg, dir.path()).unwrap();
+        assert_eq!(reopened.get("lab").unwrap().vlans, [7]);
+        reopened.delete("lab").unwrap();
+        let calls = host.calls();
+        assert_eq!(calls[calls.len() - 3..], ["destroy labv7", "destroy eth0.7", "destroy lab"]);
+        let again = reopened;
         assert!(matches!(again.delete("lab"), Err(SwitchError::NotFound(_))));
         let reopened = Switches::open(host, &cfg, dir.path()).unwrap();
         assert_eq!(reopened.list().len(), 1);
     }
 
     #[test]
-    fn bringing_up_creates_a_missing_bridge_and_tags_the_uplink() {
+    fn bringing_up_creates_what_is_missing_once() {
         let dir = tempfile::tempdir().unwrap();
         let host = FakeNetwork::with(&["lo", "eth1"]);
         let cfg = config(&[("public", Some("br-pub"), Some("eth1")), ("lab", None, None)]);
         let switches = Switches::open(host.clone(), &cfg, dir.path()).unwrap();
-        assert_eq!(switches.bring_up("public", &[10, 20]).unwrap(), "br-pub");
-        assert_eq!(switches.bring_up("lab", &[]).unwrap(), "lab");
-        assert_eq!(switches.bring_up("lab", &[]).unwrap(), "lab");
+        switches.bring_up("public", &[10, 20]).unwrap();
+        switches.bring_up("public", &[10]).unwrap();
+        switches.bring_up("lab", &[5]).unwrap();
         assert_eq!(
             host.calls(),
-            ["create br-pub", "vlans br-pub", "uplink br-pub eth1 [10, 20]", "create lab"],
-            "a bridge that exists is not created again"
+            [
+                "bridge br-pub",
+                "member eth1 of br-pub",
+                "bridge br-pubv10",
+                "vlan eth1.10 on eth1 id 10",
+                "member eth1.10 of br-pubv10",
+                "bridge br-pubv20",
+                "vlan eth1.20 on eth1 id 20",
+                "member eth1.20 of br-pubv20",
+                // Again: only memberships are made sure of.
+                "member eth1 of br-pub",
+                "member eth1.10 of br-pubv10",
+                // No uplink: VLAN bridges without a way out.
+                "bridge lab",
+                "bridge labv5",
+            ]
         );
+        assert_eq!(switches.get("public").unwrap().bridge_for(Some(10)), "br-pubv10");
+        assert_eq!(switches.get("public").unwrap().bridge_for(None), "br-pub");
         assert!(matches!(switches.bring_up("nope", &[]), Err(SwitchError::NotFound(_))));
+    }
+
+    #[test]
+    fn vlan_names_fit_interface_names() {
+        assert_eq!(vlan_bridge_name("br0", 10), "br0v10");
+        assert_eq!(vlan_bridge_name("averylongbridge", 4094), "averylongbv4094");
+        assert_eq!(vlan_bridge_name("averylongbridge", 4094).len(), 15);
+        assert_eq!(vlan_interface_name("enp0s31f6", 4094), "enp0s31f6.4094");
+        assert_eq!(vlan_interface_name("enx001122334455", 10), "enx00112233.10");
     }
 
     #[test]
