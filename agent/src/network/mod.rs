@@ -518,7 +518,7 @@ mod tests {
         assert_eq!(vlan_bridge_name("averylongbridge", 4094), "averylongbv4094");
         assert_eq!(vlan_bridge_name("averylongbridge", 4094).len(), 15);
         assert_eq!(vlan_interface_name("enp0s31f6", 4094), "enp0s31f6.4094");
-        assert_eq!(vlan_interface_name("enx001122334455", 10), "enx00112233.10");
+        assert_eq!(vlan_interface_name("enx001122334455", 10), "enx001122334.10");
     }
 
     #[test]
