@@ -54,7 +54,12 @@ impl Drop for Agent {
 
 impl Agent {
     fn start(dir: &Path, source: &str) -> Agent {
-        let config = json!({
+        Self::start_with(dir, source, |_| {})
+    }
+
+    /// Starts an agent on the test config, changed by `customize` first.
+    fn start_with(dir: &Path, source: &str, customize: impl FnOnce(&mut Value)) -> Agent {
+        let mut config = json!({
             "listen": "127.0.0.1:0",
             "auth": {"tokens": [TOKEN]},
             "sources": [source],
@@ -65,6 +70,7 @@ impl Agent {
                           "qemu": {"accel": "tcg", "metadata_proxy": env!("CARGO_BIN_EXE_agent")}},
             "log_level": "warn",
         });
+        customize(&mut config);
         let config = agent::config::Config::from_json(&config.to_string(), Path::new("t")).unwrap();
         let agent = RunningAgent::start(config.clone()).unwrap();
         Agent { agent: Some(agent), config, client: Client::builder().timeout(None).build().unwrap() }
@@ -361,4 +367,160 @@ fn a_guest_boots_stops_starts_reboots_survives_an_agent_restart_and_is_destroyed
     assert_eq!(status, 200);
     let (_, history) = agent.send(M::GET, "/instances?destroyed=true", None);
     assert_eq!(history[0]["state"], "destroyed");
+}
+
+/// A network namespace made by a test, deleted (with every interface in it) when dropped.
+struct Netns {
+    name: String,
+}
+
+impl Netns {
+    /// `None` (the test is skipped) where namespaces cannot be made, except in CI.
+    fn create() -> Option<Netns> {
+        let name = format!("agent-test-{}", std::process::id());
+        #[allow(clippy::disallowed_methods)] // test set-up, outside the agent
+        let made = std::process::Command::new("/usr/sbin/ip").args(["netns", "add", &name]).status();
+        match made {
+            Ok(status) if status.success() => Some(Netns { name }),
+            _ if std::env::var_os("CI").is_some() => panic!("cannot create a network namespace in CI"),
+            _ => {
+                eprintln!("skipping: cannot create a network namespace (needs root)");
+                None
+            }
+        }
+    }
+
+    /// `ip -n <ns> args...`, its output.
+    fn ip(&self, args: &[&str]) -> String {
+        #[allow(clippy::disallowed_methods)] // test checks, outside the agent
+        let output =
+            std::process::Command::new("/usr/sbin/ip").arg("-n").arg(&self.name).args(args).output().unwrap();
+        assert!(output.status.success(), "ip {args:?}: {}", String::from_utf8_lossy(&output.stderr));
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+
+    /// Scripts that run `ip` and QEMU inside the namespace: the agent under test uses them as
+    /// its commands, and so makes its bridges and taps, and runs its guests, in there.
+    fn wrappers(&self, dir: &Path) -> (PathBuf, PathBuf) {
+        use std::os::unix::fs::PermissionsExt;
+        let qemu = agent::hypervisor::qemu::QemuSettings::default().binary;
+        let write = |name: &str, body: String| {
+            let path = dir.join(name);
+            std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+            path
+        };
+        (
+            write("ip-in-netns", format!("exec /usr/sbin/ip -n {} \"$@\"", self.name)),
+            write(
+                "qemu-in-netns",
+                format!("exec /usr/sbin/ip netns exec {} {} \"$@\"", self.name, qemu.display()),
+            ),
+        )
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        #[allow(clippy::disallowed_methods)] // test clean-up
+        let _ = std::process::Command::new("/usr/sbin/ip").args(["netns", "del", &self.name]).status();
+    }
+}
+
+#[test]
+fn guests_on_one_vlan_of_a_switch_reach_each_other_and_a_guest_on_another_vlan_does_not() {
+    let Some(guest) = guest_dir() else { return };
+    let Some(netns) = Netns::create() else { return };
+    let disk = std::fs::read(guest.join("disk.raw")).unwrap();
+    let imgapi = Imgapi::start();
+    let image = imgapi.publish("test-guest", &compress(&disk, "gzip"), "gzip", None);
+    let dir = tempfile::tempdir().unwrap();
+    let (ip, qemu) = netns.wrappers(dir.path());
+    let agent =
+        Agent::start_with(dir.path(), &format!("http://admin:secret@{}", imgapi.server.addr), |config| {
+            config["switches"] = json!({"lab": {}});
+            config["instances"]["qemu"]["ip"] = json!(ip);
+            config["instances"]["qemu"]["binary"] = json!(qemu);
+        });
+    use reqwest::Method as M;
+    let (status, body) = agent.send(M::POST, "/images", Some(json!({"uuid": image})));
+    assert_eq!(status, 200, "{body}");
+
+    // The config's switch exists before any bridge does.
+    let (status, switches) = agent.send(M::GET, "/switches", None);
+    assert_eq!(status, 200);
+    assert_eq!(switches[0]["name"], "lab");
+    assert_eq!(switches[0]["bridge_present"], false, "{switches}");
+
+    let guest_on = |name: &str, vlan: u16, address: &str, ping: &str, tries: &str| {
+        let network_config =
+            format!("version: 2\nethernets:\n  eth0:\n    addresses:\n      - {address}/24\n");
+        let (status, body) = agent.send(
+            M::POST,
+            "/instances",
+            Some(
+                json!({"image": image, "mem": 192, "alias": name, "nics": [format!("switch:lab,vlan={vlan}")],
+                        "network_config": network_config, "metadata": {"ping": ping, "ping-tries": tries}}),
+            ),
+        );
+        assert_eq!(status, 201, "{body}");
+        body["uuid"].as_str().unwrap().to_string()
+    };
+    let a = guest_on("a", 10, "10.0.0.1", "10.0.0.2", "90");
+    let b = guest_on("b", 10, "10.0.0.2", "10.0.0.1", "90");
+    agent.wait_console(&a, "GUEST-NET eth0=10.0.0.1/24", 1);
+    agent.wait_console(&a, "GUEST-PING-OK 10.0.0.2", 1);
+    agent.wait_console(&b, "GUEST-PING-OK 10.0.0.1", 1);
+
+    // The bridge of VLAN 10 was made in the namespace, with both taps on it.
+    let members = netns.ip(&["-o", "link", "show", "master", "labv10"]);
+    assert_eq!(members.lines().count(), 2, "{members}");
+
+    // A third guest, on VLAN 20 of the same switch, with an address on the same subnet: it
+    // pings `a` while `a` is up and answering `b`, and never gets an answer.
+    let c = guest_on("c", 20, "10.0.0.3", "10.0.0.1", "10");
+    let started = Instant::now();
+    let console = loop {
+        let console = agent.console(&c);
+        if console.contains("GUEST-PING-FAIL 10.0.0.1") || console.contains("GUEST-PING-OK") {
+            break console;
+        }
+        assert!(started.elapsed() < BOOT_LIMIT, "c never finished pinging:\n{console}");
+        std::thread::sleep(Duration::from_millis(250));
+    };
+    assert!(!console.contains("GUEST-PING-OK"), "VLAN 20 reached VLAN 10:\n{console}");
+    assert!(agent.console(&a).contains("GUEST-ALIVE"), "a is still up");
+
+    let (_, switch) = agent.send(M::GET, "/switches/lab", None);
+    assert_eq!(switch["bridge_present"], true, "{switch}");
+    assert_eq!(switch["nics"].as_array().unwrap().len(), 3, "{switch}");
+    assert_eq!(switch["vlans"], json!([10, 20]), "{switch}");
+    let (status, body) = agent.send(M::DELETE, "/switches/lab", None);
+    assert_eq!((status, body["code"].as_str()), (409, Some("SwitchInUse")), "{body}");
+
+    // Destroyed instances take their taps with them.
+    for uuid in [&a, &b, &c] {
+        let (status, body) = agent.send(M::DELETE, &format!("/instances/{uuid}"), None);
+        assert!(status < 300, "{body}");
+    }
+    let links = netns.ip(&["-o", "link", "show"]);
+    assert!(!links.contains(": vt"), "taps left behind:\n{links}");
+    assert!(links.contains(": labv20:"), "{links}");
+
+    // Switches through the CLI: one made and deleted with its bridge; the config's stays.
+    let output = agent.cli(&["switches", "create", "spare", "--bridge", "br-spare"]);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(netns.ip(&["-o", "link", "show"]).contains(": br-spare:"));
+    let output = agent.cli(&["switches", "create", "spare"]);
+    assert_eq!(output.status.code(), Some(4), "exists: {}", String::from_utf8_lossy(&output.stderr));
+    let output = agent.cli(&["switches", "create", "other", "--uplink", "eth9"]);
+    assert!(String::from_utf8_lossy(&output.stderr).contains("not an interface of this host"));
+    let list = String::from_utf8_lossy(&agent.cli(&["switches", "list"]).stdout).into_owned();
+    assert!(list.contains("spare") && list.contains("br-spare") && list.contains("lab"), "{list}");
+    let output = agent.cli(&["switches", "delete", "spare"]);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(!netns.ip(&["-o", "link", "show"]).contains(": br-spare:"));
+    let output = agent.cli(&["switches", "delete", "lab"]);
+    assert_eq!(output.status.code(), Some(4), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("config file"));
 }

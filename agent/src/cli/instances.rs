@@ -154,7 +154,8 @@ fn print_instance(i: &Value) {
         println!("{key:<11} {value}");
     }
     for (n, nic) in i.get("nics").and_then(Value::as_array).into_iter().flatten().enumerate() {
-        println!("{:<11} {} on {}", format!("nic{n}"), str_of(nic, "mac"), str_of(nic, "network"));
+        let vlan = nic["vlan"].as_u64().map(|v| format!(", vlan {v}")).unwrap_or_default();
+        println!("{:<11} {} on {}{vlan}", format!("nic{n}"), str_of(nic, "mac"), str_of(nic, "network"));
     }
     println!("history");
     for t in i.get("history").and_then(Value::as_array).into_iter().flatten() {

@@ -50,7 +50,7 @@ pub fn parse_link_names(stdout: &str) -> Vec<String> {
             index.trim().parse::<u32>().ok()?;
             let (name, _) = rest.split_once(':')?;
             let name = name.split('@').next()?.trim();
-            (!name.is_empty()).then(|| name.to_string())
+            (!name.is_empty() && !name.contains(char::is_whitespace)).then(|| name.to_string())
         })
         .collect()
 }
@@ -106,7 +106,7 @@ qlen 1000\\    link/ether 2e:5b:4c:7d:aa:01 brd ff:ff:ff:ff:ff:ff
 ";
         assert_eq!(parse_link_names(captured), ["lo", "eth0", "vtest1", "eth0.10", "br-lab"]);
         assert!(parse_link_names("").is_empty());
-        assert!(parse_link_names("garbage\nnot: an interface\n").is_empty());
+        assert!(parse_link_names("garbage\nnot: an interface\n4: two words: <UP>\n").is_empty());
     }
 
     #[test]

@@ -69,7 +69,10 @@ pub fn parse_descriptions(stdout: &str) -> Vec<(String, String)> {
     let mut current: Option<&str> = None;
     for line in stdout.lines() {
         if !line.starts_with([' ', '\t']) {
-            current = line.split_once(": flags=").map(|(name, _)| name);
+            current = line
+                .split_once(": flags=")
+                .map(|(name, _)| name)
+                .filter(|name| !name.is_empty() && !name.contains(char::is_whitespace));
         } else if let (Some(name), Some(description)) = (current, line.trim().strip_prefix("description: ")) {
             found.push((name.to_string(), description.to_string()));
         }

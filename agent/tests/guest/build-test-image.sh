@@ -15,7 +15,8 @@
 #                network. Delete cache/ (or set GUEST_IMAGE_REFRESH=1) to pick up newer packages.
 #
 # The guest's /init prints GUEST-BOOT-OK on ttyS0, GUEST-META lines from an attached NoCloud
-# `cidata` disk, GUEST-ALIVE <n> every 2 s, and GUEST-POWEROFF before it powers off on an ACPI
+# `cidata` disk, GUEST-NET and GUEST-PING-OK/FAIL lines when the seed gives it a static address
+# and an address to ping, GUEST-ALIVE <n> every 2 s, and GUEST-POWEROFF before it powers off on an ACPI
 # power-button press (QMP system_powerdown). See README.md beside this file.
 #
 # The output is reproducible: same cache and same host tools give the same SHA256SUMS
@@ -220,6 +221,9 @@ meta_value() { # KEY FILE: the value of a `key: value` line, quotes and CR strip
     sed -n "s/^[[:space:]]*$1[[:space:]]*:[[:space:]]*//p" "$2" | head -n 1 |
         tr -d '\r' | sed 's/^"\(.*\)"[[:space:]]*$/\1/; s/^'"'"'\(.*\)'"'"'[[:space:]]*$/\1/; s/[[:space:]]*$//'
 }
+static_addr=""
+ping_target=""
+ping_tries=""
 for label in cidata CIDATA; do
     dev=$(findfs "LABEL=$label" 2>/dev/null) || continue
     mount -o ro "$dev" /mnt/cidata 2>/dev/null || continue
@@ -234,6 +238,17 @@ for label in cidata CIDATA; do
         [ -z "$k" ] || echo "GUEST-META public-key=$k"
         h=$(meta_value local-hostname /mnt/cidata/meta-data)
         [ -z "$h" ] || hostname "$h"
+        # What the switch tests ask for in the key/value metadata (`meta:`, keys quoted): an
+        # address to ping once the network is up, and how many tries it gets.
+        ping_target=$(sed -n 's/^[[:space:]]*"ping":[[:space:]]*"\([0-9.]*\)"[[:space:]]*$/\1/p' \
+            /mnt/cidata/meta-data | head -n 1)
+        ping_tries=$(sed -n 's/^[[:space:]]*"ping-tries":[[:space:]]*"\([0-9]*\)"[[:space:]]*$/\1/p' \
+            /mnt/cidata/meta-data | head -n 1)
+    fi
+    # A static address for eth0 from network-config: the first item under `addresses:`.
+    if [ -f /mnt/cidata/network-config ]; then
+        static_addr=$(sed -n '/addresses:/{n;p;}' /mnt/cidata/network-config | head -n 1 |
+            tr -d '\r"' | sed 's/^[[:space:]]*-[[:space:]]*//; s/[[:space:]]*$//')
     fi
     break
 done
@@ -246,7 +261,13 @@ http_get() { # HOST PATH: the first line of the body of the answer
 }
 if [ -e /sys/class/net/eth0 ]; then
     ifconfig eth0 up
-    if udhcpc -i eth0 -n -q -t 4 -T 1 -s /etc/udhcpc.script >/dev/null 2>&1; then
+    if [ -n "$static_addr" ]; then
+        if ip addr add "$static_addr" dev eth0; then
+            echo "GUEST-NET eth0=$static_addr"
+        else
+            echo "GUEST-WARN cannot put $static_addr on eth0"
+        fi
+    elif udhcpc -i eth0 -n -q -t 4 -T 1 -s /etc/udhcpc.script >/dev/null 2>&1; then
         for key in local-hostname public-keys/0/openssh-key; do
             v=$(http_get 169.254.169.254 "/latest/meta-data/$key")
             [ -z "$v" ] || echo "GUEST-HTTP $key=$v"
@@ -262,6 +283,22 @@ acpid -c /etc/acpi -l /var/log/acpid.log
 read -r up _ < /proc/uptime
 echo "GUEST-INFO kernel=$(uname -r) uptime=$up"
 echo GUEST-BOOT-OK
+
+# Ping the address the metadata named, once a second, until it answers or the tries run out.
+if [ -n "$ping_target" ]; then
+    (
+        n=0
+        while [ "$n" -lt "${ping_tries:-90}" ]; do
+            if ping -c 1 -W 1 "$ping_target" >/dev/null 2>&1; then
+                echo "GUEST-PING-OK $ping_target"
+                exit 0
+            fi
+            n=$((n + 1))
+            sleep 1
+        done
+        echo "GUEST-PING-FAIL $ping_target"
+    ) &
+fi
 
 n=0
 while :; do

@@ -77,6 +77,9 @@ fn protected_routes() -> Vec<(Method, String, Vec<u8>)> {
         (Method::PUT, "/api/v1/isos/new.iso".into(), b"not really an iso".to_vec()),
         (Method::POST, "/api/v1/isos/a.iso?action=rename&to=b.iso".into(), vec![]),
         (Method::DELETE, "/api/v1/isos/a.iso".into(), vec![]),
+        // A name that fails validation: the control below must not make a bridge on this host.
+        (Method::POST, "/api/v1/switches".into(), br#"{"name": "-not a switch"}"#.to_vec()),
+        (Method::DELETE, "/api/v1/switches/lab".into(), vec![]),
     ]
 }
 

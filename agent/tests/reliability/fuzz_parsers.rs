@@ -237,8 +237,24 @@ proptest! {
             prop_assert!(name.bytes().all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b)), "{name:?}");
         }
         if let Ok(network) = agent::instance::record::parse_network(&text) {
-            prop_assert!(network == "user" || network.starts_with("bridge:"), "{network:?}");
+            prop_assert!(
+                network == "user" || network.starts_with("bridge:") || network.starts_with("switch:"),
+                "{network:?}"
+            );
             prop_assert!(!network.contains(['\t', '\n', ' ', ',', '/']), "{network:?}");
+        }
+        if let Ok(nic) = agent::instance::record::NicRequest::parse(&text) {
+            if let Ok(Some(mac)) = nic.check() {
+                prop_assert!(mac.len() == 17 && mac == mac.to_ascii_lowercase(), "{mac:?}");
+            }
+        }
+        // The interface listings the switches read: names never carry separators.
+        let names = agent::host::iproute::parse_link_names(&text)
+            .into_iter()
+            .chain(agent::network::freebsd::parse_members(&text))
+            .chain(agent::network::freebsd::parse_descriptions(&text).into_iter().map(|(name, _)| name));
+        for name in names {
+            prop_assert!(!name.is_empty() && !name.contains(['\n', ' ', '\t']), "{name:?}");
         }
         let _ = agent::source::Source::parse(&text, None, None);
         let _ = agent::source::Source::parse(&format!("http://{text}"), Some(&text), Some(&text));
