@@ -401,6 +401,7 @@ fn nics_on_a_switch_bring_its_bridge_up_and_join_their_vlans() {
         commands,
         [
             "/sbin/ifconfig -l",
+            "/sbin/ifconfig -g bridge",
             // The switch's bridge, with the uplink.
             "/sbin/ifconfig bridge create",
             "/sbin/ifconfig bridge0 name public",

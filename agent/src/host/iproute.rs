@@ -40,6 +40,11 @@ pub fn link_list(ip: &Path) -> HostCommand {
     HostCommand::new(ip).args(["-o", "link", "show"])
 }
 
+/// `ip -o link show type bridge`: the bridges only.
+pub fn bridge_list(ip: &Path) -> HostCommand {
+    HostCommand::new(ip).args(["-o", "link", "show", "type", "bridge"])
+}
+
 /// The interface names in `ip -o link show` output: `2: eth0: <...> ...`, where a veth or
 /// VLAN shows as `eth0.10@eth0` (the part after `@` is its peer or parent, not its name).
 pub fn parse_link_names(stdout: &str) -> Vec<String> {

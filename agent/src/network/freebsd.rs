@@ -19,6 +19,11 @@ pub fn list_all(ifconfig: &PathBuf) -> HostCommand {
     HostCommand::new(ifconfig)
 }
 
+/// `ifconfig -g bridge`: the bridges, one per line (renamed ones stay in the group).
+pub fn list_bridges(ifconfig: &PathBuf) -> HostCommand {
+    HostCommand::new(ifconfig).args(["-g", "bridge"])
+}
+
 /// `ifconfig bridge create`: prints the new bridge's name (`bridge0`).
 pub fn bridge_create(ifconfig: &PathBuf) -> HostCommand {
     HostCommand::new(ifconfig).args(["bridge", "create"])
@@ -94,6 +99,11 @@ impl FreeBsdBridges {
 impl HostNetwork for FreeBsdBridges {
     fn interfaces(&self) -> Result<Vec<String>, ExecError> {
         let output = self.runner.run(&list_interfaces(&self.ifconfig))?;
+        Ok(output.stdout.split_whitespace().map(str::to_string).collect())
+    }
+
+    fn bridges(&self) -> Result<Vec<String>, ExecError> {
+        let output = self.runner.run(&list_bridges(&self.ifconfig))?;
         Ok(output.stdout.split_whitespace().map(str::to_string).collect())
     }
 

@@ -35,6 +35,11 @@ impl HostNetwork for LinuxBridges {
         Ok(iproute::parse_link_names(&output.stdout))
     }
 
+    fn bridges(&self) -> Result<Vec<String>, ExecError> {
+        let output = self.runner.run(&iproute::bridge_list(&self.ip))?;
+        Ok(iproute::parse_link_names(&output.stdout))
+    }
+
     fn create_bridge(&self, name: &str) -> Result<(), ExecError> {
         self.runner.run(&iproute::bridge_add(&self.ip, name))?;
         self.up_or_remove(name)
@@ -75,6 +80,8 @@ mod tests {
             Reply::Ok("1: lo: <LOOPBACK> mtu 1\n3: eth1: <UP> mtu 1\n".into()),
         );
         assert_eq!(host.interfaces().unwrap(), ["lo", "eth1"]);
+        runner.expect("/usr/sbin/ip -o link show type bridge", Reply::Ok("4: br0: <UP> mtu 1\n".into()));
+        assert_eq!(host.bridges().unwrap(), ["br0"]);
         host.create_bridge("br-labv10").unwrap();
         host.create_vlan("eth1", 10, "eth1.10").unwrap();
         host.add_member("br-labv10", "eth1.10").unwrap();
@@ -83,6 +90,7 @@ mod tests {
             runner.commands(),
             [
                 "/usr/sbin/ip -o link show",
+                "/usr/sbin/ip -o link show type bridge",
                 "/usr/sbin/ip link add name br-labv10 type bridge",
                 "/usr/sbin/ip link set dev br-labv10 up",
                 "/usr/sbin/ip link add link eth1 name eth1.10 type vlan id 10",

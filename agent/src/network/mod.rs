@@ -26,6 +26,8 @@ pub const MAX_INTERFACE_NAME_LEN: usize = 15;
 pub trait HostNetwork: Send + Sync {
     /// The names of the host's network interfaces.
     fn interfaces(&self) -> Result<Vec<String>, ExecError>;
+    /// The names of those that are bridges.
+    fn bridges(&self) -> Result<Vec<String>, ExecError>;
     /// Creates the bridge `name` and brings it up.
     fn create_bridge(&self, name: &str) -> Result<(), ExecError>;
     /// Creates `name`, the 802.1Q interface of `parent` for `vlan`, and brings it up.
@@ -173,6 +175,17 @@ impl Switch {
     }
 }
 
+/// A switch's bridge is either missing (it is then created) or a bridge: NICs cannot join any
+/// other kind of interface.
+fn check_bridge(interfaces: &[String], bridges: &[String], name: &str) -> Result<(), SwitchError> {
+    if interfaces.iter().any(|i| i == name) && !bridges.iter().any(|b| b == name) {
+        return Err(SwitchError::Invalid(format!(
+            "interface {name:?} exists on this host and is not a bridge"
+        )));
+    }
+    Ok(())
+}
+
 /// The switches of this host: those of the config file (fixed) and those made through the
 /// API (saved atomically in `switches.json` under the instance state directory).
 pub struct Switches {
@@ -244,6 +257,8 @@ impl Switches {
         }
         let host_error = |source| SwitchError::Host { switch: name.to_string(), source };
         let interfaces = self.host.interfaces().map_err(host_error)?;
+        let bridges = self.host.bridges().map_err(host_error)?;
+        check_bridge(&interfaces, &bridges, &switch.bridge)?;
         if let Some(uplink) = &switch.uplink {
             if !interfaces.contains(uplink) {
                 return Err(SwitchError::Invalid(format!(
@@ -315,6 +330,11 @@ impl Switches {
         let _host = lock(&self.host_lock);
         let host_error = |source| SwitchError::Host { switch: name.to_string(), source };
         let interfaces = self.host.interfaces().map_err(host_error)?;
+        let bridges = self.host.bridges().map_err(host_error)?;
+        check_bridge(&interfaces, &bridges, &switch.bridge)?;
+        for &vlan in vlans {
+            check_bridge(&interfaces, &bridges, &vlan_bridge_name(&switch.bridge, vlan))?;
+        }
         if !interfaces.contains(&switch.bridge) {
             tracing::info!(switch = name, bridge = %switch.bridge, "creating the switch's bridge");
             self.host.create_bridge(&switch.bridge).map_err(host_error)?;
@@ -368,13 +388,17 @@ pub(crate) mod fake {
     #[derive(Default)]
     pub struct FakeNetwork {
         pub interfaces: Mutex<Vec<String>>,
+        pub bridges: Mutex<Vec<String>>,
         pub calls: Mutex<Vec<String>>,
     }
 
     impl FakeNetwork {
+        /// A host with these interfaces; those whose names start with `br` are bridges.
         pub fn with(interfaces: &[&str]) -> Arc<FakeNetwork> {
             let fake = FakeNetwork::default();
             *lock(&fake.interfaces) = interfaces.iter().map(|s| s.to_string()).collect();
+            *lock(&fake.bridges) =
+                interfaces.iter().filter(|s| s.starts_with("br")).map(|s| s.to_string()).collect();
             Arc::new(fake)
         }
         pub fn calls(&self) -> Vec<String> {
@@ -386,9 +410,13 @@ pub(crate) mod fake {
         fn interfaces(&self) -> Result<Vec<String>, ExecError> {
             Ok(lock(&self.interfaces).clone())
         }
+        fn bridges(&self) -> Result<Vec<String>, ExecError> {
+            Ok(lock(&self.bridges).clone())
+        }
         fn create_bridge(&self, name: &str) -> Result<(), ExecError> {
             lock(&self.calls).push(format!("bridge {name}"));
             lock(&self.interfaces).push(name.to_string());
+            lock(&self.bridges).push(name.to_string());
             Ok(())
         }
         fn create_vlan(&self, parent: &str, vlan: u16, name: &str) -> Result<(), ExecError> {
@@ -399,6 +427,7 @@ pub(crate) mod fake {
         fn destroy_interface(&self, name: &str) -> Result<(), ExecError> {
             lock(&self.calls).push(format!("destroy {name}"));
             lock(&self.interfaces).retain(|i| i != name);
+            lock(&self.bridges).retain(|i| i != name);
             Ok(())
         }
         fn add_member(&self, bridge: &str, member: &str) -> Result<(), ExecError> {
@@ -457,6 +486,9 @@ mod tests {
         let same_bridge = SwitchConfig { bridge: Some("br-old".into()), uplink: None };
         assert!(matches!(switches.create("y", &same_bridge), Err(SwitchError::Invalid(_))));
         assert!(matches!(switches.delete("public"), Err(SwitchError::FromConfig(_))));
+        let not_a_bridge = SwitchConfig { bridge: Some("eth0".into()), uplink: None };
+        let error = switches.create("z", &not_a_bridge).unwrap_err();
+        assert!(error.to_string().contains("is not a bridge"), "{error}");
 
         // Reopened: the API switch is back, the config one comes from the config again.
         let again = Switches::open(host.clone(), &cfg, dir.path()).unwrap();
@@ -510,6 +542,9 @@ mod tests {
         assert_eq!(switches.get("public").unwrap().bridge_for(Some(10)), "br-pubv10");
         assert_eq!(switches.get("public").unwrap().bridge_for(None), "br-pub");
         assert!(matches!(switches.bring_up("nope", &[]), Err(SwitchError::NotFound(_))));
+        let wrong = config(&[("uplinked", Some("eth1"), None)]);
+        let switches = Switches::open(host, &wrong, dir.path()).unwrap();
+        assert!(matches!(switches.bring_up("uplinked", &[]), Err(SwitchError::Invalid(_))));
     }
 
     #[test]
