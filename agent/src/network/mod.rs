@@ -335,6 +335,11 @@ impl Switches {
         for &vlan in vlans {
             check_bridge(&interfaces, &bridges, &vlan_bridge_name(&switch.bridge, vlan))?;
         }
+        if let Some(uplink) = switch.uplink.as_ref().filter(|u| !interfaces.contains(u)) {
+            return Err(SwitchError::Invalid(format!(
+                "uplink {uplink:?} of switch {name:?} is not an interface of this host"
+            )));
+        }
         if !interfaces.contains(&switch.bridge) {
             tracing::info!(switch = name, bridge = %switch.bridge, "creating the switch's bridge");
             self.host.create_bridge(&switch.bridge).map_err(host_error)?;
@@ -542,9 +547,13 @@ mod tests {
         assert_eq!(switches.get("public").unwrap().bridge_for(Some(10)), "br-pubv10");
         assert_eq!(switches.get("public").unwrap().bridge_for(None), "br-pub");
         assert!(matches!(switches.bring_up("nope", &[]), Err(SwitchError::NotFound(_))));
-        let wrong = config(&[("uplinked", Some("eth1"), None)]);
-        let switches = Switches::open(host, &wrong, dir.path()).unwrap();
-        assert!(matches!(switches.bring_up("uplinked", &[]), Err(SwitchError::Invalid(_))));
+        let wrong = config(&[("not-a-bridge", Some("eth1"), None), ("no-uplink", None, Some("eth7"))]);
+        let switches = Switches::open(host.clone(), &wrong, dir.path()).unwrap();
+        let calls = host.calls().len();
+        for name in ["not-a-bridge", "no-uplink"] {
+            assert!(matches!(switches.bring_up(name, &[]), Err(SwitchError::Invalid(_))), "{name}");
+        }
+        assert_eq!(host.calls().len(), calls, "nothing done on the host");
     }
 
     #[test]
