@@ -745,8 +745,14 @@ impl Instances {
         let record = slot.snapshot();
         // Both are changes of a running instance: the table decides (stop is the test).
         record.state.apply(Event::Stopped)?;
-        *lock(&slot.request) = Some((request, force));
-        let run = lock(&slot.run).as_ref().map(|r| (r.control.clone(), r.generation));
+        // The request is recorded and the run looked up under the request lock, which the
+        // supervisor also holds while it registers a run: exactly one of the two presses the
+        // button (pressed twice, the second press finds the guest on its way out and forces it).
+        let run = {
+            let mut pending = lock(&slot.request);
+            *pending = Some((request, force));
+            lock(&slot.run).as_ref().map(|r| (r.control.clone(), r.generation))
+        };
         // No run: the supervisor is between two runs and acts on the request itself.
         if let Some((control, generation)) = run {
             self.press(&slot, control, generation, request, force);
@@ -883,11 +889,15 @@ impl Instances {
         loop {
             let generation = self.generations.fetch_add(1, Ordering::SeqCst);
             let control = run.control();
-            *lock(&slot.run) = Some(RunHandle { control: control.clone(), generation });
+            let pending = {
+                let pending = lock(&slot.request);
+                *lock(&slot.run) = Some(RunHandle { control: control.clone(), generation });
+                *pending
+            };
             let pump_stop = Arc::new(AtomicBool::new(false));
             console::spawn_pump(slot.console.clone(), run.console(), pump_stop.clone());
             // A request that came while no run was up (between two runs) is acted on now.
-            if let Some((request, force)) = *lock(&slot.request) {
+            if let Some((request, force)) = pending {
                 self.press(&slot, control, generation, request, force);
             }
             let end = run.wait();
