@@ -8,7 +8,7 @@ use serde_json::{json, Value};
 
 use super::error::ApiError;
 use super::{blocking, json_body, require_auth, AgentState};
-use crate::instance::record::NicNetwork;
+use crate::instance::record::{InstanceRecord, NicNetwork};
 use crate::network::{Switch, SwitchConfig};
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -19,13 +19,12 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 }
 
 /// A switch with its state on the host (`None`: the interfaces could not be listed) and the
-/// NICs on it.
-fn view(state: &AgentState, switch: Switch, interfaces: Option<&[String]>) -> Value {
+/// NICs of `instances` on it.
+fn view(switch: Switch, interfaces: Option<&[String]>, instances: &[InstanceRecord]) -> Value {
     let mut nics = Vec::new();
-    for uuid in state.instances.switch_users(&switch.name) {
-        let Ok(record) = state.instances.get(&uuid) else { continue };
+    for record in instances {
         for nic in record.nics.iter().filter(|n| n.target() == NicNetwork::Switch(&switch.name)) {
-            nics.push(json!({"instance": uuid, "mac": nic.mac, "vlan": nic.vlan}));
+            nics.push(json!({"instance": record.uuid, "mac": nic.mac, "vlan": nic.vlan}));
         }
     }
     let present = interfaces.map(|all| all.contains(&switch.bridge));
@@ -51,14 +50,16 @@ async fn interfaces(state: &web::Data<AgentState>) -> Option<Vec<String>> {
 async fn list(state: web::Data<AgentState>) -> Result<HttpResponse, ApiError> {
     let interfaces = interfaces(&state).await;
     let switches = state.instances.switches().list();
-    let views: Vec<Value> = switches.into_iter().map(|s| view(&state, s, interfaces.as_deref())).collect();
+    let instances = state.instances.list();
+    let views: Vec<Value> =
+        switches.into_iter().map(|s| view(s, interfaces.as_deref(), &instances)).collect();
     Ok(HttpResponse::Ok().json(views))
 }
 
 async fn get(path: web::Path<String>, state: web::Data<AgentState>) -> Result<HttpResponse, ApiError> {
     let switch = state.instances.switches().get(&path)?;
     let interfaces = interfaces(&state).await;
-    Ok(HttpResponse::Ok().json(view(&state, switch, interfaces.as_deref())))
+    Ok(HttpResponse::Ok().json(view(switch, interfaces.as_deref(), &state.instances.list())))
 }
 
 #[derive(Deserialize)]
@@ -82,7 +83,7 @@ async fn create(
     let config = SwitchConfig { bridge: body.bridge, uplink: body.uplink };
     let switch = blocking(move || switches.create(&body.name, &config)).await?;
     let interfaces = interfaces(&state).await;
-    Ok(HttpResponse::Created().json(view(&state, switch, interfaces.as_deref())))
+    Ok(HttpResponse::Created().json(view(switch, interfaces.as_deref(), &state.instances.list())))
 }
 
 async fn delete(

@@ -270,51 +270,6 @@ pub fn bhyvectl(paths: &BhyvePaths, vm: &str, action: BhyvectlAction) -> HostCom
     HostCommand::new(&paths.bhyvectl).args([format!("--vm={vm}"), flag.to_string()])
 }
 
-/// `ifconfig tap create`: creates the next free tap and prints its name (see
-/// [`parse_created_interface`]).
-pub fn tap_create(paths: &BhyvePaths) -> HostCommand {
-    HostCommand::new(&paths.ifconfig).args(["tap", "create"])
-}
-
-/// Longest interface name FreeBSD accepts (`IFNAMSIZ` 16, with the NUL).
-const MAX_INTERFACE_NAME_LEN: usize = 15;
-
-/// The interface name `ifconfig <type> create` printed (`"tap3\n"`), if the output is one
-/// plausible interface name and nothing else: it ends up in argv and in bhyve's device options.
-pub fn parse_created_interface(stdout: &str) -> Option<String> {
-    let name = stdout.trim();
-    let plausible = !name.is_empty()
-        && name.len() <= MAX_INTERFACE_NAME_LEN
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
-    plausible.then(|| name.to_string())
-}
-
-/// `ifconfig <bridge> addm <tap>`.
-pub fn bridge_add_member(paths: &BhyvePaths, bridge: &str, interface: &str) -> HostCommand {
-    HostCommand::new(&paths.ifconfig).args([bridge, "addm", interface])
-}
-
-/// The description a VM's tap carries, `vmnet/<vm>/<nic index>` (as vm-bhyve does), so that
-/// `ifconfig` shows whose it is and a leaked tap can be traced to its VM.
-pub fn tap_description(vm: &str, nic_index: usize) -> String {
-    format!("vmnet/{vm}/{nic_index}")
-}
-
-/// `ifconfig <tap> descr vmnet/<vm>/<n>`.
-pub fn tap_describe(paths: &BhyvePaths, tap: &str, vm: &str, nic_index: usize) -> HostCommand {
-    HostCommand::new(&paths.ifconfig).args([tap.to_string(), "descr".into(), tap_description(vm, nic_index)])
-}
-
-/// `ifconfig <interface> up`.
-pub fn interface_up(paths: &BhyvePaths, interface: &str) -> HostCommand {
-    HostCommand::new(&paths.ifconfig).args([interface, "up"])
-}
-
-/// `ifconfig <interface> destroy`.
-pub fn interface_destroy(paths: &BhyvePaths, interface: &str) -> HostCommand {
-    HostCommand::new(&paths.ifconfig).args([interface, "destroy"])
-}
-
 /// `ps -p <pid> -o comm=`: prints the command name of `pid` (nothing, and exit status 1, if
 /// there is no such process). See [`is_bhyve_command_name`].
 pub fn ps_command_name(paths: &BhyvePaths, pid: u32) -> HostCommand {
@@ -455,33 +410,6 @@ mod tests {
         assert_eq!(line(BhyvectlAction::Destroy), "/usr/sbin/bhyvectl --vm=web-1 --destroy");
         assert_eq!(line(BhyvectlAction::ForcePoweroff), "/usr/sbin/bhyvectl --vm=web-1 --force-poweroff");
         assert_eq!(line(BhyvectlAction::ForceReset), "/usr/sbin/bhyvectl --vm=web-1 --force-reset");
-    }
-
-    #[test]
-    fn ifconfig_argv() {
-        let paths = BhyvePaths::default();
-        assert_eq!(tap_create(&paths).display(), "/sbin/ifconfig tap create");
-        assert_eq!(
-            bridge_add_member(&paths, "bridge0", "tap3").display(),
-            "/sbin/ifconfig bridge0 addm tap3"
-        );
-        let describe = tap_describe(&paths, "tap3", "web-1", 1);
-        assert_eq!(describe.display(), "/sbin/ifconfig tap3 descr vmnet/web-1/1");
-        assert_eq!(describe.args.len(), 3, "the description is one argument");
-        assert_eq!(interface_up(&paths, "tap3").display(), "/sbin/ifconfig tap3 up");
-        assert_eq!(interface_destroy(&paths, "tap3").display(), "/sbin/ifconfig tap3 destroy");
-    }
-
-    #[test]
-    fn created_tap_names_are_parsed() {
-        assert_eq!(parse_created_interface("tap3\n").as_deref(), Some("tap3"));
-        assert_eq!(parse_created_interface("  tap12 \n").as_deref(), Some("tap12"));
-        assert_eq!(parse_created_interface(""), None);
-        assert_eq!(parse_created_interface("\n"), None);
-        assert_eq!(parse_created_interface("tap3\ntap4\n"), None);
-        assert_eq!(parse_created_interface("ifconfig: SIOCIFCREATE2: File exists"), None);
-        assert_eq!(parse_created_interface("tap3,mac=00:00:00:00:00:00"), None);
-        assert_eq!(parse_created_interface("tap0123456789abcd"), None);
     }
 
     #[test]

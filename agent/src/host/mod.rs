@@ -2,8 +2,12 @@
 //! host command.
 
 pub mod bhyve;
+pub mod ifconfig;
 pub mod iproute;
 pub mod qemu;
 pub mod qmp;
 pub mod runner;
 pub mod zfs;
+
+/// Longest network interface name on Linux and FreeBSD (`IFNAMSIZ` 16, with the NUL).
+pub const MAX_INTERFACE_NAME_LEN: usize = 15;

@@ -16,12 +16,11 @@ use super::{
     VmSpec,
 };
 use crate::host::bhyve::{
-    bhyvectl, bridge_add_member, interface_destroy, interface_up, is_bhyve_command_name,
-    parse_created_interface, ps_command_name, tap_create, tap_describe, BhyveArgvError, BhyveDisk, BhyveNic,
-    BhyvePaths, BhyveVm, BhyvectlAction, Bootrom,
+    bhyvectl, is_bhyve_command_name, ps_command_name, BhyveArgvError, BhyveDisk, BhyveNic, BhyvePaths,
+    BhyveVm, BhyvectlAction, Bootrom,
 };
+use crate::host::ifconfig;
 use crate::host::runner::{CommandRunner, ExecError, HostCommand, Process, ProcessExit, Signal};
-use crate::network::freebsd;
 
 const KIND: &str = "bhyve";
 
@@ -71,7 +70,7 @@ impl Host {
 
     fn destroy_taps(&self, vm: &str, taps: &[String]) {
         for tap in taps {
-            if let Err(error) = self.run(&interface_destroy(&self.paths, tap)) {
+            if let Err(error) = self.run(&ifconfig::destroy(&self.paths.ifconfig, tap)) {
                 tracing::warn!(vm, tap = %tap, %error, "cannot destroy a tap of the VM");
             }
         }
@@ -195,8 +194,8 @@ impl Bhyve {
             host.run(&bhyvectl(paths, &spec.name, BhyvectlAction::Destroy))?;
         }
         for (index, bridge) in plan.bridges.iter().enumerate() {
-            let stdout = host.run(&tap_create(paths))?;
-            let tap = parse_created_interface(&stdout).ok_or_else(|| {
+            let stdout = host.run(&ifconfig::tap_create(&paths.ifconfig))?;
+            let tap = ifconfig::parse_created_interface(&stdout).ok_or_else(|| {
                 // If a tap was created, its name is unknown: it leaks (and the log shows the output).
                 HypervisorError::io(
                     format!("`ifconfig tap create` printed no interface name: {stdout:?}"),
@@ -204,9 +203,9 @@ impl Bhyve {
                 )
             })?;
             created.taps.push(tap.clone());
-            host.run(&bridge_add_member(paths, bridge, &tap))?;
-            host.run(&tap_describe(paths, &tap, &spec.name, index))?;
-            host.run(&interface_up(paths, &tap))?;
+            host.run(&ifconfig::add_member(&paths.ifconfig, bridge, &tap))?;
+            host.run(&ifconfig::tap_describe(&paths.ifconfig, &tap, &spec.name, index))?;
+            host.run(&ifconfig::up(&paths.ifconfig, &tap))?;
             plan.vm.nics[index].tap = tap;
         }
         let bhyve = plan.vm.bhyve_command(paths).map_err(argv_error)?;
@@ -251,7 +250,7 @@ impl Hypervisor for Bhyve {
         }
         // The taps the earlier agent created carry the VM's name in their descriptions
         // (`vmnet/<name>/<n>`): found again, they go when the adopted run ends.
-        let taps = match self.host.run(&freebsd::list_all(&self.host.paths.ifconfig)) {
+        let taps = match self.host.run(&ifconfig::list_all(&self.host.paths.ifconfig)) {
             Ok(listing) => taps_of(&spec.name, &listing),
             Err(error) => {
                 tracing::warn!(vm = %spec.name, %error, "cannot list interfaces: the VM's taps stay when it ends");
@@ -266,7 +265,7 @@ impl Hypervisor for Bhyve {
 /// The taps of VM `vm` in a plain `ifconfig` listing, by their descriptions.
 fn taps_of(vm: &str, listing: &str) -> Vec<String> {
     let prefix = format!("vmnet/{vm}/");
-    freebsd::parse_descriptions(listing)
+    ifconfig::parse_descriptions(listing)
         .into_iter()
         .filter(|(_, description)| {
             description.strip_prefix(&prefix).is_some_and(|n| n.parse::<usize>().is_ok())

@@ -172,6 +172,11 @@ fn require_stopped(record: &InstanceRecord) -> Result<(), InstanceError> {
     }
 }
 
+/// Whether the instance has a NIC on the switch `name`.
+fn on_switch(record: &InstanceRecord, name: &str) -> bool {
+    record.nics.iter().any(|n| n.target() == NicNetwork::Switch(name))
+}
+
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
@@ -350,18 +355,10 @@ impl Instances {
         if request.nics.len() > 8 {
             return invalid("at most 8 NICs".into());
         }
-        let mut macs = Vec::new();
+        // MACs and switches are checked against the other instances and switches in `create`,
+        // under the table lock.
         for nic in &request.nics {
-            if let Some(mac) = nic.check().map_err(InstanceError::Invalid)? {
-                if macs.contains(&mac) {
-                    return invalid(format!("MAC {mac} is given to two NICs"));
-                }
-                macs.push(mac);
-            }
-            let record = NicRecord { mac: String::new(), network: nic.network.clone(), vlan: nic.vlan };
-            if let NicNetwork::Switch(name) = record.target() {
-                self.switches.get(name).map_err(|e| InstanceError::Invalid(e.to_string()))?;
-            }
+            nic.check().map_err(InstanceError::Invalid)?;
         }
         request.guest.validate().map_err(InstanceError::Invalid)?;
         self.check_cdrom(request.cdrom.as_deref(), request.boot_from_cdrom)?;
@@ -402,33 +399,41 @@ impl Instances {
             while existing.iter().any(|r| r.vm_name == InstanceRecord::vm_name_for(&uuid)) {
                 uuid = Uuid::new_v4();
             }
-            let taken = |mac: &String| existing.iter().flat_map(|r| &r.nics).any(|n| &n.mac == mac);
+            let owner_of = |mac: &str| existing.iter().find(|r| r.nics.iter().any(|n| n.mac == mac));
             let mut nics: Vec<NicRecord> = Vec::new();
             for nic in &request.nics {
+                if let NicNetwork::Switch(name) = nic.target() {
+                    // Under the table lock, which a switch's deletion holds.
+                    self.switches.get(name).map_err(|e| InstanceError::Invalid(e.to_string()))?;
+                }
                 let mac = match nic.check().map_err(InstanceError::Invalid)? {
-                    Some(mac) if taken(&mac) => {
-                        let owner = existing.iter().find(|r| r.nics.iter().any(|n| n.mac == mac));
-                        return Err(InstanceError::Invalid(format!(
-                            "MAC {mac} is taken by instance {}",
-                            owner.map(|r| r.uuid.to_string()).unwrap_or_default()
-                        )));
+                    Some(mac) if nics.iter().any(|n| n.mac == mac) => {
+                        return Err(InstanceError::Invalid(format!("MAC {mac} is given to two NICs")));
                     }
-                    Some(mac) => mac,
+                    Some(mac) => match owner_of(&mac) {
+                        Some(owner) => {
+                            return Err(InstanceError::Invalid(format!(
+                                "MAC {mac} is taken by instance {}",
+                                owner.uuid
+                            )));
+                        }
+                        None => mac,
+                    },
                     None => {
+                        let asked = |mac: &str| {
+                            request
+                                .nics
+                                .iter()
+                                .any(|n| n.mac.as_deref().is_some_and(|m| m.eq_ignore_ascii_case(mac)))
+                        };
                         let mut mac = record::random_mac();
-                        let asked = |mac: &String| request.nics.iter().any(|n| n.mac.as_ref() == Some(mac));
-                        while taken(&mac) || nics.iter().any(|n| n.mac == mac) || asked(&mac) {
+                        while owner_of(&mac).is_some() || nics.iter().any(|n| n.mac == mac) || asked(&mac) {
                             mac = record::random_mac();
                         }
                         mac
                     }
                 };
-                let record = NicRecord { mac, network: nic.network.clone(), vlan: nic.vlan };
-                if let NicNetwork::Switch(name) = record.target() {
-                    // Again under the table lock, which a switch's deletion holds.
-                    self.switches.get(name).map_err(|e| InstanceError::Invalid(e.to_string()))?;
-                }
-                nics.push(record);
+                nics.push(NicRecord { mac, network: nic.network.clone(), vlan: nic.vlan });
             }
             let mut record = InstanceRecord {
                 uuid,
@@ -575,19 +580,15 @@ impl Instances {
 
     /// The instances with a NIC on the switch `name`.
     pub fn switch_users(&self, name: &str) -> Vec<Uuid> {
-        self.instances_where(|r| r.nics.iter().any(|n| n.target() == NicNetwork::Switch(name)))
+        self.instances_where(|r| on_switch(r, name))
     }
 
     /// Deletes an API-made switch, refused while a NIC is on it.
     pub fn delete_switch(&self, name: &str) -> Result<(), InstanceError> {
         // Under the table lock: no instance can be created on the switch meanwhile.
         let table = lock(&self.table);
-        let instances: Vec<Uuid> = table
-            .values()
-            .map(|s| s.snapshot())
-            .filter(|r| r.nics.iter().any(|n| n.target() == NicNetwork::Switch(name)))
-            .map(|r| r.uuid)
-            .collect();
+        let instances: Vec<Uuid> =
+            table.values().map(|s| s.snapshot()).filter(|r| on_switch(r, name)).map(|r| r.uuid).collect();
         if !instances.is_empty() {
             return Err(InstanceError::SwitchInUse { switch: name.to_string(), instances });
         }

@@ -32,14 +32,18 @@ pub enum NicNetwork<'a> {
     Bridge(&'a str),
 }
 
+/// What a network string names (checked by [`parse_network`]).
+fn network_target(network: &str) -> NicNetwork<'_> {
+    match network.split_once(':') {
+        Some(("switch", name)) => NicNetwork::Switch(name),
+        Some(("bridge", name)) => NicNetwork::Bridge(name),
+        _ => NicNetwork::User,
+    }
+}
+
 impl NicRecord {
-    /// The network this NIC is on (the string was checked by [`parse_network`] at create).
     pub fn target(&self) -> NicNetwork<'_> {
-        match self.network.split_once(':') {
-            Some(("switch", name)) => NicNetwork::Switch(name),
-            Some(("bridge", name)) => NicNetwork::Bridge(name),
-            _ => NicNetwork::User,
-        }
+        network_target(&self.network)
     }
 }
 
@@ -57,6 +61,10 @@ pub struct NicRequest {
 }
 
 impl NicRequest {
+    pub fn target(&self) -> NicNetwork<'_> {
+        network_target(&self.network)
+    }
+
     pub fn on(network: &str) -> NicRequest {
         NicRequest { network: network.to_string(), vlan: None, mac: None }
     }
@@ -89,7 +97,7 @@ impl NicRequest {
             if !(1..=4094).contains(&vlan) {
                 return Err(format!("vlan must be between 1 and 4094, not {vlan}"));
             }
-            if !self.network.starts_with("switch:") {
+            if !matches!(self.target(), NicNetwork::Switch(_)) {
                 return Err("only a NIC on a switch can have a VLAN".into());
             }
         }

@@ -19,8 +19,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::host::runner::ExecError;
 
-/// Longest network interface name on Linux and FreeBSD (`IFNAMSIZ` 16, with the NUL).
-pub const MAX_INTERFACE_NAME_LEN: usize = 15;
+use crate::host::MAX_INTERFACE_NAME_LEN;
 
 /// The host side of switches: bridges, their members and 802.1Q interfaces.
 pub trait HostNetwork: Send + Sync {
@@ -246,14 +245,17 @@ impl Switches {
     pub fn create(&self, name: &str, config: &SwitchConfig) -> Result<Switch, SwitchError> {
         let mut switch = Switch::new(name, config, SwitchOrigin::Api).map_err(SwitchError::Invalid)?;
         let _host = lock(&self.host_lock);
-        if lock(&self.state).contains_key(name) {
-            return Err(SwitchError::Exists(name.to_string()));
-        }
-        if let Some(taken) = lock(&self.state).values().find(|s| s.bridge == switch.bridge) {
-            return Err(SwitchError::Invalid(format!(
-                "bridge {:?} already belongs to switch {:?}",
-                switch.bridge, taken.name
-            )));
+        {
+            let state = lock(&self.state);
+            if state.contains_key(name) {
+                return Err(SwitchError::Exists(name.to_string()));
+            }
+            if let Some(taken) = state.values().find(|s| s.bridge == switch.bridge) {
+                return Err(SwitchError::Invalid(format!(
+                    "bridge {:?} already belongs to switch {:?}",
+                    switch.bridge, taken.name
+                )));
+            }
         }
         let host_error = |source| SwitchError::Host { switch: name.to_string(), source };
         let interfaces = self.host.interfaces().map_err(host_error)?;

@@ -232,7 +232,7 @@ proptest! {
     fn other_host_output_parsers_never_panic(text in text(), value in json()) {
         let _ = agent::host::qmp::parse_message(&text);
         let _ = agent::host::qmp::parse_message(&value.to_string());
-        if let Some(name) = agent::host::bhyve::parse_created_interface(&text) {
+        if let Some(name) = agent::host::ifconfig::parse_created_interface(&text) {
             prop_assert!(!name.is_empty() && name.len() <= 15, "{name:?}");
             prop_assert!(name.bytes().all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b)), "{name:?}");
         }
@@ -251,8 +251,8 @@ proptest! {
         // The interface listings the switches read: names never carry separators.
         let names = agent::host::iproute::parse_link_names(&text)
             .into_iter()
-            .chain(agent::network::freebsd::parse_members(&text))
-            .chain(agent::network::freebsd::parse_descriptions(&text).into_iter().map(|(name, _)| name));
+            .chain(agent::host::ifconfig::parse_members(&text))
+            .chain(agent::host::ifconfig::parse_descriptions(&text).into_iter().map(|(name, _)| name));
         for name in names {
             prop_assert!(!name.is_empty() && !name.contains(['\n', ' ', '\t']), "{name:?}");
         }
