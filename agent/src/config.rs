@@ -196,35 +196,16 @@ fn default_zfs() -> PathBuf {
     }
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    #[error("cannot read config file {path}")]
-    Io {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("invalid config file {path}: {source}")]
-    Parse {
-        path: PathBuf,
-        #[source]
-        source: serde_json::Error,
-    },
-    #[error("invalid config file {path}: {message}")]
-    Invalid { path: PathBuf, message: String },
-}
+pub use service_kit::config::ConfigError;
 
 impl Config {
     pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
-        let text =
-            std::fs::read_to_string(path).map_err(|source| ConfigError::Io { path: path.into(), source })?;
-        Self::from_json(&text, path)
+        Self::from_json(&service_kit::config::read(path)?, path)
     }
 
     pub fn from_json(text: &str, origin: &Path) -> Result<Self, ConfigError> {
-        let config: Config = serde_json::from_str(text)
-            .map_err(|source| ConfigError::Parse { path: origin.into(), source })?;
-        let invalid = |message: String| ConfigError::Invalid { path: origin.into(), message };
+        let config: Config = service_kit::config::parse(text, origin)?;
+        let invalid = |message: String| ConfigError::invalid(origin, message);
         config.sources().map_err(|e| invalid(e.to_string()))?;
         for (key, path) in [
             ("commands.zfs", &config.commands.zfs),

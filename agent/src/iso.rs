@@ -4,12 +4,13 @@
 //! directory and is renamed into place once complete and synced: a crash leaves no half ISO.
 
 use std::collections::BTreeMap;
-use std::fs::{self, File};
+use std::fs;
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
+use service_kit::{durable, lock};
 use sha2::{Digest, Sha256};
 
 #[derive(Debug, thiserror::Error)]
@@ -158,10 +159,7 @@ impl IsoStore {
         if self.dir.join(name).exists() {
             return Err(IsoError::Exists(name.to_string()));
         }
-        let mut temp = tempfile::Builder::new()
-            .prefix(".tmp")
-            .tempfile_in(&self.dir)
-            .map_err(io_error("create a temp file"))?;
+        let mut temp = durable::temp_file(&self.dir).map_err(io_error("create a temp file"))?;
         let mut hasher = Sha256::new();
         let mut size = 0u64;
         let mut buffer = vec![0u8; 1 << 20];
@@ -193,11 +191,10 @@ impl IsoStore {
         };
         // The record first: an ISO file is only listed once its record exists.
         write_record(&self.record_path(name), &info)?;
-        temp.persist_noclobber(self.dir.join(name)).map_err(|e| {
+        durable::persist_new(temp, &self.dir.join(name)).map_err(|e| {
             let _ = fs::remove_file(self.record_path(name));
-            IsoError::Exists(format!("{name} ({})", e.error))
+            IsoError::Exists(format!("{name} ({e})"))
         })?;
-        File::open(&self.dir).and_then(|d| d.sync_all()).map_err(io_error("sync the ISO directory"))?;
         Ok(info)
     }
 
@@ -294,7 +291,7 @@ impl IsoStore {
         write_record(&self.record_path(to), &info)?;
         fs::rename(self.dir.join(from), self.dir.join(to)).map_err(io_error(format!("rename {from}")))?;
         let _ = fs::remove_file(self.record_path(from));
-        File::open(&self.dir).and_then(|d| d.sync_all()).map_err(io_error("sync the ISO directory"))?;
+        durable::sync_dir(&self.dir).map_err(io_error("sync the ISO directory"))?;
         Ok(info)
     }
 
@@ -303,17 +300,13 @@ impl IsoStore {
         fs::remove_file(&path).map_err(io_error(format!("remove {name}")))?;
         let _ = fs::remove_file(self.record_path(name));
         lock(&self.fetches).remove(name);
-        File::open(&self.dir).and_then(|d| d.sync_all()).map_err(io_error("sync the ISO directory"))
+        durable::sync_dir(&self.dir).map_err(io_error("sync the ISO directory"))
     }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 fn write_record(path: &Path, info: &IsoInfo) -> Result<(), IsoError> {
     let bytes = serde_json::to_vec_pretty(info).expect("records serialise");
-    crate::atomic::write_file(path, &bytes).map_err(io_error(format!("write {}", path.display())))
+    durable::write_file(path, &bytes).map_err(io_error(format!("write {}", path.display())))
 }
 
 #[cfg(test)]

@@ -3,7 +3,6 @@
 //! daemon so that tests run exactly what production runs.
 
 pub mod api;
-pub mod atomic;
 pub mod cli;
 pub mod config;
 pub mod guest;
@@ -170,56 +169,24 @@ pub fn bind(config: Config) -> Result<Bound, StartError> {
     Ok(Bound { server: server.run(), addrs, instances })
 }
 
-/// An agent running on its own thread, for tests. Stops when dropped.
-pub struct RunningAgent {
-    pub addr: SocketAddr,
-    handle: actix_web::dev::ServerHandle,
-    thread: Option<std::thread::JoinHandle<io::Result<()>>>,
-}
+/// The agent as a [`service_kit::Service`], for [`RunningAgent`].
+pub struct Agent;
 
-impl RunningAgent {
-    pub fn start(config: Config) -> Result<Self, StartError> {
-        let (tx, rx) = std::sync::mpsc::channel();
-        let thread = std::thread::spawn(move || {
-            actix_web::rt::System::new().block_on(async move {
-                match bind(config) {
-                    Ok(bound) => {
-                        let _ = tx.send(Ok((bound.addrs[0], bound.server.handle())));
-                        let result = bound.server.await;
-                        // As the daemon does when it stops: the VMs go on, unwatched.
-                        bound.instances.detach_all();
-                        result
-                    }
-                    Err(e) => {
-                        let _ = tx.send(Err(e));
-                        Ok(())
-                    }
-                }
-            })
-        });
-        let (addr, handle) = rx.recv().map_err(|_| StartError::Bind {
-            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
-            source: io::Error::other("agent thread died"),
-        })??;
-        Ok(RunningAgent { addr, handle, thread: Some(thread) })
-    }
+impl service_kit::Service for Agent {
+    type Config = Config;
+    type Error = StartError;
 
-    pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
-    }
-}
-
-impl Drop for RunningAgent {
-    fn drop(&mut self) {
-        let handle = self.handle.clone();
-        let _ = std::thread::spawn(move || {
-            if let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() {
-                rt.block_on(handle.stop(false));
-            }
+    fn bind(config: Config) -> Result<service_kit::Started, StartError> {
+        let bound = bind(config)?;
+        let instances = bound.instances;
+        Ok(service_kit::Started {
+            server: bound.server,
+            addr: bound.addrs[0],
+            // As the daemon does when it stops: the VMs go on, unwatched.
+            after_stop: Box::new(move || instances.detach_all()),
         })
-        .join();
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
     }
 }
+
+/// An agent running on its own thread, for tests. Stops when dropped; its VMs go on.
+pub type RunningAgent = service_kit::Running<Agent>;

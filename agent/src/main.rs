@@ -373,7 +373,7 @@ fn serve(path: &std::path::Path) -> ExitCode {
     let config = match agent::config::Config::from_file(path) {
         Ok(config) => config,
         Err(e) => {
-            eprintln!("agent: {}", agent::import::error_chain(&e));
+            eprintln!("agent: {}", service_kit::ErrorChain(&e));
             return ExitCode::from(cli::exit::USAGE);
         }
     };
@@ -383,7 +383,7 @@ fn serve(path: &std::path::Path) -> ExitCode {
         .unwrap_or_else(|| tracing_subscriber::EnvFilter::new(&config.log_level));
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
     let result = actix_web::rt::System::new().block_on(async move {
-        let server = agent::bind(config).map_err(|e| agent::import::error_chain(&e))?;
+        let server = agent::bind(config).map_err(|e| service_kit::ErrorChain(&e).to_string())?;
         for addr in &server.addrs {
             println!("agent listening on http://{addr}");
         }

@@ -64,7 +64,7 @@ struct Hashing<R> {
 impl<R: Read> Read for Hashing<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let n = self.inner.read(buf)?;
-        self.sha1.lock().unwrap_or_else(|e| e.into_inner()).update(&buf[..n]);
+        service_kit::lock(&self.sha1).update(&buf[..n]);
         Ok(n)
     }
 }
@@ -117,7 +117,7 @@ fn upload_and_activate(
         source,
         source.blocking_request(client, reqwest::Method::PUT, &path).body(reqwest::blocking::Body::new(body)),
     );
-    let sent = hex::encode(sha1.lock().unwrap_or_else(|e| e.into_inner()).clone().finalize());
+    let sent = hex::encode(service_kit::lock(&sha1).clone().finalize());
     let uploaded = uploaded?;
     let stored = uploaded["files"][0]["sha1"].as_str().unwrap_or_default().to_string();
     if stored != sent {

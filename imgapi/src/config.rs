@@ -148,29 +148,12 @@ fn default_log_level() -> String {
     "info".to_string()
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    #[error("cannot read config file {path}")]
-    Io {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("invalid config file {path}: {source}")]
-    Parse {
-        path: PathBuf,
-        #[source]
-        source: serde_json::Error,
-    },
-    #[error("invalid config file {path}: {message}")]
-    Invalid { path: PathBuf, message: String },
-}
+pub use service_kit::config::ConfigError;
 
 impl Config {
     /// Reads and checks a config file. A relative `datadir` is taken relative to the file.
     pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| ConfigError::Io { path: path.to_owned(), source })?;
+        let text = service_kit::config::read(path)?;
         let base = path.parent().unwrap_or(Path::new("."));
         let mut config = Self::from_json(&text, path, base)?;
         config.source = Some(path.to_owned());
@@ -179,16 +162,14 @@ impl Config {
 
     /// Parses config text; `origin` names it in errors and `base` anchors a relative `datadir`.
     pub fn from_json(text: &str, origin: &Path, base: &Path) -> Result<Self, ConfigError> {
-        let mut config: Config = serde_json::from_str(text)
-            .map_err(|source| ConfigError::Parse { path: origin.to_owned(), source })?;
+        let mut config: Config = service_kit::config::parse(text, origin)?;
         if config.datadir.as_os_str().is_empty() {
-            let message = "\"datadir\" must not be empty".to_string();
-            return Err(ConfigError::Invalid { path: origin.to_owned(), message });
+            return Err(ConfigError::invalid(origin, "\"datadir\" must not be empty"));
         }
         if config.datadir.is_relative() && !base.as_os_str().is_empty() {
             config.datadir = base.join(&config.datadir);
         }
-        config.check().map_err(|message| ConfigError::Invalid { path: origin.to_owned(), message })?;
+        config.check().map_err(|message| ConfigError::invalid(origin, message))?;
         Ok(config)
     }
 

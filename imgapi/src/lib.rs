@@ -137,54 +137,23 @@ fn tls_config(tls: &config::TlsConfig) -> Result<rustls::ServerConfig, StartErro
         .map_err(|e| StartError::Tls(e.to_string()))
 }
 
-/// A server running on its own thread, for tests and embedding. Stops when dropped.
-pub struct RunningServer {
-    pub addr: SocketAddr,
-    handle: actix_web::dev::ServerHandle,
-    thread: Option<std::thread::JoinHandle<io::Result<()>>>,
-}
+/// The server as a [`service_kit::Service`], for [`RunningServer`].
+pub struct Imgapi;
 
-impl RunningServer {
-    /// Binds and starts `config` on a background thread.
-    pub fn start(config: Config) -> Result<Self, StartError> {
-        let (tx, rx) = std::sync::mpsc::channel();
-        let thread = std::thread::spawn(move || {
-            actix_web::rt::System::new().block_on(async move {
-                match bind(config) {
-                    Ok(bound) => {
-                        let _ = tx.send(Ok((bound.addrs[0], bound.server.handle())));
-                        let result = bound.server.await;
-                        bound.mirrors.stop();
-                        result
-                    }
-                    Err(e) => {
-                        let _ = tx.send(Err(e));
-                        Ok(())
-                    }
-                }
-            })
-        });
-        let (addr, handle) = rx.recv().map_err(|_| StartError::Tls("server thread died".into()))??;
-        Ok(RunningServer { addr, handle, thread: Some(thread) })
-    }
+impl service_kit::Service for Imgapi {
+    type Config = Config;
+    type Error = StartError;
 
-    /// Base URL, `http://127.0.0.1:PORT`.
-    pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
-    }
-}
-
-impl Drop for RunningServer {
-    fn drop(&mut self) {
-        let handle = self.handle.clone();
-        let _ = std::thread::spawn(move || {
-            if let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() {
-                rt.block_on(handle.stop(false));
-            }
+    fn bind(config: Config) -> Result<service_kit::Started, StartError> {
+        let bound = bind(config)?;
+        let mirrors = bound.mirrors;
+        Ok(service_kit::Started {
+            server: bound.server,
+            addr: bound.addrs[0],
+            after_stop: Box::new(move || mirrors.stop()),
         })
-        .join();
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
     }
 }
+
+/// A server running on its own thread, for tests and embedding. Stops when dropped.
+pub type RunningServer = service_kit::Running<Imgapi>;

@@ -45,13 +45,7 @@ fn load_config(explicit: Option<PathBuf>) -> Result<(Config, String), String> {
 }
 
 fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(&format!(": {s}"));
-        source = s.source();
-    }
-    text
+    service_kit::ErrorChain(e).to_string()
 }
 
 fn init_logging(config: &Config) {

@@ -6,10 +6,11 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde::Serialize;
+use service_kit::lock;
 use uuid::Uuid;
 
 use crate::config::MirrorConfig;
@@ -56,10 +57,6 @@ struct Mirror {
     status: Mutex<MirrorStatus>,
     /// The uuids this mirror copied (to follow deletions of those only), persisted.
     state_file: PathBuf,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 fn now() -> String {
@@ -265,7 +262,7 @@ impl Mirror {
             self.state_file.parent().ok_or_else(|| std::io::Error::other("no parent")).and_then(|dir| {
                 std::fs::create_dir_all(dir)?;
                 let name = self.state_file.file_name().and_then(|n| n.to_str()).unwrap_or("mirror.json");
-                crate::store::disk::write_atomic(dir, name, &bytes)
+                crate::store::disk::write_file(&dir.join(name), &bytes)
             });
         if let Err(error) = written {
             tracing::warn!(file = %self.state_file.display(), %error, "cannot record mirrored images");

@@ -4,8 +4,9 @@
 use actix_web::http::{header, StatusCode};
 use actix_web::{HttpResponse, ResponseError};
 use serde_json::json;
+use service_kit::ErrorChain;
 
-use crate::import::{error_chain, ImportError};
+use crate::import::ImportError;
 use crate::instance::manager::InstanceError;
 use crate::iso::IsoError;
 use crate::network::SwitchError;
@@ -59,7 +60,7 @@ impl ResponseError for ApiError {
 
 impl From<StorageError> for ApiError {
     fn from(e: StorageError) -> Self {
-        let message = error_chain(&e);
+        let message = ErrorChain(&e).to_string();
         let (status, code) = match &e {
             StorageError::NotFound(_) => (StatusCode::NOT_FOUND, "ResourceNotFound"),
             StorageError::AlreadyExists(_) => (StatusCode::CONFLICT, "ImageAlreadyExists"),
@@ -90,13 +91,13 @@ impl From<&ImportError> for ApiError {
             }
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         };
-        ApiError::new(status, e.code(), error_chain(e))
+        ApiError::new(status, e.code(), ErrorChain(e).to_string())
     }
 }
 
 impl From<&IsoError> for ApiError {
     fn from(e: &IsoError) -> Self {
-        let message = error_chain(e);
+        let message = ErrorChain(e).to_string();
         let (status, code) = match e {
             IsoError::NotFound(_) => (StatusCode::NOT_FOUND, "IsoNotFound"),
             IsoError::Exists(_) => (StatusCode::CONFLICT, "IsoExists"),
@@ -117,7 +118,7 @@ impl From<&IsoError> for ApiError {
 
 impl From<&SwitchError> for ApiError {
     fn from(e: &SwitchError) -> Self {
-        let message = error_chain(e);
+        let message = ErrorChain(e).to_string();
         let (status, code) = match e {
             SwitchError::NotFound(_) => (StatusCode::NOT_FOUND, "SwitchNotFound"),
             SwitchError::Exists(_) => (StatusCode::CONFLICT, "SwitchExists"),
@@ -146,7 +147,7 @@ impl From<IsoError> for ApiError {
 
 impl From<InstanceError> for ApiError {
     fn from(e: InstanceError) -> Self {
-        let message = error_chain(&e);
+        let message = ErrorChain(&e).to_string();
         let (status, code) = match &e {
             InstanceError::NotFound(_) => (StatusCode::NOT_FOUND, "InstanceNotFound"),
             InstanceError::ImageNotFound(_) => (StatusCode::UNPROCESSABLE_ENTITY, "ImageNotFound"),

@@ -89,7 +89,7 @@ impl Qmp {
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+        service_kit::lock(&self.state)
     }
 
     fn run(&self, give_up: impl Fn() -> bool) {
@@ -107,7 +107,7 @@ impl Qmp {
             }
         };
         let Ok(write_half) = stream.try_clone() else { return self.finish() };
-        *self.writer.lock().unwrap_or_else(|e| e.into_inner()) = Some(write_half);
+        *service_kit::lock(&self.writer) = Some(write_half);
         // A detach that came while connecting found no stream to shut down: do it here.
         if self.lock().detached {
             let _ = stream.shutdown(Shutdown::Both);
@@ -153,7 +153,7 @@ impl Qmp {
     }
 
     fn write(&self, message: &Value) -> std::io::Result<()> {
-        let mut writer = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+        let mut writer = service_kit::lock(&self.writer);
         let stream = writer.as_mut().ok_or_else(|| std::io::Error::from(std::io::ErrorKind::NotConnected))?;
         let mut line = message.to_string();
         line.push('\n');
@@ -217,7 +217,7 @@ impl Qmp {
     /// so that the next agent process can connect.
     pub fn detach(&self) {
         self.lock().detached = true;
-        if let Some(stream) = self.writer.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
+        if let Some(stream) = service_kit::lock(&self.writer).as_ref() {
             let _ = stream.shutdown(Shutdown::Both);
         }
         self.changed.notify_all();

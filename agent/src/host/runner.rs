@@ -341,13 +341,13 @@ struct FakeProcess {
 impl FakeProcess {
     fn finish(&self, exit: ProcessExit) {
         let (lock, cvar) = &*self.end;
-        let mut end = lock.lock().unwrap_or_else(|e| e.into_inner());
+        let mut end = service_kit::lock(lock);
         end.get_or_insert(exit);
         cvar.notify_all();
     }
 
     fn is_live(&self) -> bool {
-        self.end.0.lock().unwrap_or_else(|e| e.into_inner()).is_none()
+        service_kit::lock(&self.end.0).is_none()
     }
 }
 
@@ -387,7 +387,7 @@ impl RecordingRunner {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Recording> {
-        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+        service_kit::lock(&self.inner)
     }
 
     fn answer(&self, line: &str) -> Reply {
@@ -419,7 +419,7 @@ impl Process for RecordedProcess {
 
     fn wait(&mut self) -> Result<ProcessExit, ExecError> {
         let (lock, cvar) = &*self.end;
-        let mut end = lock.lock().unwrap_or_else(|e| e.into_inner());
+        let mut end = service_kit::lock(lock);
         loop {
             if let Some(exit) = *end {
                 return Ok(exit);

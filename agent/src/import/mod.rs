@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 use serde_json::Value;
+use service_kit::{lock, ErrorChain};
 use tokio::sync::watch;
 use uuid::Uuid;
 
@@ -123,7 +124,7 @@ struct JobInner {
 
 impl Job {
     fn status(&self) -> JobStatus {
-        let inner = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let inner = lock(&self.state);
         JobStatus {
             id: self.id,
             image: self.image,
@@ -133,7 +134,9 @@ impl Job {
             total: inner.total,
             written: self.progress.written.load(Ordering::Relaxed),
             error: match &inner.result {
-                Some(Err(e)) => Some(JobError { code: e.code(), message: error_chain(e.as_ref()) }),
+                Some(Err(e)) => {
+                    Some(JobError { code: e.code(), message: ErrorChain(e.as_ref()).to_string() })
+                }
                 _ => None,
             },
             started_at: inner.started_at.clone(),
@@ -142,23 +145,8 @@ impl Job {
     }
 
     fn set_phase(&self, phase: &'static str) {
-        self.state.lock().unwrap_or_else(|e| e.into_inner()).phase = phase;
+        lock(&self.state).phase = phase;
     }
-}
-
-/// The whole error chain in one line, for API answers and logs.
-pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        let s_text = s.to_string();
-        if !text.contains(&s_text) {
-            text.push_str(": ");
-            text.push_str(&s_text);
-        }
-        source = s.source();
-    }
-    text
 }
 
 /// Runs and tracks imports.
@@ -188,7 +176,7 @@ impl Importer {
     }
 
     fn lock_jobs(&self) -> std::sync::MutexGuard<'_, Jobs> {
-        self.jobs.lock().unwrap_or_else(|e| e.into_inner())
+        lock(&self.jobs)
     }
 
     /// Starts importing `uuid` (or joins the import already running). `source` pins the
@@ -239,7 +227,7 @@ impl Importer {
                 Err(_) => Err(Arc::new(ImportError::Internal(job.image))),
             };
             if let Err(e) = &result {
-                tracing::warn!(image = %job.image, error = %error_chain(e.as_ref()), "import failed");
+                tracing::warn!(image = %job.image, error = %ErrorChain(e.as_ref()).to_string(), "import failed");
             }
             importer.finish(&job, result);
         });
@@ -248,7 +236,7 @@ impl Importer {
 
     fn finish(&self, job: &Arc<Job>, result: Result<LocalImage, Arc<ImportError>>) {
         {
-            let mut inner = job.state.lock().unwrap_or_else(|e| e.into_inner());
+            let mut inner = lock(&job.state);
             inner.state = if result.is_ok() { JobState::Succeeded } else { JobState::Failed };
             inner.phase = "done";
             inner.result = Some(result);
@@ -288,14 +276,12 @@ impl Importer {
     pub async fn wait(&self, id: &Uuid) -> Option<Result<LocalImage, Arc<ImportError>>> {
         let job = self.lock_jobs().by_id.get(id).cloned()?;
         let mut done = job.done.subscribe();
-        while !*done.borrow_and_update()
-            && job.state.lock().unwrap_or_else(|e| e.into_inner()).result.is_none()
-        {
+        while !*done.borrow_and_update() && lock(&job.state).result.is_none() {
             if done.changed().await.is_err() {
                 break;
             }
         }
-        let inner = job.state.lock().unwrap_or_else(|e| e.into_inner());
+        let inner = lock(&job.state);
         inner.result.clone()
     }
 
@@ -334,8 +320,8 @@ impl Importer {
             None => self.sources.find(&uuid).await?,
         };
         let (meta, expected) = parse_manifest(&uuid, &manifest, &source)?;
-        job.state.lock().unwrap_or_else(|e| e.into_inner()).total = Some(expected.size);
-        *job.origin.lock().unwrap_or_else(|e| e.into_inner()) = meta.origin;
+        lock(&job.state).total = Some(expected.size);
+        *lock(&job.origin) = meta.origin;
         if let Some(origin) = meta.origin {
             chain.push(uuid);
             if chain.contains(&origin) {
@@ -350,7 +336,11 @@ impl Importer {
                 match self.wait(&origin_job.id).await {
                     Some(Ok(_)) => {}
                     Some(Err(e)) => {
-                        return Err(ImportError::Origin { uuid, origin, message: error_chain(e.as_ref()) })
+                        return Err(ImportError::Origin {
+                            uuid,
+                            origin,
+                            message: ErrorChain(e.as_ref()).to_string(),
+                        })
                     }
                     None => return Err(ImportError::Internal(uuid)),
                 }
@@ -466,7 +456,7 @@ impl Importer {
             for job in jobs.running.values() {
                 if job.image == uuid {
                     users.push("its running import".into());
-                } else if *job.origin.lock().unwrap_or_else(|e| e.into_inner()) == Some(uuid) {
+                } else if *lock(&job.origin) == Some(uuid) {
                     users.push(format!("the running import of {}", job.image));
                 }
             }

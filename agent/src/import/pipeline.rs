@@ -221,7 +221,8 @@ fn decode(
     let mut block = vec![0u8; WRITE_BLOCK];
     let mut written = 0u64;
     loop {
-        let n = match read_full(&mut reader, &mut block) {
+        // Full blocks, unless the input ends, so that storage gets large writes.
+        let n = match service_kit::read_full(&mut reader, &mut block) {
             Ok(n) => n,
             Err(source) => {
                 writer.abort();
@@ -238,20 +239,6 @@ fn decode(
         written += n as u64;
         progress.written.store(written, Ordering::Relaxed);
     }
-}
-
-/// Fills `buf` unless the input ends, so that storage gets large writes.
-fn read_full(reader: &mut dyn Read, buf: &mut [u8]) -> io::Result<usize> {
-    let mut filled = 0;
-    while filled < buf.len() {
-        match reader.read(&mut buf[filled..]) {
-            Ok(0) => break,
-            Ok(n) => filled += n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(filled)
 }
 
 #[cfg(test)]

@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 use std::fs::{self, File};
-use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -151,7 +151,7 @@ impl FileDisks {
 }
 
 fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), DiskError> {
-    crate::atomic::write_file(path, bytes).map_err(io_error(format!("write {}", path.display())))
+    service_kit::durable::write_file(path, bytes).map_err(io_error(format!("write {}", path.display())))
 }
 
 /// A sparse raw disk of `size` bytes, all zeros.
@@ -163,23 +163,11 @@ fn blank_file(path: &Path, size: u64) -> Result<(), DiskError> {
 
 /// Copies a raw disk, leaving holes where the source has zeros, then sizes it to `size`.
 fn sparse_copy(from: &Path, to: &Path, size: u64) -> Result<(), DiskError> {
-    let mut source = File::open(from).map_err(io_error(format!("open {}", from.display())))?;
-    let mut target = File::create(to).map_err(io_error(format!("create {}", to.display())))?;
-    let mut block = vec![0u8; MIB as usize];
-    loop {
-        let n = source.read(&mut block).map_err(io_error("read the image"))?;
-        if n == 0 {
-            break;
-        }
-        if block[..n].iter().all(|b| *b == 0) {
-            target.seek(SeekFrom::Current(n as i64)).map_err(io_error("seek"))?;
-        } else {
-            target.write_all(&block[..n]).map_err(io_error("write the disk"))?;
-        }
-    }
-    let end = target.stream_position().map_err(io_error("seek"))?;
-    target.set_len(size.max(end)).map_err(io_error("size the disk"))?;
-    target.sync_all().map_err(io_error("sync the disk"))
+    service_kit::sparse::copy_sparse(from, to, size).map_err(io_error(format!(
+        "copy {} to {}",
+        from.display(),
+        to.display()
+    )))
 }
 
 impl InstanceDisks for FileDisks {
@@ -216,7 +204,7 @@ impl InstanceDisks for FileDisks {
             write_atomically(&partial.join("instance.json"), &json)?;
             fs::rename(&partial, self.instance_dir(&record.uuid))
                 .map_err(io_error("rename the instance dir"))?;
-            File::open(&self.dir).and_then(|d| d.sync_all()).map_err(io_error("sync the instances dir"))
+            service_kit::durable::sync_dir(&self.dir).map_err(io_error("sync the instances dir"))
         })();
         if result.is_err() {
             let _ = fs::remove_dir_all(&partial);

@@ -7,7 +7,9 @@ use std::collections::{BTreeMap, VecDeque};
 use std::fs;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex};
+
+use service_kit::lock;
 use std::time::{Duration, Instant};
 
 use uuid::Uuid;
@@ -175,10 +177,6 @@ fn require_stopped(record: &InstanceRecord) -> Result<(), InstanceError> {
 /// Whether the instance has a NIC on the switch `name`.
 fn on_switch(record: &InstanceRecord, name: &str) -> bool {
     record.nics.iter().any(|n| n.target() == NicNetwork::Switch(name))
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl Slot {

@@ -13,7 +13,9 @@ pub mod linux;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
+
+use service_kit::lock;
 
 use serde::{Deserialize, Serialize};
 
@@ -193,10 +195,6 @@ pub struct Switches {
     state: Mutex<BTreeMap<String, Switch>>,
     /// Serialises bringing switches up, so two starts never both create a bridge.
     host_lock: Mutex<()>,
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl Switches {
@@ -382,7 +380,7 @@ impl Switches {
     fn save(&self, state: &BTreeMap<String, Switch>) -> Result<(), SwitchError> {
         let api: Vec<&Switch> = state.values().filter(|s| s.origin == SwitchOrigin::Api).collect();
         let bytes = serde_json::to_vec_pretty(&api).expect("switches serialise");
-        crate::atomic::write_file(&self.path, &bytes)
+        service_kit::durable::write_file(&self.path, &bytes)
             .map_err(|source| SwitchError::Save { path: self.path.clone(), source })
     }
 }

@@ -3,13 +3,13 @@
 //! `<dir>/.partial-<uuid>-*`; commit syncs it, makes it read-only and renames it, then writes the
 //! metadata (atomically): an image exists only once its `.json` does.
 
-use std::fs::{self, File};
-use std::io::{self, Seek, SeekFrom, Write};
+use std::fs::{self};
+use std::io::{self, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::mpsc::{sync_channel, SyncSender};
-use std::thread::JoinHandle;
 
+use service_kit::durable;
+use service_kit::sparse::{write_sparse, Writeback};
 use uuid::Uuid;
 
 use super::{
@@ -18,13 +18,9 @@ use super::{
 
 const PARTIAL_PREFIX: &str = ".partial-";
 
-/// Disk images are largely zeros: all-zero runs of this size are left as holes.
-const HOLE_BLOCK: usize = 64 * 1024;
 /// Writeback is started in the background every this many bytes, so that the fsync at commit
 /// has little left to do and the disk works while the download and decompression go on.
 const SYNC_EVERY: u64 = 64 << 20;
-
-static ZEROS: [u8; HOLE_BLOCK] = [0; HOLE_BLOCK];
 
 pub struct FilesStorage {
     dir: PathBuf,
@@ -50,10 +46,6 @@ impl FilesStorage {
         serde_json::from_slice(&text)
             .map_err(|e| StorageError::Parse { what: path.display().to_string(), message: e.to_string() })
     }
-}
-
-fn sync_dir(dir: &Path) -> io::Result<()> {
-    File::open(dir)?.sync_all()
 }
 
 impl ImageStorage for FilesStorage {
@@ -99,15 +91,15 @@ impl ImageStorage for FilesStorage {
             .prefix(&format!("{PARTIAL_PREFIX}{}-", meta.uuid))
             .tempfile_in(&self.dir)
             .map_err(|e| StorageError::io("create the partial image", e))?;
-        let syncer = start_syncer(temp.as_file())?;
+        let writeback = Writeback::start(temp.as_file(), "import-sync", SYNC_EVERY)
+            .map_err(|e| StorageError::io("start the writeback thread", e))?;
         Ok(Box::new(FilesWriter {
             dir: self.dir.clone(),
             meta,
             temp: Some(temp),
             head: Vec::with_capacity(DETECT_LEN),
             written: 0,
-            since_sync: 0,
-            syncer: Some(syncer),
+            writeback: Some(writeback),
         }))
     }
 
@@ -126,7 +118,7 @@ impl ImageStorage for FilesStorage {
         }
         // Metadata first: from then on the image is gone, even if removing the disk fails.
         fs::remove_file(self.meta_path(uuid)).map_err(|e| StorageError::io("delete image metadata", e))?;
-        let _ = sync_dir(&self.dir);
+        let _ = durable::sync_dir(&self.dir);
         fs::remove_file(self.raw_path(uuid)).map_err(|e| StorageError::io("delete image file", e))?;
         Ok(())
     }
@@ -141,7 +133,7 @@ impl ImageStorage for FilesStorage {
                 .strip_suffix(".raw")
                 .and_then(|u| Uuid::parse_str(u).ok())
                 .is_some_and(|u| !self.meta_path(&u).exists());
-            let temp_meta = name.starts_with(".tmp-");
+            let temp_meta = name.starts_with(durable::TEMP_PREFIX);
             if name.starts_with(PARTIAL_PREFIX) || orphan_raw || temp_meta {
                 fs::remove_file(entry.path()).map_err(|e| StorageError::io(format!("remove {name}"), e))?;
                 removed.push(entry.path().display().to_string());
@@ -159,39 +151,7 @@ struct FilesWriter {
     head: Vec<u8>,
     /// Logical size so far (holes included).
     written: u64,
-    /// Bytes really written since writeback was last started.
-    since_sync: u64,
-    syncer: Option<Syncer>,
-}
-
-/// A thread that flushes the partial file to disk when asked, in parallel with the writes.
-struct Syncer {
-    wake: SyncSender<()>,
-    thread: JoinHandle<io::Result<()>>,
-}
-
-fn start_syncer(file: &File) -> Result<Syncer, StorageError> {
-    let file = file.try_clone().map_err(|e| StorageError::io("open the partial image", e))?;
-    // Capacity 1: a request while one is pending is dropped, never queued.
-    let (wake, requests) = sync_channel::<()>(1);
-    let thread = std::thread::Builder::new()
-        .name("import-sync".into())
-        .spawn(move || {
-            for () in requests {
-                file.sync_data()?;
-            }
-            Ok(())
-        })
-        .map_err(|e| StorageError::io("start the writeback thread", e))?;
-    Ok(Syncer { wake, thread })
-}
-
-impl Syncer {
-    /// Waits for the last flush; its error, if any, is the import's.
-    fn stop(self) -> io::Result<()> {
-        drop(self.wake);
-        self.thread.join().unwrap_or_else(|_| Err(io::Error::other("writeback thread panicked")))
-    }
+    writeback: Option<Writeback>,
 }
 
 impl Write for FilesWriter {
@@ -207,21 +167,10 @@ impl Write for FilesWriter {
             }
         }
         let temp = self.temp.as_mut().ok_or_else(|| io::Error::other("writer already finished"))?;
-        let file = temp.as_file_mut();
-        for piece in buf.chunks(HOLE_BLOCK) {
-            if piece == &ZEROS[..piece.len()] {
-                file.seek(SeekFrom::Current(piece.len() as i64))?;
-            } else {
-                file.write_all(piece)?;
-                self.since_sync += piece.len() as u64;
-            }
-        }
+        let done = write_sparse(temp.as_file(), buf)?;
         self.written += buf.len() as u64;
-        if self.since_sync >= SYNC_EVERY {
-            self.since_sync = 0;
-            if let Some(syncer) = &self.syncer {
-                let _ = syncer.wake.try_send(());
-            }
+        if let Some(writeback) = &mut self.writeback {
+            writeback.wrote(done.written);
         }
         Ok(buf.len())
     }
@@ -240,8 +189,8 @@ impl ImageWriter for FilesWriter {
         }
         let temp = self.temp.take().expect("commit runs once");
         let uuid = self.meta.uuid;
-        if let Some(syncer) = self.syncer.take() {
-            syncer.stop().map_err(|e| StorageError::io("sync the image", e))?;
+        if let Some(writeback) = self.writeback.take() {
+            writeback.stop().map_err(|e| StorageError::io("sync the image", e))?;
         }
         // Trailing holes: the size comes from the length, not from the last write.
         temp.as_file().set_len(self.written).map_err(|e| StorageError::io("size the image", e))?;
@@ -258,14 +207,8 @@ impl ImageWriter for FilesWriter {
             content_size: self.written,
             imported_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
         };
-        let write_meta = || -> io::Result<()> {
-            let mut tmp = tempfile::Builder::new().prefix(".tmp-").tempfile_in(&self.dir)?;
-            serde_json::to_writer_pretty(&mut tmp, &image)?;
-            tmp.as_file().sync_all()?;
-            tmp.persist(self.dir.join(format!("{uuid}.json"))).map_err(|e| e.error)?;
-            sync_dir(&self.dir)
-        };
-        if let Err(e) = write_meta() {
+        let meta = serde_json::to_vec_pretty(&image).expect("image metadata serialises");
+        if let Err(e) = durable::write_file(&self.dir.join(format!("{uuid}.json")), &meta) {
             let _ = fs::remove_file(&raw);
             return Err(StorageError::io("store the image metadata", e));
         }
@@ -273,8 +216,8 @@ impl ImageWriter for FilesWriter {
     }
 
     fn abort(mut self: Box<Self>) {
-        if let Some(syncer) = self.syncer.take() {
-            let _ = syncer.stop();
+        if let Some(writeback) = self.writeback.take() {
+            let _ = writeback.stop();
         }
         // Dropping the temp file deletes it.
     }

@@ -16,7 +16,7 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::fs::File;
-use std::io::{self, Seek, SeekFrom, Write};
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -367,12 +367,8 @@ struct ImportGuard {
 }
 
 impl ImportGuard {
-    fn lock(set: &Mutex<HashSet<Uuid>>) -> std::sync::MutexGuard<'_, HashSet<Uuid>> {
-        set.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
     fn claim(set: &Arc<Mutex<HashSet<Uuid>>>, uuid: Uuid) -> Result<Self, StorageError> {
-        if !Self::lock(set).insert(uuid) {
+        if !service_kit::lock(set).insert(uuid) {
             // Another writer of this process is importing it; its partial must survive.
             return Err(StorageError::AlreadyExists(uuid));
         }
@@ -380,13 +376,13 @@ impl ImportGuard {
     }
 
     fn is_claimed(set: &Mutex<HashSet<Uuid>>, uuid: Uuid) -> bool {
-        Self::lock(set).contains(&uuid)
+        service_kit::lock(set).contains(&uuid)
     }
 }
 
 impl Drop for ImportGuard {
     fn drop(&mut self) {
-        Self::lock(&self.set).remove(&self.uuid);
+        service_kit::lock(&self.set).remove(&self.uuid);
     }
 }
 
@@ -799,11 +795,7 @@ impl SparseSink {
     }
 
     fn put(&mut self, block: &[u8]) -> io::Result<()> {
-        if is_zero(block) {
-            self.file.seek(SeekFrom::Current(block.len() as i64)).map(drop)
-        } else {
-            self.file.write_all(block)
-        }
+        service_kit::sparse::write_sparse(&mut self.file, block).map(drop)
     }
 
     fn flush_block(&mut self) -> Result<(), StorageError> {
@@ -824,12 +816,6 @@ impl SparseSink {
         }
         self.file.sync_all().map_err(|e| self.io(e))
     }
-}
-
-fn is_zero(bytes: &[u8]) -> bool {
-    // OR-folding fixed chunks vectorises; `all` would stop at the first non-zero byte but not
-    // vectorise.
-    bytes.chunks(4096).all(|chunk| chunk.iter().fold(0u8, |acc, &b| acc | b) == 0)
 }
 
 /// The user properties of an image, as set: escaped values, nothing for empty or absent ones

@@ -138,13 +138,13 @@ impl UserDb {
         key.update([0]);
         key.update(password.as_bytes());
         let key: [u8; 32] = key.finalize().into();
-        let cached = self.verified.lock().unwrap_or_else(|e| e.into_inner()).contains(&key);
+        let cached = service_kit::lock(&self.verified).contains(&key);
         if cached {
             return true;
         }
         let ok = slow_check();
         if ok {
-            let mut verified = self.verified.lock().unwrap_or_else(|e| e.into_inner());
+            let mut verified = service_kit::lock(&self.verified);
             if verified.len() >= CACHE_LIMIT {
                 verified.clear();
             }

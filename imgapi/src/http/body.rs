@@ -3,7 +3,7 @@
 //! bounded queue, and the body announces its exact length so it is never sent chunked.
 
 use std::fs::File;
-use std::io::{self, Read, Seek, SeekFrom};
+use std::io::{self, Seek, SeekFrom};
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
@@ -35,7 +35,7 @@ impl FileBody {
             while remaining > 0 {
                 let want = remaining.min(READ_SIZE as u64) as usize;
                 let mut block = BytesMut::zeroed(want);
-                let result = read_full(&mut file, &mut block).and_then(|n| {
+                let result = service_kit::read_full(&mut file, &mut block).and_then(|n| {
                     if n == 0 {
                         // The file is shorter than its record says: end the response early
                         // rather than send wrong bytes; the client sees a short body.
@@ -61,19 +61,6 @@ impl FileBody {
     pub fn head(len: u64) -> Self {
         FileBody { len, rx: None }
     }
-}
-
-fn read_full(file: &mut File, buf: &mut [u8]) -> io::Result<usize> {
-    let mut filled = 0;
-    while filled < buf.len() {
-        match file.read(&mut buf[filled..]) {
-            Ok(0) => break,
-            Ok(n) => filled += n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(filled)
 }
 
 impl MessageBody for FileBody {

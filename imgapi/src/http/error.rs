@@ -5,6 +5,7 @@
 use actix_web::http::{header, StatusCode};
 use actix_web::{HttpResponse, ResponseError};
 use serde::Serialize;
+pub use service_kit::ErrorChain;
 
 use crate::auth::AuthError;
 use crate::manifest::validate::FieldError;
@@ -71,21 +72,6 @@ impl ApiError {
             "InternalError",
             format!("{context}; see the server log"),
         )
-    }
-}
-
-/// Displays an error with all its sources, for the log.
-pub struct ErrorChain<'a>(pub &'a dyn std::error::Error);
-
-impl std::fmt::Display for ErrorChain<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}", self.0)?;
-        let mut source = self.0.source();
-        while let Some(e) = source {
-            write!(f, ": {e}")?;
-            source = e.source();
-        }
-        Ok(())
     }
 }
 

@@ -68,11 +68,11 @@ pub struct CopyGates(std::sync::Mutex<std::collections::HashMap<Uuid, Arc<tokio:
 
 impl CopyGates {
     pub(crate) fn gate(&self, uuid: Uuid) -> Arc<tokio::sync::Mutex<()>> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner()).entry(uuid).or_default().clone()
+        service_kit::lock(&self.0).entry(uuid).or_default().clone()
     }
 
     pub(crate) fn release(&self, uuid: Uuid, gate: &Arc<tokio::sync::Mutex<()>>) {
-        let mut gates = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let mut gates = service_kit::lock(&self.0);
         // Only the last holder removes it (the map's and ours are the two references left).
         if Arc::strong_count(gate) <= 2 {
             gates.remove(&uuid);

@@ -1,5 +1,6 @@
-//! On-disk layout and the durable-write primitives: everything the store writes goes through a
-//! temp file in the same directory, `fsync`, `rename`, and an `fsync` of the directory.
+//! On-disk layout and its clean-up after a crash. Everything the store writes goes through
+//! `service_kit::durable`: a temp file in the same directory, `fsync`, `rename`, and an `fsync`
+//! of the directory.
 //!
 //! ```text
 //! <datadir>/<uuid>/manifest.json       the image record (Image::to_disk)
@@ -13,12 +14,13 @@
 //! record points at: a crash between the file rename and the record rename leaves the old
 //! record with its old file, plus an unreferenced file that start-up removes.
 
-use std::fs::{self, File};
-use std::io::{self, Write};
+use std::fs;
+use std::io;
 use std::path::{Path, PathBuf};
 
+pub use service_kit::durable::{is_no_space, persist, sync_dir, temp_file, write_file, TEMP_PREFIX};
+
 pub const RECORD_NAME: &str = "manifest.json";
-pub const TEMP_PREFIX: &str = ".tmp-";
 pub const DELETED_PREFIX: &str = ".deleted-";
 
 /// Name of the stored image file with this sha1.
@@ -29,31 +31,6 @@ pub fn file_name(sha1: &str) -> String {
 /// Name of the stored icon with this sha1.
 pub fn icon_name(sha1: &str) -> String {
     format!("icon.{sha1}")
-}
-
-/// A new temp file in `dir`, deleted when dropped unless persisted.
-pub fn temp_file(dir: &Path) -> io::Result<tempfile::NamedTempFile> {
-    tempfile::Builder::new().prefix(TEMP_PREFIX).tempfile_in(dir)
-}
-
-/// Makes a completed rename or removal in `dir` durable.
-pub fn sync_dir(dir: &Path) -> io::Result<()> {
-    File::open(dir)?.sync_all()
-}
-
-/// Atomically replaces `dir/name` with `bytes`.
-pub fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> io::Result<()> {
-    let mut tmp = temp_file(dir)?;
-    tmp.write_all(bytes)?;
-    tmp.as_file().sync_all()?;
-    tmp.persist(dir.join(name)).map_err(|e| e.error)?;
-    sync_dir(dir)
-}
-
-/// Moves a fully written and synced temp file into its final name.
-pub fn persist(tmp: tempfile::NamedTempFile, target: &Path) -> io::Result<()> {
-    tmp.persist(target).map_err(|e| e.error)?;
-    sync_dir(target.parent().unwrap_or(Path::new(".")))
 }
 
 /// Creates the directory of a new image durably.
@@ -102,24 +79,9 @@ pub fn remove_transient(dir: &Path) -> io::Result<Vec<PathBuf>> {
     Ok(removed)
 }
 
-/// True when the error means the disk is full (or the quota is exhausted).
-pub fn is_no_space(err: &io::Error) -> bool {
-    matches!(err.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT))
-        || err.kind() == io::ErrorKind::StorageFull
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn atomic_write_replaces_and_leaves_no_temp() {
-        let dir = tempfile::tempdir().unwrap();
-        write_atomic(dir.path(), "a.json", b"one").unwrap();
-        write_atomic(dir.path(), "a.json", b"two").unwrap();
-        assert_eq!(fs::read(dir.path().join("a.json")).unwrap(), b"two");
-        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
-    }
 
     #[test]
     fn removal_and_cleanup_of_transients() {

@@ -264,7 +264,7 @@ impl Store {
                     .map_err(|e| StoreError::from_io("reuse an image directory start-up skipped", e))?;
             }
             disk::create_image_dir(&root, &dir).map_err(|e| StoreError::from_io("create image dir", e))?;
-            disk::write_atomic(&dir, disk::RECORD_NAME, &record).map_err(|e| {
+            disk::write_file(&dir.join(disk::RECORD_NAME), &record).map_err(|e| {
                 // No record, no image: take the directory back if it is empty (as start-up
                 // would), so that a create refused on a full disk leaves nothing behind.
                 let _ = fs::remove_dir(&dir);
@@ -307,7 +307,7 @@ impl Store {
             .map(|name| dir.join(name))
             .collect();
         blocking(move || {
-            disk::write_atomic(&dir, disk::RECORD_NAME, &record)
+            disk::write_file(&dir.join(disk::RECORD_NAME), &record)
                 .map_err(|e| StoreError::from_io("write image record", e))?;
             for path in stale {
                 if let Err(error) = fs::remove_file(&path) {
@@ -392,7 +392,7 @@ impl Store {
         let size = bytes.len() as u64;
         let file_name = name.clone();
         blocking(move || {
-            disk::write_atomic(&dir, &file_name, &bytes).map_err(|e| StoreError::from_io("store icon", e))
+            disk::write_file(&dir.join(&file_name), &bytes).map_err(|e| StoreError::from_io("store icon", e))
         })
         .await?;
         let icon = ImageIcon {
@@ -501,7 +501,7 @@ fn load_image_dir(root: &Path, dir: &Path, uuid: Uuid) -> Result<Option<Image>, 
     let upgraded = adopt_legacy_files(dir, &mut image)?;
     remove_unreferenced(dir, &image);
     if upgraded {
-        disk::write_atomic(dir, disk::RECORD_NAME, &record_bytes(&image)).map_err(|e| e.to_string())?;
+        disk::write_file(&dir.join(disk::RECORD_NAME), &record_bytes(&image)).map_err(|e| e.to_string())?;
     }
     Ok(Some(image))
 }

@@ -8,13 +8,14 @@
 //! that the final fsync has little left to do.
 
 use std::fs::File;
-use std::io::{self, Seek, SeekFrom, Write};
+use std::io;
 use std::sync::mpsc as sync_mpsc;
 use std::thread;
 
 use base64::Engine;
 use bytes::{Bytes, BytesMut};
 use md5::Md5;
+use service_kit::sparse::{write_sparse, Writeback};
 use sha1::{Digest, Sha1};
 use tempfile::NamedTempFile;
 use tokio::sync::{mpsc, oneshot};
@@ -23,9 +24,6 @@ use tokio::sync::{mpsc, oneshot};
 const BLOCK: usize = 1 << 20;
 /// Blocks in flight between the receiver and the writer (bounded memory: about 8 MiB).
 const QUEUE_DEPTH: usize = 4;
-/// All-zero pieces of this size are not written: the file gets a hole that reads as zeros.
-const HOLE_PIECE: usize = 64 << 10;
-static ZEROS: [u8; HOLE_PIECE] = [0; HOLE_PIECE];
 /// Writeback of the growing file starts after every this many bytes really written.
 const SYNC_EVERY: u64 = 8 << 20;
 
@@ -166,9 +164,8 @@ fn write_and_hash(
     // throttling), and the hashes must not wait with it.
     let (sha1_tx, sha1_thread) = spawn_hasher::<Sha1>("upload-sha1")?;
     let (md5_tx, md5_thread) = spawn_hasher::<Md5>("upload-md5")?;
-    let syncer = Syncer::start(temp.as_file())?;
+    let mut writeback = Writeback::start(temp.as_file(), "upload-sync", SYNC_EVERY)?;
     let mut size = 0u64;
-    let mut since_sync = 0u64;
     let file = temp.as_file();
     let mut outcome = Ok(());
     while let Some(block) = rx.blocking_recv() {
@@ -176,16 +173,12 @@ fn write_and_hash(
         // A closed channel can only mean that hasher died; its join below reports it.
         let _ = sha1_tx.send(block.clone());
         let _ = md5_tx.send(block.clone());
-        match write_sparse(file, &block, size) {
-            Ok(n) => since_sync += n,
+        match append(file, &block, size) {
+            Ok(written) => writeback.wrote(written),
             Err(e) => {
                 outcome = Err(e);
                 break;
             }
-        }
-        if since_sync >= SYNC_EVERY {
-            since_sync = 0;
-            syncer.request();
         }
         if let Some(written) = &written {
             written.send_replace(Written::Partial(size));
@@ -194,7 +187,7 @@ fn write_and_hash(
     drop((sha1_tx, md5_tx));
     let sha1 = sha1_thread.join().map_err(|_| io::Error::other("sha1 thread panicked"))?;
     let md5 = md5_thread.join().map_err(|_| io::Error::other("md5 thread panicked"))?;
-    let synced = syncer.stop();
+    let synced = writeback.stop();
     outcome?;
     synced?;
     file.sync_all()?;
@@ -224,53 +217,12 @@ fn spawn_hasher<D: Digest + Send + 'static>(name: &str) -> io::Result<Hasher<D>>
 /// Appends `block` to `file`, leaving all-zero pieces as holes, so that the file ends at
 /// `size_after` (a follower reading the growing file must never meet a short file). Returns the
 /// bytes really written.
-fn write_sparse(mut file: &File, block: &[u8], size_after: u64) -> io::Result<u64> {
-    let mut really = 0;
-    let mut ends_in_hole = false;
-    for piece in block.chunks(HOLE_PIECE) {
-        ends_in_hole = piece == &ZEROS[..piece.len()];
-        if ends_in_hole {
-            file.seek(SeekFrom::Current(piece.len() as i64))?;
-        } else {
-            file.write_all(piece)?;
-            really += piece.len() as u64;
-        }
-    }
-    if ends_in_hole {
+fn append(file: &File, block: &[u8], size_after: u64) -> io::Result<u64> {
+    let done = write_sparse(file, block)?;
+    if done.ends_in_hole {
         file.set_len(size_after)?;
     }
-    Ok(really)
-}
-
-/// A thread that flushes the growing file to disk when asked, while the writes go on.
-struct Syncer {
-    wake: sync_mpsc::SyncSender<()>,
-    thread: thread::JoinHandle<io::Result<()>>,
-}
-
-impl Syncer {
-    fn start(file: &File) -> io::Result<Self> {
-        let file = file.try_clone()?;
-        // Capacity 1: a request while one is pending is dropped, never queued.
-        let (wake, requests) = sync_mpsc::sync_channel::<()>(1);
-        let thread = thread::Builder::new().name("upload-sync".into()).spawn(move || {
-            for () in requests {
-                file.sync_data()?;
-            }
-            Ok(())
-        })?;
-        Ok(Syncer { wake, thread })
-    }
-
-    fn request(&self) {
-        let _ = self.wake.try_send(());
-    }
-
-    /// Waits for the flush under way; its error (a full disk, say) is the upload's.
-    fn stop(self) -> io::Result<()> {
-        drop(self.wake);
-        self.thread.join().unwrap_or_else(|_| Err(io::Error::other("upload sync thread panicked")))
-    }
+    Ok(done.written)
 }
 
 #[cfg(test)]
@@ -346,12 +298,17 @@ mod tests {
     fn a_growing_file_is_never_short() {
         let dir = tempfile::tempdir().unwrap();
         let file = File::create(dir.path().join("f")).unwrap();
-        write_sparse(&file, &[1; 10], 10).unwrap();
-        write_sparse(&file, &[0; HOLE_PIECE * 2], 10 + 2 * HOLE_PIECE as u64).unwrap();
-        assert_eq!(file.metadata().unwrap().len(), 10 + 2 * HOLE_PIECE as u64);
-        write_sparse(&file, &[2; 5], 15 + 2 * HOLE_PIECE as u64).unwrap();
+        append(&file, &[1; 10], 10).unwrap();
+        append(
+            &file,
+            &[0; service_kit::sparse::HOLE_PIECE * 2],
+            10 + 2 * service_kit::sparse::HOLE_PIECE as u64,
+        )
+        .unwrap();
+        assert_eq!(file.metadata().unwrap().len(), 10 + 2 * service_kit::sparse::HOLE_PIECE as u64);
+        append(&file, &[2; 5], 15 + 2 * service_kit::sparse::HOLE_PIECE as u64).unwrap();
         let bytes = std::fs::read(dir.path().join("f")).unwrap();
-        assert_eq!(bytes.len(), 15 + 2 * HOLE_PIECE);
+        assert_eq!(bytes.len(), 15 + 2 * service_kit::sparse::HOLE_PIECE);
         assert_eq!(&bytes[bytes.len() - 5..], &[2; 5]);
     }
 }

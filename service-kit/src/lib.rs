@@ -1,0 +1,18 @@
+//! What every service of the workspace is built from, written once: durable file writes
+//! ([`durable`]), sparse writes of disk images ([`sparse`]), config files with errors that
+//! name the key at fault ([`config`]), error chains for logs ([`ErrorChain`]), poison-tolerant
+//! locks ([`lock`]), reads in large blocks ([`read_full`]) and a server on a thread of its own
+//! for tests and embedding ([`Running`]).
+
+pub mod config;
+pub mod durable;
+mod error_chain;
+mod read;
+mod server;
+pub mod sparse;
+mod sync;
+
+pub use error_chain::ErrorChain;
+pub use read::read_full;
+pub use server::{Running, ServerThread, Service, Started};
+pub use sync::lock;

@@ -1,0 +1,114 @@
+//! A server on a thread of its own, with its own actix system: what tests start (and what an
+//! embedding program could), exactly as `main` runs it. Dropping it stops the server (without waiting for open connections)
+//! and joins the thread.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::mpsc;
+use std::thread::JoinHandle;
+
+use actix_web::dev::{Server, ServerHandle};
+
+/// What a service's bind step hands over: the bound server, the address it answers on, and
+/// what to do once it has stopped (stop background work, let go of VMs...).
+pub struct Started {
+    pub server: Server,
+    pub addr: SocketAddr,
+    pub after_stop: Box<dyn FnOnce()>,
+}
+
+/// A service that can run on a [`ServerThread`]: how it binds from its config.
+pub trait Service {
+    type Config: Send + 'static;
+    type Error: Send + 'static;
+    /// Opens what the service needs and binds its socket (not yet serving).
+    fn bind(config: Self::Config) -> Result<Started, Self::Error>;
+}
+
+/// A service running on a thread of its own (see the module docs): `imgapi::RunningServer`,
+/// `agent::RunningAgent`.
+pub struct Running<S> {
+    thread: ServerThread,
+    service: std::marker::PhantomData<fn() -> S>,
+}
+
+impl<S: Service> Running<S> {
+    pub fn start(config: S::Config) -> Result<Self, S::Error> {
+        let thread = ServerThread::start(move || S::bind(config))?;
+        Ok(Running { thread, service: std::marker::PhantomData })
+    }
+}
+
+impl<S> std::ops::Deref for Running<S> {
+    type Target = ServerThread;
+
+    fn deref(&self) -> &ServerThread {
+        &self.thread
+    }
+}
+
+/// A running server; see the module docs.
+pub struct ServerThread {
+    pub addr: SocketAddr,
+    handle: ServerHandle,
+    thread: Option<JoinHandle<io::Result<()>>>,
+}
+
+impl ServerThread {
+    /// Runs `bind` on a new thread inside a new actix system and serves what it bound. A
+    /// failed `bind` is returned as it is; a panic in it is resumed here.
+    pub fn start<E: Send + 'static>(
+        bind: impl FnOnce() -> Result<Started, E> + Send + 'static,
+    ) -> Result<Self, E> {
+        let (tx, rx) = mpsc::channel();
+        let thread = std::thread::spawn(move || {
+            actix_web::rt::System::new().block_on(async move {
+                match bind() {
+                    Ok(started) => {
+                        let _ = tx.send(Ok((started.addr, started.server.handle())));
+                        let result = started.server.await;
+                        (started.after_stop)();
+                        result
+                    }
+                    Err(e) => {
+                        let _ = tx.send(Err(e));
+                        Ok(())
+                    }
+                }
+            })
+        });
+        match rx.recv() {
+            Ok(Ok((addr, handle))) => Ok(ServerThread { addr, handle, thread: Some(thread) }),
+            Ok(Err(e)) => {
+                let _ = thread.join();
+                Err(e)
+            }
+            // The thread ended without a word: it panicked.
+            Err(_) => match thread.join() {
+                Err(panic) => std::panic::resume_unwind(panic),
+                Ok(_) => unreachable!("the server thread always reports before it ends"),
+            },
+        }
+    }
+
+    /// The base URL, `http://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+}
+
+impl Drop for ServerThread {
+    fn drop(&mut self) {
+        let handle = self.handle.clone();
+        // `stop` is async and this may run outside any runtime: give it a small one.
+        let _ = std::thread::spawn(move || {
+            if let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                rt.block_on(handle.stop(false));
+            }
+        })
+        .join();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
