@@ -9,6 +9,7 @@ pub mod switches;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use imgapi_client::ErrorBody;
 use reqwest::blocking::{Client, RequestBuilder, Response};
 use reqwest::StatusCode;
 use serde_json::Value;
@@ -89,23 +90,35 @@ impl Connection {
 /// Turns an API answer into its JSON body or a failure with the right exit code.
 fn answer(response: Response) -> Result<Value, Failure> {
     let status = response.status();
-    let body: Value =
-        if status == StatusCode::NO_CONTENT { Value::Null } else { response.json().unwrap_or(Value::Null) };
+    let bytes = response.bytes().unwrap_or_default();
     if status.is_success() {
-        return Ok(body);
+        return Ok(if status == StatusCode::NO_CONTENT {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes).unwrap_or(Value::Null)
+        });
     }
-    let code = body.get("code").and_then(Value::as_str).unwrap_or("Error");
-    let message = body.get("message").and_then(Value::as_str).unwrap_or("(no message)");
-    Err(Failure::new(exit_code(status, code), format!("{code}: {message}")))
+    let error = ErrorBody::parse(&bytes).unwrap_or_else(|| ErrorBody {
+        code: "Error".into(),
+        message: format!("{status} (no error body)"),
+        errors: None,
+    });
+    Err(failure(Some(status), &error))
 }
 
-fn exit_code(status: StatusCode, code: &str) -> u8 {
+/// A failure reported by the agent: its code and message, and the exit code they mean.
+fn failure(status: Option<StatusCode>, error: &ErrorBody) -> Failure {
+    Failure::new(exit_code(status, &error.code), format!("{}: {}", error.code, error.message))
+}
+
+/// The exit code of an error answer (`status`) or of a failed job (no status).
+fn exit_code(status: Option<StatusCode>, code: &str) -> u8 {
     match (status, code) {
         (_, "VerificationFailed") => exit::VERIFICATION,
         (_, "SourceError" | "InvalidManifest" | "OriginFailed" | "NoSources") => exit::SOURCE,
-        (StatusCode::NOT_FOUND, _) => exit::NOT_FOUND,
-        (StatusCode::CONFLICT, _) => exit::CONFLICT,
-        (StatusCode::UNAUTHORIZED, _) => exit::UNAUTHORIZED,
+        (_, "ImageNotFound") | (Some(StatusCode::NOT_FOUND), _) => exit::NOT_FOUND,
+        (Some(StatusCode::CONFLICT), _) => exit::CONFLICT,
+        (Some(StatusCode::UNAUTHORIZED), _) => exit::UNAUTHORIZED,
         _ => exit::ERROR,
     }
 }
@@ -253,15 +266,15 @@ pub fn images_import(conn: &Connection, uuid: &str, wait: bool) -> CliResult {
         bar.finish_and_clear();
     }
     if str_of(&job, "state") == "failed" {
-        let code = job.pointer("/error/code").and_then(Value::as_str).unwrap_or("Error");
-        let message = job.pointer("/error/message").and_then(Value::as_str).unwrap_or("(no message)");
-        let exit = match code {
-            "ImageNotFound" => exit::NOT_FOUND,
-            "VerificationFailed" => exit::VERIFICATION,
-            "SourceError" | "InvalidManifest" | "OriginFailed" | "NoSources" => exit::SOURCE,
-            _ => exit::ERROR,
-        };
-        return Err(Failure::new(exit, format!("{code}: {message}")));
+        let error = job
+            .get("error")
+            .and_then(|e| serde_json::from_value::<ErrorBody>(e.clone()).ok())
+            .unwrap_or_else(|| ErrorBody {
+                code: "Error".into(),
+                message: "(no message)".into(),
+                errors: None,
+            });
+        return Err(failure(None, &error));
     }
     let image = conn.get(&format!("/api/v1/images/{uuid}"))?;
     conn.print(&image, |image| {
@@ -292,12 +305,12 @@ mod tests {
 
     #[test]
     fn exit_codes_follow_error_codes() {
-        assert_eq!(exit_code(StatusCode::NOT_FOUND, "ImageNotFound"), exit::NOT_FOUND);
-        assert_eq!(exit_code(StatusCode::BAD_GATEWAY, "VerificationFailed"), exit::VERIFICATION);
-        assert_eq!(exit_code(StatusCode::BAD_GATEWAY, "SourceError"), exit::SOURCE);
-        assert_eq!(exit_code(StatusCode::CONFLICT, "ImageInUse"), exit::CONFLICT);
-        assert_eq!(exit_code(StatusCode::UNAUTHORIZED, "UnauthorizedError"), exit::UNAUTHORIZED);
-        assert_eq!(exit_code(StatusCode::INTERNAL_SERVER_ERROR, "StorageError"), exit::ERROR);
+        assert_eq!(exit_code(Some(StatusCode::NOT_FOUND), "ImageNotFound"), exit::NOT_FOUND);
+        assert_eq!(exit_code(Some(StatusCode::BAD_GATEWAY), "VerificationFailed"), exit::VERIFICATION);
+        assert_eq!(exit_code(Some(StatusCode::BAD_GATEWAY), "SourceError"), exit::SOURCE);
+        assert_eq!(exit_code(Some(StatusCode::CONFLICT), "ImageInUse"), exit::CONFLICT);
+        assert_eq!(exit_code(Some(StatusCode::UNAUTHORIZED), "UnauthorizedError"), exit::UNAUTHORIZED);
+        assert_eq!(exit_code(Some(StatusCode::INTERNAL_SERVER_ERROR), "StorageError"), exit::ERROR);
     }
 
     #[test]

@@ -7,7 +7,9 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use crate::source::{Source, SourceParseError};
+use imgapi_client::Auth;
+
+use crate::source::{Source, SourceSetupError};
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -19,7 +21,8 @@ pub struct Config {
     #[serde(default)]
     pub auth: AuthConfig,
     /// IMGAPI sources, in lookup order: `"http://[user:pass@]host[:port][/prefix]"` or
-    /// `{"url", "user", "password"}`.
+    /// `{"url", "user", "password"}` (Basic auth) or `{"url", "user", "key"}` (HTTP Signature
+    /// auth with the SSH private key file `key`).
     #[serde(default)]
     pub sources: Vec<SourceEntry>,
     pub storage: StorageConfig,
@@ -114,13 +117,57 @@ pub struct User {
 #[serde(untagged)]
 pub enum SourceEntry {
     Url(String),
-    Detailed {
-        url: String,
-        #[serde(default)]
-        user: Option<String>,
-        #[serde(default)]
-        password: Option<String>,
-    },
+    Detailed(DetailedSource),
+}
+
+/// A source with its credentials apart from the URL.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DetailedSource {
+    pub url: String,
+    #[serde(default)]
+    pub user: Option<String>,
+    #[serde(default)]
+    pub password: Option<String>,
+    /// An SSH private key (RSA) to sign requests with, as Triton's tools do.
+    #[serde(default)]
+    pub key: Option<PathBuf>,
+}
+
+impl SourceEntry {
+    /// The source, with its credentials: explicit ones win over the URL's.
+    fn source(&self) -> Result<Source, SourceSetupError> {
+        let (url, user, password, key) = match self {
+            SourceEntry::Url(url) => return Ok(Source::parse(url)?),
+            SourceEntry::Detailed(DetailedSource { url, user, password, key }) => (url, user, password, key),
+        };
+        let source = Source::parse(url)?;
+        let auth = match (user, password, key) {
+            (_, Some(_), Some(_)) => {
+                return Err(SourceSetupError::Key {
+                    url: source.base,
+                    source: imgapi_client::KeyError::Unsupported("give a password or a key, not both".into()),
+                })
+            }
+            (Some(user), _, Some(key)) => {
+                let key = imgapi_client::SigningKey::from_file(key).map_err(|source_error| {
+                    SourceSetupError::Key { url: source.base.clone(), source: source_error }
+                })?;
+                Auth::Signature { user: user.clone(), key: std::sync::Arc::new(key) }
+            }
+            (None, _, Some(_)) => {
+                return Err(SourceSetupError::Key {
+                    url: source.base,
+                    source: imgapi_client::KeyError::Unsupported(
+                        "a key needs the user it belongs to (\"user\")".into(),
+                    ),
+                })
+            }
+            (Some(user), password, None) => Auth::Basic { user: user.clone(), password: password.clone() },
+            (None, _, None) => return Ok(source),
+        };
+        Ok(source.with_auth(auth))
+    }
 }
 
 /// The storage backend and its settings.
@@ -206,7 +253,7 @@ impl Config {
     pub fn from_json(text: &str, origin: &Path) -> Result<Self, ConfigError> {
         let config: Config = service_kit::config::parse(text, origin)?;
         let invalid = |message: String| ConfigError::invalid(origin, message);
-        config.sources().map_err(|e| invalid(e.to_string()))?;
+        config.sources().map_err(|e| invalid(service_kit::ErrorChain(&e).to_string()))?;
         for (key, path) in [
             ("commands.zfs", &config.commands.zfs),
             ("commands.qemu_img", &config.commands.qemu_img),
@@ -271,16 +318,8 @@ impl Config {
     }
 
     /// The sources, parsed, in lookup order.
-    pub fn sources(&self) -> Result<Vec<Source>, SourceParseError> {
-        self.sources
-            .iter()
-            .map(|entry| match entry {
-                SourceEntry::Url(url) => Source::parse(url, None, None),
-                SourceEntry::Detailed { url, user, password } => {
-                    Source::parse(url, user.as_deref(), password.as_deref())
-                }
-            })
-            .collect()
+    pub fn sources(&self) -> Result<Vec<Source>, SourceSetupError> {
+        self.sources.iter().map(SourceEntry::source).collect()
     }
 }
 
@@ -304,6 +343,31 @@ mod tests {
                 .unwrap();
         assert_eq!(config.listen, "127.0.0.1:9090".parse().unwrap());
         assert!(config.sources.is_empty());
+    }
+
+    #[test]
+    fn sources_take_basic_or_signature_credentials() {
+        let key = concat!(env!("CARGO_MANIFEST_DIR"), "/../imgapi/tests/fixtures/keys/tester_rsa");
+        let with = |source: serde_json::Value| {
+            let text = serde_json::json!({"storage": {"backend": "files", "dir": "/x"}, "sources": [source]});
+            Config::from_json(&text.to_string(), Path::new("t"))
+        };
+        let config = with(serde_json::json!({"url": "http://h/", "user": "tester", "key": key})).unwrap();
+        assert!(matches!(config.sources().unwrap()[0].auth, Auth::Signature { .. }));
+        let config = with(serde_json::json!({"url": "http://a:b@h/", "user": "u", "password": "p"})).unwrap();
+        assert!(matches!(&config.sources().unwrap()[0].auth, Auth::Basic { user, .. } if user == "u"));
+        for (source, needle) in [
+            (serde_json::json!({"url": "http://h/", "user": "u", "password": "p", "key": key}), "not both"),
+            (serde_json::json!({"url": "http://h/", "key": key}), "needs the user"),
+            (
+                serde_json::json!({"url": "http://h/", "user": "u", "key": "/nonexistent/key"}),
+                "/nonexistent/key",
+            ),
+        ] {
+            let e = with(source).unwrap_err();
+            let e = service_kit::ErrorChain(&e).to_string();
+            assert!(e.contains(needle), "{e}");
+        }
     }
 
     #[test]

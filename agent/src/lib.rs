@@ -34,7 +34,7 @@ use storage::ImageStorage;
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     #[error("invalid sources")]
-    Sources(#[from] source::SourceParseError),
+    Sources(#[from] source::SourceSetupError),
     #[error("cannot open the image storage")]
     Storage(#[from] storage::StorageError),
     #[error("cannot load the instances")]
@@ -155,7 +155,7 @@ pub fn bind(config: Config) -> Result<Bound, StartError> {
     let runner: Arc<dyn CommandRunner> = Arc::new(HostRunner);
     let storage = open_storage(&config, runner.clone())?;
     let instances = open_instances(&config, runner, storage.clone())?;
-    let importer = Importer::new(SourceClient::new(config.sources()?), storage);
+    let importer = Importer::new(SourceClient::new(config.sources()?)?, storage);
     let state = web::Data::new(AgentState {
         importer,
         instances: instances.clone(),

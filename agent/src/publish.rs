@@ -1,25 +1,25 @@
 //! Publishing an instance's disk as a new image on an IMGAPI server (manifest, gzip file,
 //! activation), so that an installed and configured guest becomes a golden image that any
-//! host imports. The disk is read, compressed and uploaded as one stream (memory stays flat);
-//! the SHA-1 of what was sent is checked against what the server stored before activating.
+//! host imports. The disk is read and compressed on a thread of its own and streamed to the
+//! server through a bounded queue (memory stays flat); the SHA-1 of what was sent is checked
+//! against what the server stored before activating.
 
 use std::io::{self, Read};
 use std::path::Path;
-use std::sync::{Arc, Mutex};
 
+use bytes::Bytes;
+use imgapi_client::{Client, ClientError, Compression, FileUpload, Source};
 use serde_json::{json, Value};
 use sha1::{Digest, Sha1};
-
-use crate::source::Source;
+use uuid::Uuid;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PublishError {
     #[error("{0}")]
     Invalid(String),
-    #[error("the image server {url} refused: {message}")]
-    Refused { url: String, message: String },
-    #[error("cannot reach the image server {url}: {message}")]
-    Unreachable { url: String, message: String },
+    /// The image server refused or could not be reached (the message names it).
+    #[error(transparent)]
+    Server(#[from] ClientError),
     #[error("reading the disk: {0}")]
     Disk(#[source] io::Error),
     #[error("the server stored sha1 {stored}, but {sent} was sent")]
@@ -54,97 +54,104 @@ pub fn manifest(info: &ImageInfo, size_mib: u64) -> Value {
     manifest
 }
 
-/// Hashes what is read through it; the digest is shared, because the HTTP client owns the
-/// reader until the upload ends.
-struct Hashing<R> {
-    inner: R,
-    sha1: Arc<Mutex<Sha1>>,
-}
-
-impl<R: Read> Read for Hashing<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        service_kit::lock(&self.sha1).update(&buf[..n]);
-        Ok(n)
-    }
-}
+/// Compressed blocks in flight between the compressing thread and the upload.
+const QUEUE_DEPTH: usize = 4;
+const BLOCK: usize = 1 << 20;
 
 /// Creates, uploads (gzip of the raw disk at `disk`) and activates the image on `source`.
-/// On any failure after the manifest exists, the half-made image is deleted again.
+/// On any failure after the manifest exists, the half-made image is deleted again. Blocks for
+/// as long as the upload takes, on a runtime (and connections) of its own.
 pub fn publish(source: &Source, info: &ImageInfo, disk: &Path, size_mib: u64) -> Result<Value, PublishError> {
     if info.name.is_empty() || info.version.is_empty() {
         return Err(PublishError::Invalid("an image needs a name and a version".into()));
     }
-    let client = reqwest::blocking::Client::builder()
-        .timeout(None)
-        .connect_timeout(std::time::Duration::from_secs(30))
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
         .build()
-        .map_err(|e| unreachable(source, e))?;
-    let created = send(
-        source,
-        source.blocking_request(&client, reqwest::Method::POST, "/images").json(&manifest(info, size_mib)),
-    )?;
-    let uuid = created["uuid"].as_str().unwrap_or_default().to_string();
-    let result = upload_and_activate(source, &client, &uuid, disk);
-    if result.is_err() {
-        let path = format!("/images/{uuid}");
-        if let Err(error) = source.blocking_request(&client, reqwest::Method::DELETE, &path).send() {
-            tracing::warn!(%uuid, %error, "cannot delete the half-published image");
+        .map_err(|e| PublishError::Disk(io::Error::other(format!("cannot start the upload runtime: {e}"))))?;
+    runtime.block_on(async {
+        let client = Client::new(source.clone())?;
+        let created = client.create_image(&manifest(info, size_mib)).await?;
+        let uuid = created["uuid"]
+            .as_str()
+            .and_then(|u| Uuid::parse_str(u).ok())
+            .ok_or_else(|| ClientError::BadAnswer { url: client.url().into(), message: "CreateImage answered no uuid".into() })?;
+        let result = upload_and_activate(&client, uuid, disk).await;
+        if result.is_err() {
+            if let Err(error) = client.delete_image(uuid).await {
+                tracing::warn!(%uuid, error = %service_kit::ErrorChain(&error), "cannot delete the half-published image");
+            }
         }
-    }
-    result
+        result
+    })
 }
 
-fn upload_and_activate(
-    source: &Source,
-    client: &reqwest::blocking::Client,
-    uuid: &str,
-    disk: &Path,
-) -> Result<Value, PublishError> {
+async fn upload_and_activate(client: &Client, uuid: Uuid, disk: &Path) -> Result<Value, PublishError> {
     let raw = std::fs::File::open(disk).map_err(PublishError::Disk)?;
-    // disk -> gzip -> HTTP body, compressed as the client reads, hashed on the way. Level 1:
-    // disks are large and mostly compressible, and speed matters more here.
-    let sha1 = Arc::new(Mutex::new(Sha1::new()));
-    let body = Hashing {
-        inner: flate2::read::GzEncoder::new(
-            io::BufReader::with_capacity(1 << 20, raw),
-            flate2::Compression::fast(),
-        ),
-        sha1: sha1.clone(),
+    let (tx, rx) = tokio::sync::mpsc::channel::<io::Result<Bytes>>(QUEUE_DEPTH);
+    // disk -> gzip -> queue -> HTTP body, hashed on the way. Level 1: disks are large and mostly
+    // compressible, and speed matters more here.
+    let compressor = std::thread::Builder::new()
+        .name("publish-gzip".into())
+        .spawn(move || compress(raw, &tx))
+        .map_err(PublishError::Disk)?;
+    let body =
+        futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) });
+    let upload = FileUpload { compression: Compression::Gzip, sha1: None, size: None, dataset_guid: None };
+    let uploaded = client.add_file(uuid, &upload, reqwest::Body::wrap_stream(body)).await;
+    let compressed = tokio::task::spawn_blocking(move || compressor.join())
+        .await
+        .map_err(|e| PublishError::Disk(io::Error::other(e.to_string())))?
+        .map_err(|_| PublishError::Disk(io::Error::other("the compressing thread panicked")))?;
+    // A disk that cannot be read is the cause when both failed; an upload that stopped, the
+    // server's answer.
+    let (sent, uploaded) = match (compressed, uploaded) {
+        (Err(Compress::Read(e)), _) => return Err(PublishError::Disk(e)),
+        (_, Err(e)) => return Err(e.into()),
+        (Err(Compress::Stopped), Ok(_)) => {
+            return Err(PublishError::Disk(io::Error::other("the upload ended before the disk was read")))
+        }
+        (Ok(sent), Ok(uploaded)) => (sent, uploaded),
     };
-    let path = format!("/images/{uuid}/file?compression=gzip");
-    let uploaded = send(
-        source,
-        source.blocking_request(client, reqwest::Method::PUT, &path).body(reqwest::blocking::Body::new(body)),
-    );
-    let sent = hex::encode(service_kit::lock(&sha1).clone().finalize());
-    let uploaded = uploaded?;
     let stored = uploaded["files"][0]["sha1"].as_str().unwrap_or_default().to_string();
     if stored != sent {
         return Err(PublishError::Mismatch { stored, sent });
     }
-    send(
-        source,
-        source.blocking_request(client, reqwest::Method::POST, &format!("/images/{uuid}?action=activate")),
-    )
+    Ok(client.activate_image(uuid).await?)
 }
 
-fn unreachable(source: &Source, error: impl std::fmt::Display) -> PublishError {
-    PublishError::Unreachable { url: source.url.clone(), message: error.to_string() }
+/// Why compressing stopped early.
+enum Compress {
+    Read(io::Error),
+    /// The upload stopped taking blocks (the server refused, the connection broke).
+    Stopped,
 }
 
-fn send(source: &Source, request: reqwest::blocking::RequestBuilder) -> Result<Value, PublishError> {
-    let response = request.send().map_err(|e| unreachable(source, e))?;
-    let status = response.status();
-    let body: Value = response.json().unwrap_or(Value::Null);
-    if status.is_success() {
-        Ok(body)
-    } else {
-        let message = match (body["code"].as_str(), body["message"].as_str()) {
-            (Some(code), Some(message)) => format!("{status} {code}: {message}"),
-            _ => status.to_string(),
+/// Reads the disk through gzip into the queue; the SHA-1 of what it sent.
+fn compress(
+    raw: std::fs::File,
+    queue: &tokio::sync::mpsc::Sender<io::Result<Bytes>>,
+) -> Result<String, Compress> {
+    let mut gzip =
+        flate2::read::GzEncoder::new(io::BufReader::with_capacity(BLOCK, raw), flate2::Compression::fast());
+    let mut sha1 = Sha1::new();
+    loop {
+        let mut block = vec![0u8; BLOCK];
+        let n = match service_kit::read_full(&mut gzip as &mut dyn Read, &mut block) {
+            Ok(n) => n,
+            Err(e) => {
+                let _ = queue.blocking_send(Err(io::Error::new(e.kind(), e.to_string())));
+                return Err(Compress::Read(e));
+            }
         };
-        Err(PublishError::Refused { url: source.url.clone(), message })
+        if n == 0 {
+            return Ok(hex::encode(sha1.finalize()));
+        }
+        block.truncate(n);
+        sha1.update(&block);
+        if queue.blocking_send(Ok(Bytes::from(block))).is_err() {
+            return Err(Compress::Stopped);
+        }
     }
 }
 

@@ -201,7 +201,7 @@ impl Config {
             return Err("channels: at most one channel may be the default".into());
         }
         for mirror in &self.mirrors {
-            crate::upstream::Upstream::new(&mirror.url).map_err(|e| format!("mirrors: {e}"))?;
+            crate::service::remote::upstream(&mirror.url).map_err(|e| format!("mirrors: {e}"))?;
             if let Some(key) =
                 mirror.filter.keys().find(|k| matches!(k.as_str(), "limit" | "marker" | "state"))
             {

@@ -10,7 +10,6 @@ pub mod mirror;
 pub mod params;
 pub mod service;
 pub mod store;
-pub mod upstream;
 
 use std::io;
 use std::net::SocketAddr;
@@ -32,7 +31,7 @@ pub enum StartError {
     #[error("invalid credentials in the config")]
     Auth(#[from] auth::AuthSetupError),
     #[error("invalid mirror")]
-    Mirror(#[from] upstream::UpstreamError),
+    Mirror(#[from] imgapi_client::ClientError),
     #[error("cannot load the TLS certificate or key: {0}")]
     Tls(String),
     #[error("cannot listen on {addr}")]

@@ -18,7 +18,7 @@ use crate::manifest::Image;
 use crate::service::remote::{operator, CopyGates, Pull};
 use crate::service::{ImageError, Service};
 use crate::store::upload::Written;
-use crate::upstream::{redact, Upstream, UpstreamError};
+use imgapi_client::{redact, Client, ClientError};
 
 /// The longest pause after failed syncs (the interval caps it too).
 const MAX_BACKOFF: Duration = Duration::from_secs(600);
@@ -53,7 +53,7 @@ pub struct MirrorStatus {
 
 struct Mirror {
     config: MirrorConfig,
-    upstream: Upstream,
+    upstream: Client,
     status: Mutex<MirrorStatus>,
     /// The uuids this mirror copied (to follow deletions of those only), persisted.
     state_file: PathBuf,
@@ -73,10 +73,10 @@ pub struct Mirrors {
 
 impl Mirrors {
     /// `datadir` holds each mirror's record of what it copied (`mirrors/<key>.json`).
-    pub fn new(configs: &[MirrorConfig], datadir: &std::path::Path) -> Result<Self, UpstreamError> {
+    pub fn new(configs: &[MirrorConfig], datadir: &std::path::Path) -> Result<Self, ClientError> {
         let mut mirrors = Vec::new();
         for config in configs {
-            let upstream = Upstream::new(&config.url)?;
+            let upstream = crate::service::remote::upstream(&config.url)?;
             let key = hex::encode(&sha1_of(config.url.as_bytes())[..8]);
             mirrors.push(Arc::new(Mirror {
                 status: Mutex::new(MirrorStatus {
@@ -162,10 +162,10 @@ impl Mirrors {
         }
         let mut last_error = None;
         for mirror in self.mirrors.iter().filter(|m| m.config.pull_through) {
-            let manifest = match mirror.upstream.manifest(uuid).await {
-                Err(UpstreamError::NotFound(_)) => continue,
+            let manifest = match mirror.upstream.get_image(uuid).await {
+                Err(ClientError::NotFound { .. }) => continue,
                 Err(error) => {
-                    tracing::warn!(image = %uuid, upstream = %mirror.upstream.base, %error, "pull-through lookup failed");
+                    tracing::warn!(image = %uuid, upstream = %mirror.upstream.url(), %error, "pull-through lookup failed");
                     last_error = Some(ImageError::from(error));
                     continue;
                 }
@@ -191,7 +191,7 @@ impl Mirrors {
                     if !matches!(*pull.written.borrow(), Written::Verified | Written::Failed) {
                         lock(&self.pulls).insert(uuid, pull.clone());
                     }
-                    tracing::info!(image = %uuid, upstream = %mirror.upstream.base, "pulling through");
+                    tracing::info!(image = %uuid, upstream = %mirror.upstream.url(), "pulling through");
                     return Ok(Some(Pulled::Coming(pull)));
                 }
                 Ok(None) => match service.store.get(&uuid).filter(|i| i.activated) {
@@ -285,13 +285,13 @@ impl Mirror {
             status.syncs += 1;
             status.last_started = Some(now());
         }
-        let mut filters: Vec<(String, String)> =
-            self.config.filter.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-        filters.push(("state".into(), "active".into()));
-        let listed = match self.upstream.list(&filters).await {
+        let mut filters: Vec<(&str, &str)> =
+            self.config.filter.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        filters.push(("state", "active"));
+        let listed = match self.upstream.list_images(&filters).await {
             Ok(listed) => listed,
             Err(error) => {
-                tracing::warn!(upstream = %self.upstream.base, %error, "mirror: cannot list the upstream");
+                tracing::warn!(upstream = %self.upstream.url(), %error, "mirror: cannot list the upstream");
                 let mut status = lock(&self.status);
                 status.state = "idle";
                 status.last_finished = Some(now());
@@ -331,7 +331,7 @@ impl Mirror {
                 }
                 Err(error) => {
                     failed += 1;
-                    tracing::warn!(image = %uuid, upstream = %self.upstream.base, %error, "mirror: copy failed");
+                    tracing::warn!(image = %uuid, upstream = %self.upstream.url(), %error, "mirror: copy failed");
                     last_error = Some(format!("{uuid}: {error}"));
                 }
             }
@@ -355,7 +355,7 @@ impl Mirror {
                         Ok(_) => {
                             deleted += 1;
                             copied_set.remove(&uuid);
-                            tracing::info!(image = %uuid, upstream = %self.upstream.base, "mirror: deleted, as upstream did");
+                            tracing::info!(image = %uuid, upstream = %self.upstream.url(), "mirror: deleted, as upstream did");
                         }
                         Err(ImageError::HasDependents { .. }) => next.push(uuid),
                         Err(error) => {
@@ -383,7 +383,7 @@ impl Mirror {
         status.last_result = Some(if failed == 0 && last_error.is_none() { "ok" } else { "partial" });
         status.last_error = last_error;
         status.consecutive_failures = if failed == 0 { 0 } else { status.consecutive_failures + 1 };
-        tracing::info!(upstream = %self.upstream.base, images = upstream.len(), copied, failed, deleted, "mirror sync done");
+        tracing::info!(upstream = %self.upstream.url(), images = upstream.len(), copied, failed, deleted, "mirror sync done");
         failed == 0
     }
 }

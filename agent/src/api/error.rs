@@ -161,9 +161,9 @@ impl From<InstanceError> for ApiError {
             InstanceError::SnapshotExists { .. } => (StatusCode::CONFLICT, "SnapshotExists"),
             InstanceError::Publish(p) => match p {
                 PublishError::Invalid(_) => (StatusCode::UNPROCESSABLE_ENTITY, "InvalidParameter"),
-                PublishError::Refused { .. }
-                | PublishError::Unreachable { .. }
-                | PublishError::Mismatch { .. } => (StatusCode::BAD_GATEWAY, "PublishFailed"),
+                PublishError::Server(_) | PublishError::Mismatch { .. } => {
+                    (StatusCode::BAD_GATEWAY, "PublishFailed")
+                }
                 PublishError::Disk(_) => {
                     tracing::error!(error = %message, "publishing failed");
                     (StatusCode::INTERNAL_SERVER_ERROR, "InternalError")

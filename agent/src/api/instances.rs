@@ -298,10 +298,10 @@ async fn publish(
     require_auth(&req, &state)?;
     let uuid = instance_id(&path)?;
     let body: PublishBody = json_body(&body, "publish request")?;
-    let sources = state.importer.sources();
+    let mut sources = state.importer.sources().sources();
     let source = match &body.source {
-        Some(url) => sources.iter().find(|s| s.url == url.trim_end_matches('/')),
-        None => sources.iter().find(|s| s.has_credentials()),
+        Some(url) => sources.find(|s| s.base == url.trim_end_matches('/')),
+        None => sources.find(|s| s.has_credentials()),
     }
     .cloned()
     .ok_or_else(|| {

@@ -139,8 +139,8 @@ async fn sources(state: web::Data<AgentState>) -> HttpResponse {
     let list: Vec<_> = state
         .importer
         .sources()
-        .iter()
-        .map(|s| json!({"url": s.url, "channel": s.channel, "credentials": s.has_credentials()}))
+        .sources()
+        .map(|s| json!({"url": s.base, "channel": s.channel, "credentials": s.has_credentials()}))
         .collect();
     HttpResponse::Ok().json(list)
 }

@@ -17,9 +17,11 @@ use service_kit::{lock, ErrorChain};
 use tokio::sync::watch;
 use uuid::Uuid;
 
-use crate::source::{Source, SourceClient, SourceError};
+use imgapi_client::{Client, ClientError, FileEntry};
+
+use crate::source::{SourceClient, SourceError};
 use crate::storage::{ImageMeta, ImageStorage, LocalImage, StorageError};
-use pipeline::{Compression, Expected, Pipeline, PipelineError, Progress};
+use pipeline::{Expected, Pipeline, PipelineError, Progress};
 
 /// Attempts to resume one download after the connection broke.
 const RESUME_ATTEMPTS: u32 = 5;
@@ -171,8 +173,8 @@ impl Importer {
         Arc::new(Importer { sources, storage, jobs: Mutex::new(Jobs::default()) })
     }
 
-    pub fn sources(&self) -> &[Source] {
-        self.sources.sources()
+    pub fn sources(&self) -> &SourceClient {
+        &self.sources
     }
 
     fn lock_jobs(&self) -> std::sync::MutexGuard<'_, Jobs> {
@@ -181,13 +183,13 @@ impl Importer {
 
     /// Starts importing `uuid` (or joins the import already running). `source` pins the
     /// source (origins come from their child's source); `None` searches them in order.
-    pub fn start(self: &Arc<Self>, uuid: Uuid, source: Option<Source>) -> JobStatus {
+    pub fn start(self: &Arc<Self>, uuid: Uuid, source: Option<Client>) -> JobStatus {
         self.start_in_chain(uuid, source, Vec::new())
     }
 
     /// `chain`: the images whose import waits for this one (their origins' chain), to refuse a
     /// loop instead of waiting for itself forever.
-    fn start_in_chain(self: &Arc<Self>, uuid: Uuid, source: Option<Source>, chain: Vec<Uuid>) -> JobStatus {
+    fn start_in_chain(self: &Arc<Self>, uuid: Uuid, source: Option<Client>, chain: Vec<Uuid>) -> JobStatus {
         let job = {
             let mut jobs = self.lock_jobs();
             if let Some(job) = jobs.running.get(&uuid) {
@@ -305,7 +307,7 @@ impl Importer {
     async fn run(
         self: &Arc<Self>,
         job: &Arc<Job>,
-        source: Option<Source>,
+        source: Option<Client>,
         mut chain: Vec<Uuid>,
     ) -> Result<LocalImage, ImportError> {
         let uuid = job.image;
@@ -347,7 +349,7 @@ impl Importer {
             }
         }
         job.set_phase("downloading");
-        tracing::info!(image = %uuid, source = %source.url, size = expected.size, "import started");
+        tracing::info!(image = %uuid, source = %source.url(), size = expected.size, "import started");
         let storage = self.storage.clone();
         let writer = tokio::task::spawn_blocking(move || storage.begin(meta))
             .await
@@ -373,14 +375,14 @@ impl Importer {
     /// breaks. The caller then lets the pipeline verify and commit (or aborts it).
     async fn download(
         &self,
-        source: &Source,
+        client: &Client,
         uuid: Uuid,
         expected: &Expected,
         pipeline: &mut Pipeline,
     ) -> Result<(), ImportError> {
-        let fail = |message: String| ImportError::Download { uuid, source_url: source.url.clone(), message };
-        let mut response = self.sources.file(source, &uuid, 0).await?;
-        match response.content_length() {
+        let fail = |message: String| ImportError::Download { uuid, source_url: client.url().into(), message };
+        let mut download = client.get_file(uuid, 0).await.map_err(SourceError::from)?;
+        match download.length {
             Some(length) if length == expected.size => {}
             Some(length) => {
                 return Err(ImportError::Verification {
@@ -397,7 +399,7 @@ impl Importer {
         // each block costs one wake-up per thread instead of hundreds.
         let mut block = bytes::BytesMut::with_capacity(BLOCK);
         loop {
-            let error = match response.chunk().await {
+            let error = match download.chunk().await {
                 Ok(Some(chunk)) => {
                     received += chunk.len() as u64;
                     block.extend_from_slice(&chunk);
@@ -412,7 +414,7 @@ impl Importer {
                     }
                     return Ok(());
                 }
-                Err(error) => error.to_string(),
+                Err(error) => ErrorChain(&error).to_string(),
             };
             // The connection broke: resume from where it stopped, if the source allows it.
             let mut last_error = error;
@@ -423,26 +425,23 @@ impl Importer {
                 }
                 tracing::warn!(image = %uuid, received, attempt = attempts, error = %last_error, "download interrupted; resuming");
                 tokio::time::sleep(Duration::from_millis(100 * 2u64.pow(attempts - 1))).await;
-                match self.sources.file(source, &uuid, received).await {
+                match client.get_file(uuid, received).await {
                     // Nothing received yet: a plain answer of the right length is a fresh start.
-                    Ok(fresh) if received == 0 && fresh.content_length() == Some(expected.size) => {
-                        response = fresh;
+                    Ok(fresh) if received == 0 && fresh.length == Some(expected.size) => {
+                        download = fresh;
                         break;
                     }
                     Ok(resumed) => {
-                        let resumed_at = content_range_start(&resumed);
-                        if resumed.status() != reqwest::StatusCode::PARTIAL_CONTENT
-                            || resumed_at != Some(received)
-                        {
-                            return Err(fail(format!(
-                                "connection lost after {received} bytes and the source cannot resume"
-                            )));
-                        }
-                        response = resumed;
+                        download = resumed;
                         break;
                     }
-                    Err(SourceError::Unreachable { source: e, .. }) => last_error = e.to_string(),
-                    Err(other) => return Err(other.into()),
+                    Err(ClientError::NoResume { .. }) => {
+                        return Err(fail(format!(
+                            "connection lost after {received} bytes and the source cannot resume"
+                        )))
+                    }
+                    Err(e) if e.is_transient() => last_error = ErrorChain(&e).to_string(),
+                    Err(other) => return Err(SourceError::from(other).into()),
                 }
             }
         }
@@ -475,11 +474,6 @@ impl Importer {
     }
 }
 
-fn content_range_start(response: &reqwest::Response) -> Option<u64> {
-    let value = response.headers().get("content-range")?.to_str().ok()?;
-    value.strip_prefix("bytes ")?.split('-').next()?.trim().parse().ok()
-}
-
 fn now() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
@@ -488,45 +482,24 @@ fn now() -> String {
 fn parse_manifest(
     uuid: &Uuid,
     manifest: &Value,
-    source: &Source,
+    source: &Client,
 ) -> Result<(ImageMeta, Expected), ImportError> {
-    let bad = |message: &str| ImportError::Manifest { uuid: *uuid, message: message.to_string() };
+    let bad = |message: String| ImportError::Manifest { uuid: *uuid, message };
     let text = |key: &str| manifest.get(key).and_then(Value::as_str).map(str::to_owned);
-    let file = manifest
-        .get("files")
-        .and_then(Value::as_array)
-        .and_then(|f| f.first())
-        .ok_or_else(|| bad("it has no file"))?;
-    let sha1 = file.get("sha1").and_then(Value::as_str).ok_or_else(|| bad("files[0].sha1 is missing"))?;
-    if sha1.len() != 40 || !sha1.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return Err(bad("files[0].sha1 is not a sha1"));
-    }
-    let size = file
-        .get("size")
-        .and_then(Value::as_u64)
-        .filter(|s| *s > 0)
-        .ok_or_else(|| bad("files[0].size is missing"))?;
-    let compression_name = file.get("compression").and_then(Value::as_str).unwrap_or("none");
-    let compression = Compression::parse(compression_name)
-        .ok_or_else(|| bad(&format!("unknown compression {compression_name:?}")))?;
-    let origin = match manifest.get("origin") {
-        None | Some(Value::Null) => None,
-        Some(v) => Some(
-            v.as_str().and_then(|s| Uuid::parse_str(s).ok()).ok_or_else(|| bad("origin is not a uuid"))?,
-        ),
-    };
+    let file = FileEntry::of_manifest(manifest).map_err(|e| bad(e.to_string()))?;
+    let origin = imgapi_client::origin_of(manifest).map_err(|e| bad(e.to_string()))?;
     let meta = ImageMeta {
         uuid: *uuid,
-        name: text("name").ok_or_else(|| bad("name is missing"))?,
-        version: text("version").ok_or_else(|| bad("version is missing"))?,
+        name: text("name").ok_or_else(|| bad("name is missing".into()))?,
+        version: text("version").ok_or_else(|| bad("version is missing".into()))?,
         os: text("os").unwrap_or_else(|| "other".into()),
         image_type: text("type").unwrap_or_else(|| "other".into()),
         origin,
-        sha1: sha1.to_ascii_lowercase(),
-        size,
-        compression: compression_name.to_string(),
+        sha1: file.sha1.clone(),
+        size: file.size,
+        compression: file.compression.as_str().to_string(),
         image_size_mib: manifest.get("image_size").and_then(Value::as_u64),
-        source: source.url.clone(),
+        source: source.url().to_string(),
     };
-    Ok((meta, Expected { size, sha1: sha1.to_ascii_lowercase(), compression }))
+    Ok((meta, Expected { size: file.size, sha1: file.sha1, compression: file.compression }))
 }

@@ -16,26 +16,7 @@ use tokio::sync::mpsc;
 
 use crate::storage::{ImageWriter, LocalImage, StorageError};
 
-/// How the file is compressed (`files[0].compression`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Compression {
-    Gzip,
-    Bzip2,
-    Xz,
-    None,
-}
-
-impl Compression {
-    pub fn parse(s: &str) -> Option<Self> {
-        Some(match s {
-            "gzip" => Compression::Gzip,
-            "bzip2" => Compression::Bzip2,
-            "xz" => Compression::Xz,
-            "none" => Compression::None,
-            _ => return None,
-        })
-    }
-}
+pub use imgapi_client::Compression;
 
 /// What the manifest promises about the file.
 #[derive(Debug, Clone)]

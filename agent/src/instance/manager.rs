@@ -671,7 +671,7 @@ impl Instances {
             let _ = fs::remove_file(&export.path);
         }
         let manifest = published?;
-        tracing::info!(%uuid, image = %manifest["uuid"], source = %source.url, "instance published as an image");
+        tracing::info!(%uuid, image = %manifest["uuid"], source = %source.base, "instance published as an image");
         Ok(manifest)
     }
 

@@ -256,7 +256,8 @@ proptest! {
         for name in names {
             prop_assert!(!name.is_empty() && !name.contains(['\n', ' ', '\t']), "{name:?}");
         }
-        let _ = agent::source::Source::parse(&text, None, None);
-        let _ = agent::source::Source::parse(&format!("http://{text}"), Some(&text), Some(&text));
+        let _ = agent::source::Source::parse(&text);
+        let _ = agent::source::Source::parse(&format!("http://{text}"));
+        let _ = imgapi_client::redact(&format!("http://u:{text}@h/"));
     }
 }

@@ -106,37 +106,7 @@ impl ImageState {
     }
 }
 
-/// How an image file is compressed; the server records it and never looks at the bytes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Compression {
-    Gzip,
-    Bzip2,
-    Xz,
-    None,
-}
-
-impl Compression {
-    pub const ALL: &'static str = "gzip, bzip2, xz, none";
-
-    pub fn parse(s: &str) -> Option<Self> {
-        Some(match s {
-            "gzip" => Self::Gzip,
-            "bzip2" => Self::Bzip2,
-            "xz" => Self::Xz,
-            "none" => Self::None,
-            _ => return None,
-        })
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Gzip => "gzip",
-            Self::Bzip2 => "bzip2",
-            Self::Xz => "xz",
-            Self::None => "none",
-        }
-    }
-}
+pub use imgapi_client::Compression;
 
 /// The image file as stored: what the API shows plus what serving it needs.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -7,15 +7,14 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::StreamExt;
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
 use super::actions::FileUpload;
 use super::{Caller, ImageError, Service};
-use crate::manifest::{Compression, Image};
+use crate::manifest::Image;
 use crate::store::upload::{StagedFile, UploadSink, Written};
-use crate::upstream::{Upstream, UpstreamError};
+use imgapi_client::{Client, ClientError, ClientOptions, FileEntry, Source};
 
 /// Download attempts per file; later attempts resume where the last one broke.
 const ATTEMPTS: u32 = 5;
@@ -27,38 +26,32 @@ fn imported_key(key: &str) -> bool {
         && !DROPPED_KEYS.contains(&key)
 }
 
-impl From<UpstreamError> for ImageError {
-    fn from(e: UpstreamError) -> Self {
+impl From<ClientError> for ImageError {
+    fn from(e: ClientError) -> Self {
         match e {
-            UpstreamError::BadUrl { .. } => ImageError::invalid_param(e.to_string(), "source", "Invalid"),
-            other => ImageError::RemoteSource(other.to_string()),
+            ClientError::Source(_) => ImageError::invalid_param(e.to_string(), "source", "Invalid"),
+            other => ImageError::RemoteSource(service_kit::ErrorChain(&other).to_string()),
         }
     }
 }
 
-/// The file entry of a source manifest.
-struct RemoteFile {
-    sha1: String,
-    size: u64,
-    compression: Compression,
-    dataset_guid: Option<String>,
+/// A client of the upstream at `url` (credentials and `?channel=` in the URL).
+pub fn upstream(url: &str) -> Result<Client, ClientError> {
+    let options = ClientOptions {
+        user_agent: concat!("imgapi/", env!("CARGO_PKG_VERSION"), " (mirror)").into(),
+        connect_timeout: Duration::from_secs(10),
+        // A stalled upstream must not stall a copy forever; a large file at any sane speed
+        // keeps sending within this.
+        read_timeout: Duration::from_secs(60),
+        ..ClientOptions::default()
+    };
+    Client::with_options(Source::parse(url)?, options)
 }
 
-fn remote_file(uuid: Uuid, manifest: &Value) -> Result<RemoteFile, ImageError> {
-    let file = manifest
-        .pointer("/files/0")
-        .ok_or_else(|| ImageError::RemoteSource(format!("the source's manifest of {uuid} has no file")))?;
-    let text = |k: &str| file.get(k).and_then(Value::as_str).map(str::to_string);
-    let bad = |what: &str| {
-        ImageError::RemoteSource(format!("the source's manifest of {uuid}: bad files[0].{what}"))
-    };
-    let sha1 = text("sha1")
-        .filter(|s| s.len() == 40 && s.bytes().all(|b| b.is_ascii_hexdigit()))
-        .ok_or_else(|| bad("sha1"))?;
-    let size = file.get("size").and_then(Value::as_u64).filter(|s| *s > 0).ok_or_else(|| bad("size"))?;
-    let compression =
-        text("compression").and_then(|c| Compression::parse(&c)).ok_or_else(|| bad("compression"))?;
-    Ok(RemoteFile { sha1, size, compression, dataset_guid: text("dataset_guid") })
+/// The file entry of a source manifest.
+fn remote_file(uuid: Uuid, manifest: &Value) -> Result<FileEntry, ImageError> {
+    FileEntry::of_manifest(manifest)
+        .map_err(|e| ImageError::RemoteSource(format!("the source's manifest of {uuid}: {e}")))
 }
 
 /// One gate per image being copied: a mirror sync and a pull-through (or two pulls) of the
@@ -115,13 +108,14 @@ impl Service {
         if caller.account.is_some() {
             return Err(ImageError::OperatorOnly);
         }
-        let upstream = Upstream::new(source)?;
+        let upstream = upstream(source)?;
         if self.store.get(&uuid).is_some() {
             return Err(ImageError::UuidExists(uuid));
         }
-        let manifest = upstream.manifest(uuid).await.map_err(|e| {
+        let manifest = upstream.get_image(uuid).await.map_err(|e| {
             ImageError::RemoteSource(format!(
-                "Unable to get manifest for image {uuid}. Error from remote: {e}"
+                "Unable to get manifest for image {uuid}. Error from remote: {}",
+                service_kit::ErrorChain(&e)
             ))
         })?;
         self.import_manifest(&upstream, uuid, manifest, caller).await
@@ -129,7 +123,7 @@ impl Service {
 
     async fn import_manifest(
         &self,
-        upstream: &Upstream,
+        upstream: &Client,
         uuid: Uuid,
         manifest: Value,
         caller: &Caller,
@@ -138,7 +132,7 @@ impl Service {
             manifest.get("origin").and_then(Value::as_str).and_then(|o| Uuid::parse_str(o).ok())
         {
             if self.store.get(&origin).is_none() {
-                tracing::info!(image = %uuid, %origin, source = %upstream.base, "copying the origin first");
+                tracing::info!(image = %uuid, %origin, source = %upstream.url(), "copying the origin first");
                 Box::pin(self.copy_image(upstream, origin)).await?;
             }
         }
@@ -160,15 +154,15 @@ impl Service {
         source: &str,
         caller: &Caller,
     ) -> Result<Arc<Image>, ImageError> {
-        let upstream = Upstream::new(source)?;
+        let upstream = upstream(source)?;
         self.find_owned(&uuid, caller)?;
-        let manifest = upstream.manifest(uuid).await?;
+        let manifest = upstream.get_image(uuid).await?;
         self.copy_file(&upstream, uuid, &manifest, caller, None).await
     }
 
     async fn copy_file(
         &self,
-        upstream: &Upstream,
+        upstream: &Client,
         uuid: Uuid,
         manifest: &Value,
         caller: &Caller,
@@ -190,7 +184,7 @@ impl Service {
     /// a Range request when the connection breaks, with a growing pause between attempts.
     async fn download(
         &self,
-        upstream: &Upstream,
+        upstream: &Client,
         uuid: Uuid,
         size: u64,
         watch: Option<&mut Watch>,
@@ -215,7 +209,7 @@ impl Service {
                 }
                 Err(error) if attempt < ATTEMPTS => {
                     let pause = Duration::from_millis(200 << attempt);
-                    tracing::warn!(image = %uuid, source = %upstream.base, %error, received = sink.received(),
+                    tracing::warn!(image = %uuid, source = %upstream.url(), %error, received = sink.received(),
                                    ?pause, "download broke; resuming");
                     tokio::time::sleep(pause).await;
                 }
@@ -230,14 +224,14 @@ impl Service {
 
     async fn download_into(
         &self,
-        upstream: &Upstream,
+        upstream: &Client,
         uuid: Uuid,
         size: u64,
         sink: &mut UploadSink,
     ) -> Result<(), ImageError> {
         let offset = sink.received();
-        let mut stream = upstream.file(uuid, offset).await?;
-        if let Some(length) = stream.length {
+        let mut download = upstream.get_file(uuid, offset).await?;
+        if let Some(length) = download.length {
             if offset + length != size {
                 return Err(ImageError::Download(format!(
                     "the source sends {} bytes for {uuid}, its manifest says {size}",
@@ -245,8 +239,7 @@ impl Service {
                 )));
             }
         }
-        while let Some(chunk) = stream.body.next().await {
-            let chunk = chunk?;
+        while let Some(chunk) = download.chunk().await? {
             if sink.received() + chunk.len() as u64 > size {
                 return Err(ImageError::Download(format!(
                     "the source sends more than the {size} bytes its manifest says for {uuid}"
@@ -269,11 +262,7 @@ impl Service {
     /// activation. An image left unactivated by an interrupted copy is completed. Until it is
     /// activated, a copy is not listed and cannot be downloaded. Returns the image and whether
     /// this call copied it (false: it was already here).
-    pub async fn copy_image(
-        &self,
-        upstream: &Upstream,
-        uuid: Uuid,
-    ) -> Result<(Arc<Image>, bool), ImageError> {
+    pub async fn copy_image(&self, upstream: &Client, uuid: Uuid) -> Result<(Arc<Image>, bool), ImageError> {
         let gate = self.copies.gate(uuid);
         let result = {
             let _turn = gate.lock().await;
@@ -285,7 +274,7 @@ impl Service {
 
     async fn copy_image_locked(
         &self,
-        upstream: &Upstream,
+        upstream: &Client,
         uuid: Uuid,
         watch: Option<&mut Watch>,
     ) -> Result<(Arc<Image>, bool), ImageError> {
@@ -293,9 +282,12 @@ impl Service {
             return Ok((image, false));
         }
         let caller = operator();
-        let manifest = upstream.manifest(uuid).await?;
+        let manifest = upstream.get_image(uuid).await?;
         if manifest.get("state").and_then(Value::as_str).is_some_and(|s| s != "active") {
-            return Err(ImageError::RemoteSource(format!("image {uuid} is not active on {}", upstream.base)));
+            return Err(ImageError::RemoteSource(format!(
+                "image {uuid} is not active on {}",
+                upstream.url()
+            )));
         }
         let local = match self.store.get(&uuid) {
             Some(image) if image.activated => return Ok((image, false)),
@@ -307,7 +299,7 @@ impl Service {
             self.copy_file(upstream, uuid, &manifest, &caller, watch).await?;
         }
         let image = self.activate(&uuid, &caller).await?;
-        tracing::info!(image = %uuid, source = %upstream.base, "image copied");
+        tracing::info!(image = %uuid, source = %upstream.url(), "image copied");
         Ok((image, true))
     }
 
@@ -317,7 +309,7 @@ impl Service {
     /// image was complete here, or the copy ended before its file started).
     pub async fn start_pull(
         &self,
-        upstream: Upstream,
+        upstream: Client,
         uuid: Uuid,
         manifest: Value,
         on_end: Box<dyn FnOnce(bool)>,
@@ -339,7 +331,7 @@ impl Service {
             let stored = match &result {
                 Ok(_) => true,
                 Err(error) => {
-                    tracing::warn!(image = %uuid, source = %upstream.base, %error, "pull-through copy failed");
+                    tracing::warn!(image = %uuid, source = %upstream.url(), %error, "pull-through copy failed");
                     false
                 }
             };
