@@ -10,6 +10,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use imgapi_client::ErrorBody;
+
+use crate::error_code::ErrorCode;
 use reqwest::blocking::{Client, RequestBuilder, Response};
 use reqwest::StatusCode;
 use serde_json::Value;
@@ -113,10 +115,11 @@ fn failure(status: Option<StatusCode>, error: &ErrorBody) -> Failure {
 
 /// The exit code of an error answer (`status`) or of a failed job (no status).
 fn exit_code(status: Option<StatusCode>, code: &str) -> u8 {
-    match (status, code) {
-        (_, "VerificationFailed") => exit::VERIFICATION,
-        (_, "SourceError" | "InvalidManifest" | "OriginFailed" | "NoSources") => exit::SOURCE,
-        (_, "ImageNotFound") | (Some(StatusCode::NOT_FOUND), _) => exit::NOT_FOUND,
+    use ErrorCode as C;
+    match (status, ErrorCode::parse(code)) {
+        (_, Some(C::VerificationFailed)) => exit::VERIFICATION,
+        (_, Some(C::SourceError | C::InvalidManifest | C::OriginFailed | C::NoSources)) => exit::SOURCE,
+        (_, Some(C::ImageNotFound)) | (Some(StatusCode::NOT_FOUND), _) => exit::NOT_FOUND,
         (Some(StatusCode::CONFLICT), _) => exit::CONFLICT,
         (Some(StatusCode::UNAUTHORIZED), _) => exit::UNAUTHORIZED,
         _ => exit::ERROR,
@@ -305,12 +308,24 @@ mod tests {
 
     #[test]
     fn exit_codes_follow_error_codes() {
-        assert_eq!(exit_code(Some(StatusCode::NOT_FOUND), "ImageNotFound"), exit::NOT_FOUND);
-        assert_eq!(exit_code(Some(StatusCode::BAD_GATEWAY), "VerificationFailed"), exit::VERIFICATION);
-        assert_eq!(exit_code(Some(StatusCode::BAD_GATEWAY), "SourceError"), exit::SOURCE);
-        assert_eq!(exit_code(Some(StatusCode::CONFLICT), "ImageInUse"), exit::CONFLICT);
-        assert_eq!(exit_code(Some(StatusCode::UNAUTHORIZED), "UnauthorizedError"), exit::UNAUTHORIZED);
-        assert_eq!(exit_code(Some(StatusCode::INTERNAL_SERVER_ERROR), "StorageError"), exit::ERROR);
+        assert_eq!(
+            exit_code(Some(StatusCode::NOT_FOUND), ErrorCode::ImageNotFound.as_str()),
+            exit::NOT_FOUND
+        );
+        assert_eq!(
+            exit_code(Some(StatusCode::BAD_GATEWAY), ErrorCode::VerificationFailed.as_str()),
+            exit::VERIFICATION
+        );
+        assert_eq!(exit_code(Some(StatusCode::BAD_GATEWAY), ErrorCode::SourceError.as_str()), exit::SOURCE);
+        assert_eq!(exit_code(Some(StatusCode::CONFLICT), ErrorCode::ImageInUse.as_str()), exit::CONFLICT);
+        assert_eq!(
+            exit_code(Some(StatusCode::UNAUTHORIZED), ErrorCode::UnauthorizedError.as_str()),
+            exit::UNAUTHORIZED
+        );
+        assert_eq!(
+            exit_code(Some(StatusCode::INTERNAL_SERVER_ERROR), ErrorCode::StorageError.as_str()),
+            exit::ERROR
+        );
     }
 
     #[test]

@@ -11,6 +11,8 @@ use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
 use service_kit::{durable, lock};
+
+use crate::error_code::ErrorCode;
 use sha2::{Digest, Sha256};
 
 #[derive(Debug, thiserror::Error)]
@@ -31,6 +33,20 @@ pub enum IsoError {
         #[source]
         source: io::Error,
     },
+}
+
+impl IsoError {
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            IsoError::NotFound(_) => ErrorCode::IsoNotFound,
+            IsoError::Exists(_) => ErrorCode::IsoExists,
+            IsoError::Invalid(_) => ErrorCode::InvalidParameter,
+            IsoError::Checksum { .. } => ErrorCode::ChecksumMismatch,
+            IsoError::Download(_) => ErrorCode::DownloadFailed,
+            IsoError::Io { source, .. } if durable::is_no_space(source) => ErrorCode::InsufficientStorage,
+            IsoError::Io { .. } => ErrorCode::StorageError,
+        }
+    }
 }
 
 fn io_error(context: impl Into<String>) -> impl FnOnce(io::Error) -> IsoError {

@@ -5,6 +5,7 @@
 pub mod api;
 pub mod cli;
 pub mod config;
+pub mod error_code;
 pub mod guest;
 pub mod host;
 pub mod hypervisor;
@@ -162,9 +163,14 @@ pub fn bind(config: Config) -> Result<Bound, StartError> {
         auth: Credentials::new(&config.auth),
     });
     let addr = config.listen;
-    let server = HttpServer::new(move || App::new().app_data(state.clone()).configure(api::configure))
-        .bind(addr)
-        .map_err(|source| StartError::Bind { addr, source })?;
+    let server = HttpServer::new(move || {
+        App::new()
+            .wrap(actix_web::middleware::from_fn(service_kit::request_id::middleware))
+            .app_data(state.clone())
+            .configure(api::configure)
+    })
+    .bind(addr)
+    .map_err(|source| StartError::Bind { addr, source })?;
     let addrs = server.addrs();
     Ok(Bound { server: server.run(), addrs, instances })
 }

@@ -13,6 +13,8 @@ use serde_json::{json, Value};
 use sha1::{Digest, Sha1};
 use uuid::Uuid;
 
+use crate::error_code::ErrorCode;
+
 #[derive(Debug, thiserror::Error)]
 pub enum PublishError {
     #[error("{0}")]
@@ -24,6 +26,16 @@ pub enum PublishError {
     Disk(#[source] io::Error),
     #[error("the server stored sha1 {stored}, but {sent} was sent")]
     Mismatch { stored: String, sent: String },
+}
+
+impl PublishError {
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            PublishError::Invalid(_) => ErrorCode::InvalidParameter,
+            PublishError::Server(_) | PublishError::Mismatch { .. } => ErrorCode::PublishFailed,
+            PublishError::Disk(_) => ErrorCode::InternalError,
+        }
+    }
 }
 
 /// What the new image is called and says about itself.

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Starts zfs-fuse (Debian's package) and creates the test pool `agenttest` on a sparse file, for
-# agent/tests/zfs_fuse.rs. Idempotent; needs root. Prints the pool name on standard output, so
+# agent/tests/integration/zfs_fuse.rs. Idempotent; needs root. Prints the pool name on standard output, so
 # `export AGENT_ZFS_POOL=$(bash agent/tests/zfs-fuse-setup.sh)` works. See
 # shared/docs/linux-test-backends.md section 3 for why each step is the way it is.
 set -euo pipefail

@@ -1,13 +1,14 @@
 //! What every service of the workspace is built from, written once: durable file writes
 //! ([`durable`]), sparse writes of disk images ([`sparse`]), config files with errors that
 //! name the key at fault ([`config`]), error chains for logs ([`ErrorChain`]), poison-tolerant
-//! locks ([`lock`]), reads in large blocks ([`read_full`]) and a server on a thread of its own
-//! for tests and embedding ([`Running`]).
+//! locks ([`lock`]), reads in large blocks ([`read_full`]), request ids ([`request_id`]) and a
+//! server on a thread of its own for tests and embedding ([`Running`]).
 
 pub mod config;
 pub mod durable;
 mod error_chain;
 mod read;
+pub mod request_id;
 mod server;
 pub mod sparse;
 mod sync;

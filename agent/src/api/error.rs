@@ -1,40 +1,100 @@
-//! The one place the agent's domain errors become HTTP answers, in IMGAPI's
-//! `{"code","message"}` shape.
+//! The one place the agent's errors become HTTP answers, in IMGAPI's `{"code","message"}` shape:
+//! the status of every [`ErrorCode`] ([`status`]), and how a domain error becomes an answer.
+//!
+//! An internal failure (a host command, the disk, the network set-up: see
+//! [`ErrorCode::internal_message`]) is answered with a curated message and the request id; its
+//! whole chain, argv and stderr included, goes to the log with that id, never to the client.
 
 use actix_web::http::{header, StatusCode};
 use actix_web::{HttpResponse, ResponseError};
-use serde_json::json;
+use imgapi_client::ErrorBody;
 use service_kit::ErrorChain;
 
-use crate::import::ImportError;
-use crate::instance::manager::InstanceError;
-use crate::iso::IsoError;
-use crate::network::SwitchError;
-use crate::publish::PublishError;
-use crate::storage::StorageError;
+use crate::error_code::ErrorCode;
 
+/// The HTTP status of each error code.
+pub fn status(code: ErrorCode) -> StatusCode {
+    use ErrorCode as C;
+    use StatusCode as S;
+    match code {
+        C::InvalidContent => S::BAD_REQUEST,
+        C::InvalidParameter | C::UnsupportedImage | C::NotSupported | C::ChecksumMismatch => {
+            S::UNPROCESSABLE_ENTITY
+        }
+        C::UnauthorizedError => S::UNAUTHORIZED,
+        C::ResourceNotFound
+        | C::ImageNotFound
+        | C::InstanceNotFound
+        | C::SnapshotNotFound
+        | C::IsoNotFound
+        | C::SwitchNotFound => S::NOT_FOUND,
+        C::ImageAlreadyExists
+        | C::ImageInUse
+        | C::MissingOrigin
+        | C::NoSources
+        | C::InstanceProvisioning
+        | C::InstanceAlreadyProvisioned
+        | C::InstanceAlreadyRunning
+        | C::InstanceNotRunning
+        | C::InstanceRunning
+        | C::InstanceDestroyed
+        | C::ConsoleNotConnected
+        | C::SnapshotExists
+        | C::IsoExists
+        | C::IsoInUse
+        | C::SwitchExists
+        | C::SwitchFromConfig
+        | C::SwitchInUse => S::CONFLICT,
+        // The source or the image server sent something wrong, or could not be reached.
+        C::SourceError
+        | C::InvalidManifest
+        | C::VerificationFailed
+        | C::OriginFailed
+        | C::PublishFailed
+        | C::DownloadFailed => S::BAD_GATEWAY,
+        C::StopTimeout => S::GATEWAY_TIMEOUT,
+        C::InsufficientStorage => S::INSUFFICIENT_STORAGE,
+        C::StorageError | C::NetworkError | C::InternalError => S::INTERNAL_SERVER_ERROR,
+    }
+}
+
+/// An error answer.
 #[derive(Debug)]
 pub struct ApiError {
-    pub status: StatusCode,
-    pub code: &'static str,
+    pub code: ErrorCode,
+    /// What the client reads.
     pub message: String,
+    /// An internal failure's whole chain, for the log only.
+    detail: Option<String>,
 }
 
 impl ApiError {
-    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        ApiError { status, code, message: message.into() }
+    /// An answer whose message is for the client.
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        ApiError { code, message: message.into(), detail: None }
+    }
+
+    /// The answer for a domain error: its message, or, for an internal failure, the curated one
+    /// (the error itself goes to the log).
+    pub fn from_error(code: ErrorCode, error: &(dyn std::error::Error + 'static)) -> Self {
+        let chain = ErrorChain(error).to_string();
+        match code.internal_message() {
+            Some(message) => ApiError { code, message: message.into(), detail: Some(chain) },
+            None => ApiError::new(code, chain),
+        }
     }
 
     pub fn unauthorized() -> Self {
-        Self::new(
-            StatusCode::UNAUTHORIZED,
-            "UnauthorizedError",
-            "this call needs a token or Basic credentials",
-        )
+        Self::new(ErrorCode::UnauthorizedError, "this call needs a token or Basic credentials")
     }
 
-    pub fn bad_request(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, "InvalidParameter", message)
+    /// `InvalidParameter`: a query, parameter or action that is not acceptable.
+    pub fn invalid(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::InvalidParameter, message)
+    }
+
+    pub fn status(&self) -> StatusCode {
+        status(self.code)
     }
 }
 
@@ -46,146 +106,103 @@ impl std::fmt::Display for ApiError {
 
 impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
-        self.status
+        self.status()
     }
 
     fn error_response(&self) -> HttpResponse {
-        let mut response = HttpResponse::build(self.status);
-        if self.status == StatusCode::UNAUTHORIZED {
+        let request_id = service_kit::request_id::current();
+        let message = match &self.detail {
+            Some(detail) => {
+                tracing::error!(req_id = %request_id, code = %self.code, error = %detail, "request failed");
+                format!("{} (request {request_id}: the agent's log has the details)", self.message)
+            }
+            None => self.message.clone(),
+        };
+        let mut response = HttpResponse::build(self.status());
+        if self.status() == StatusCode::UNAUTHORIZED {
             response.insert_header((header::WWW_AUTHENTICATE, "Basic realm=\"agent\""));
         }
-        response.json(json!({"code": self.code, "message": self.message}))
+        response.json(ErrorBody { code: self.code.as_str().into(), message, errors: None })
     }
 }
 
-impl From<StorageError> for ApiError {
-    fn from(e: StorageError) -> Self {
-        let message = ErrorChain(&e).to_string();
-        let (status, code) = match &e {
-            StorageError::NotFound(_) => (StatusCode::NOT_FOUND, "ResourceNotFound"),
-            StorageError::AlreadyExists(_) => (StatusCode::CONFLICT, "ImageAlreadyExists"),
-            StorageError::InUse { .. } => (StatusCode::CONFLICT, "ImageInUse"),
-            StorageError::MissingOrigin(_) => (StatusCode::CONFLICT, "MissingOrigin"),
-            StorageError::Unsupported(_) | StorageError::InvalidContent(_) => {
-                (StatusCode::UNPROCESSABLE_ENTITY, "UnsupportedImage")
-            }
-            StorageError::NoSpace(_) => (StatusCode::INSUFFICIENT_STORAGE, "InsufficientStorage"),
-            StorageError::Command(_) | StorageError::Parse { .. } | StorageError::Io { .. } => {
-                tracing::error!(error = %message, "storage failure");
-                (StatusCode::INTERNAL_SERVER_ERROR, "StorageError")
-            }
-        };
-        ApiError::new(status, code, message)
+/// Lets a handler return a bare error (the fallback route).
+impl actix_web::Responder for ApiError {
+    type Body = actix_web::body::BoxBody;
+
+    fn respond_to(self, _req: &actix_web::HttpRequest) -> HttpResponse {
+        self.error_response()
     }
 }
 
-impl From<&ImportError> for ApiError {
-    fn from(e: &ImportError) -> Self {
-        let status = match e.code() {
-            "ImageNotFound" => StatusCode::NOT_FOUND,
-            "NoSources" => StatusCode::CONFLICT,
-            "InsufficientStorage" => StatusCode::INSUFFICIENT_STORAGE,
-            // The source sent something wrong, or could not be reached: a gateway problem.
-            "SourceError" | "InvalidManifest" | "VerificationFailed" | "OriginFailed" => {
-                StatusCode::BAD_GATEWAY
-            }
-            _ => StatusCode::INTERNAL_SERVER_ERROR,
-        };
-        ApiError::new(status, e.code(), ErrorChain(e).to_string())
+/// A domain error that names its code.
+pub trait Coded: std::error::Error + 'static {
+    fn code(&self) -> ErrorCode;
+}
+
+impl<E: Coded> From<E> for ApiError {
+    fn from(e: E) -> Self {
+        ApiError::from_error(e.code(), &e)
     }
 }
 
-impl From<&IsoError> for ApiError {
-    fn from(e: &IsoError) -> Self {
-        let message = ErrorChain(e).to_string();
-        let (status, code) = match e {
-            IsoError::NotFound(_) => (StatusCode::NOT_FOUND, "IsoNotFound"),
-            IsoError::Exists(_) => (StatusCode::CONFLICT, "IsoExists"),
-            IsoError::Invalid(_) => (StatusCode::UNPROCESSABLE_ENTITY, "InvalidParameter"),
-            IsoError::Checksum { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "ChecksumMismatch"),
-            IsoError::Download(_) => (StatusCode::BAD_GATEWAY, "DownloadFailed"),
-            IsoError::Io { source, .. } if source.raw_os_error() == Some(libc::ENOSPC) => {
-                (StatusCode::INSUFFICIENT_STORAGE, "InsufficientStorage")
+macro_rules! coded {
+    ($($error:ty),*) => {
+        $(impl Coded for $error {
+            fn code(&self) -> ErrorCode {
+                <$error>::code(self)
             }
-            IsoError::Io { .. } => {
-                tracing::error!(error = %message, "ISO storage failure");
-                (StatusCode::INTERNAL_SERVER_ERROR, "StorageError")
-            }
-        };
-        ApiError::new(status, code, message)
-    }
+        })*
+    };
 }
 
-impl From<&SwitchError> for ApiError {
-    fn from(e: &SwitchError) -> Self {
-        let message = ErrorChain(e).to_string();
-        let (status, code) = match e {
-            SwitchError::NotFound(_) => (StatusCode::NOT_FOUND, "SwitchNotFound"),
-            SwitchError::Exists(_) => (StatusCode::CONFLICT, "SwitchExists"),
-            SwitchError::FromConfig(_) => (StatusCode::CONFLICT, "SwitchFromConfig"),
-            SwitchError::Invalid(_) => (StatusCode::UNPROCESSABLE_ENTITY, "InvalidParameter"),
-            SwitchError::Host { .. } | SwitchError::Save { .. } | SwitchError::Load { .. } => {
-                tracing::error!(error = %message, "switch operation failed");
-                (StatusCode::INTERNAL_SERVER_ERROR, "NetworkError")
-            }
-        };
-        ApiError::new(status, code, message)
-    }
-}
+coded!(
+    crate::storage::StorageError,
+    crate::import::ImportError,
+    crate::iso::IsoError,
+    crate::network::SwitchError,
+    crate::instance::manager::InstanceError,
+    crate::publish::PublishError
+);
 
-impl From<SwitchError> for ApiError {
-    fn from(e: SwitchError) -> Self {
-        ApiError::from(&e)
-    }
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use actix_web::body::MessageBody;
 
-impl From<IsoError> for ApiError {
-    fn from(e: IsoError) -> Self {
-        ApiError::from(&e)
+    fn body_of(response: HttpResponse) -> serde_json::Value {
+        let bytes = response.into_body().try_into_bytes().expect("a sized body");
+        serde_json::from_slice(&bytes).unwrap()
     }
-}
 
-impl From<InstanceError> for ApiError {
-    fn from(e: InstanceError) -> Self {
-        let message = ErrorChain(&e).to_string();
-        let (status, code) = match &e {
-            InstanceError::NotFound(_) => (StatusCode::NOT_FOUND, "InstanceNotFound"),
-            InstanceError::ImageNotFound(_) => (StatusCode::UNPROCESSABLE_ENTITY, "ImageNotFound"),
-            InstanceError::Invalid(_) => (StatusCode::UNPROCESSABLE_ENTITY, "InvalidParameter"),
-            InstanceError::Refused(refused) => (StatusCode::CONFLICT, refused.code()),
-            InstanceError::ImageInUse { .. } => (StatusCode::CONFLICT, "ImageInUse"),
-            InstanceError::IsoInUse { .. } => (StatusCode::CONFLICT, "IsoInUse"),
-            InstanceError::SwitchInUse { .. } => (StatusCode::CONFLICT, "SwitchInUse"),
-            InstanceError::Switch(switch) => return ApiError::from(switch),
-            InstanceError::SnapshotNotFound { .. } => (StatusCode::NOT_FOUND, "SnapshotNotFound"),
-            InstanceError::SnapshotExists { .. } => (StatusCode::CONFLICT, "SnapshotExists"),
-            InstanceError::Publish(p) => match p {
-                PublishError::Invalid(_) => (StatusCode::UNPROCESSABLE_ENTITY, "InvalidParameter"),
-                PublishError::Server(_) | PublishError::Mismatch { .. } => {
-                    (StatusCode::BAD_GATEWAY, "PublishFailed")
-                }
-                PublishError::Disk(_) => {
-                    tracing::error!(error = %message, "publishing failed");
-                    (StatusCode::INTERNAL_SERVER_ERROR, "InternalError")
-                }
-            },
-            InstanceError::Iso(iso) => return ApiError::from(iso),
-            InstanceError::Hypervisor(h)
-                if matches!(**h, crate::hypervisor::HypervisorError::Unsupported { .. }) =>
-            {
-                (StatusCode::UNPROCESSABLE_ENTITY, "NotSupported")
-            }
-            InstanceError::Storage(s) if matches!(**s, StorageError::NoSpace(_)) => {
-                (StatusCode::INSUFFICIENT_STORAGE, "InsufficientStorage")
-            }
-            InstanceError::Disk(_)
-            | InstanceError::Hypervisor(_)
-            | InstanceError::Storage(_)
-            | InstanceError::Console(_) => {
-                tracing::error!(error = %message, "instance operation failed");
-                (StatusCode::INTERNAL_SERVER_ERROR, "InternalError")
-            }
-        };
-        ApiError::new(status, code, message)
+    #[test]
+    fn the_documented_table_is_this_table() {
+        let doc = include_str!("../../../docs/agent/api.md");
+        let rows: Vec<&str> = doc.lines().filter(|l| l.starts_with("| `")).collect();
+        for &code in ErrorCode::ALL {
+            let row = format!("| `{code}` | {} |", status(code).as_u16());
+            assert!(rows.iter().any(|r| r.starts_with(&row)), "docs/agent/api.md lacks {row}");
+        }
+    }
+
+    #[test]
+    fn every_code_answers_its_status_and_the_error_body_shape() {
+        let secret = std::io::Error::other("`/usr/sbin/zfs create tank/x` failed: cannot open '/dev/zfs'");
+        for &code in ErrorCode::ALL {
+            let error = ApiError::from_error(code, &secret);
+            let response = error.error_response();
+            assert_eq!(response.status(), status(code), "{code}");
+            let body = body_of(response);
+            let object = body.as_object().unwrap();
+            assert_eq!(object.len(), 2, "{code}: {body}");
+            assert_eq!(body["code"], code.as_str());
+            let message = body["message"].as_str().unwrap();
+            assert!(!message.is_empty());
+            // Internal failures hide their details; no other code is a 500.
+            let internal = code.internal_message().is_some();
+            assert_eq!(internal, !message.contains("/dev/zfs"), "{code}: {message}");
+            let server_side = matches!(status(code).as_u16(), 500 | 507);
+            assert_eq!(internal, server_side, "{code}: internal codes are exactly the 500s and 507s");
+        }
     }
 }

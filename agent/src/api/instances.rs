@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use actix_web::http::{header, StatusCode};
+use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
 use futures_util::StreamExt;
 use serde::Deserialize;
@@ -13,6 +13,7 @@ use uuid::Uuid;
 
 use super::error::ApiError;
 use super::{blocking, json_body, require_auth, AgentState};
+use crate::error_code::ErrorCode;
 use crate::guest::{GuestConfig, GuestUpdate};
 use crate::hypervisor::Firmware;
 use crate::instance::manager::{CreateRequest, Instances, SnapshotChange};
@@ -38,15 +39,14 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 }
 
 pub(super) fn instance_id(text: &str) -> Result<Uuid, ApiError> {
-    Uuid::parse_str(text).map_err(|_| {
-        ApiError::new(StatusCode::NOT_FOUND, "InstanceNotFound", format!("{text:?} is not an instance uuid"))
-    })
+    Uuid::parse_str(text)
+        .map_err(|_| ApiError::new(ErrorCode::InstanceNotFound, format!("{text:?} is not an instance uuid")))
 }
 
 pub(super) fn query<T: serde::de::DeserializeOwned>(req: &HttpRequest) -> Result<T, ApiError> {
     web::Query::<T>::from_query(req.query_string())
         .map(web::Query::into_inner)
-        .map_err(|e| ApiError::bad_request(format!("invalid query: {e}")))
+        .map_err(|e| ApiError::invalid(format!("invalid query: {e}")))
 }
 
 #[derive(Deserialize)]
@@ -118,9 +118,7 @@ struct CreateBody {
 
 /// A NIC of a create request, in either of its forms.
 fn nic_request(value: serde_json::Value) -> Result<NicRequest, ApiError> {
-    let invalid = |message: String| {
-        ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "InvalidParameter", format!("nics: {message}"))
-    };
+    let invalid = |message: String| ApiError::new(ErrorCode::InvalidParameter, format!("nics: {message}"));
     match value {
         serde_json::Value::String(text) => NicRequest::parse(&text).map_err(invalid),
         object @ serde_json::Value::Object(_) => {
@@ -199,7 +197,7 @@ async fn action(
             let record = blocking(move || instances.reboot(&uuid, q.force)).await?;
             Ok(HttpResponse::Accepted().json(public_view(&record)))
         }
-        other => Err(ApiError::bad_request(format!("unknown action {other:?} (start, stop or reboot)"))),
+        other => Err(ApiError::invalid(format!("unknown action {other:?} (start, stop or reboot)"))),
     }
 }
 
@@ -229,8 +227,7 @@ async fn stop(
     let record = blocking(move || instances.wait_while_running(&uuid, deadline)).await?;
     if record.state == InstanceState::Running {
         return Err(ApiError::new(
-            StatusCode::GATEWAY_TIMEOUT,
-            "StopTimeout",
+            ErrorCode::StopTimeout,
             format!("instance {uuid} is still running after {deadline:?}"),
         ));
     }
@@ -249,7 +246,7 @@ async fn delete(
     if instances.get(&uuid)?.state == InstanceState::Running {
         match stop(instances.clone(), uuid, false, true).await {
             // It stopped on its own in between: fine.
-            Err(e) if e.code == "InstanceNotRunning" => {}
+            Err(e) if e.code == ErrorCode::InstanceNotRunning => {}
             Err(e) => return Err(e),
             Ok(_) => {}
         }
@@ -306,8 +303,7 @@ async fn publish(
     .cloned()
     .ok_or_else(|| {
         ApiError::new(
-            StatusCode::CONFLICT,
-            "NoSources",
+            ErrorCode::NoSources,
             "no configured source to publish to (one with credentials, or the \"source\" given)",
         )
     })?;
@@ -373,7 +369,7 @@ async fn snapshot_action(
     require_auth(&req, &state)?;
     let q: SnapshotActionQuery = query(&req)?;
     if q.action != "rollback" {
-        return Err(ApiError::bad_request(format!("unknown action {:?} (rollback)", q.action)));
+        return Err(ApiError::invalid(format!("unknown action {:?} (rollback)", q.action)));
     }
     let (id, name) = path.into_inner();
     Ok(HttpResponse::Ok().json(change_snapshot(&state, &id, SnapshotChange::Rollback, name).await?))
@@ -457,8 +453,8 @@ async fn console_write(
     require_auth(&req, &state)?;
     let uuid = instance_id(&path)?;
     let console = state.instances.console(&uuid)?;
-    console.write_input(&body).map_err(|e| {
-        ApiError::new(StatusCode::CONFLICT, "ConsoleNotConnected", format!("instance {uuid}: {e}"))
-    })?;
+    console
+        .write_input(&body)
+        .map_err(|e| ApiError::new(ErrorCode::ConsoleNotConnected, format!("instance {uuid}: {e}")))?;
     Ok(HttpResponse::NoContent().finish())
 }

@@ -4,7 +4,6 @@
 use std::io::{self, Read};
 use std::sync::mpsc;
 
-use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use futures_util::StreamExt;
 use serde::Deserialize;
@@ -13,6 +12,7 @@ use serde_json::json;
 use super::error::ApiError;
 use super::instances::{instance_id, query};
 use super::{blocking, json_body, require_auth, AgentState};
+use crate::error_code::ErrorCode;
 use crate::iso::IsoInfo;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -74,7 +74,7 @@ async fn fetch(
             .ok()
             .and_then(|u| u.path_segments().and_then(|mut s| s.next_back().map(str::to_owned)))
             .filter(|n| !n.is_empty())
-            .ok_or_else(|| ApiError::bad_request(format!("no file name in {:?}: give \"name\"", body.url)))?,
+            .ok_or_else(|| ApiError::invalid(format!("no file name in {:?}: give \"name\"", body.url)))?,
     };
     let status = state.instances.isos().fetch(&body.url, &name, body.sha256.as_deref())?;
     Ok(HttpResponse::Accepted().json(status))
@@ -137,9 +137,7 @@ async fn upload(
         }
     }
     drop(tx);
-    let info = writer
-        .await
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "InternalError", e.to_string()))??;
+    let info = writer.await.map_err(|e| ApiError::from_error(ErrorCode::InternalError, &e))??;
     Ok(HttpResponse::Created().json(with_users(&state, info)))
 }
 
@@ -159,7 +157,7 @@ async fn rename(
     require_auth(&req, &state)?;
     let q: RenameQuery = query(&req)?;
     if q.action != "rename" {
-        return Err(ApiError::bad_request(format!("unknown action {:?} (rename)", q.action)));
+        return Err(ApiError::invalid(format!("unknown action {:?} (rename)", q.action)));
     }
     state.instances.check_iso_unused(&path)?;
     let isos = state.instances.isos().clone();
@@ -212,8 +210,7 @@ pub fn parse_boot(boot: Option<&str>) -> Result<bool, ApiError> {
         None | Some("disk") => Ok(false),
         Some("cd") => Ok(true),
         Some(other) => Err(ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "InvalidParameter",
+            ErrorCode::InvalidParameter,
             format!("boot {other:?} must be \"cd\" or \"disk\""),
         )),
     }

@@ -10,7 +10,7 @@ mod switches;
 
 use std::sync::Arc;
 
-use actix_web::http::{header, StatusCode};
+use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
 use base64::Engine;
 use serde::Deserialize;
@@ -20,6 +20,7 @@ use subtle::ConstantTimeEq;
 use uuid::Uuid;
 
 use crate::config::AuthConfig;
+use crate::error_code::ErrorCode;
 use crate::import::Importer;
 use error::ApiError;
 
@@ -89,9 +90,8 @@ pub(crate) fn require_auth(req: &HttpRequest, state: &AgentState) -> Result<(), 
 }
 
 fn parse_uuid(text: &str) -> Result<Uuid, ApiError> {
-    Uuid::parse_str(text).map_err(|_| {
-        ApiError::new(StatusCode::NOT_FOUND, "ResourceNotFound", format!("{text} is not an image uuid"))
-    })
+    Uuid::parse_str(text)
+        .map_err(|_| ApiError::new(ErrorCode::ResourceNotFound, format!("{text} is not an image uuid")))
 }
 
 /// Registers the routes.
@@ -111,19 +111,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .configure(switches::configure),
     )
     .default_service(web::to(|req: HttpRequest| async move {
-        ApiError::new(
-            StatusCode::NOT_FOUND,
-            "ResourceNotFound",
-            format!("{} {} does not exist", req.method(), req.path()),
-        )
+        ApiError::new(ErrorCode::ResourceNotFound, format!("{} {} does not exist", req.method(), req.path()))
     }));
-}
-
-impl actix_web::Responder for ApiError {
-    type Body = actix_web::body::BoxBody;
-    fn respond_to(self, _req: &HttpRequest) -> HttpResponse {
-        actix_web::ResponseError::error_response(&self)
-    }
 }
 
 async fn ping(state: web::Data<AgentState>) -> HttpResponse {
@@ -149,7 +138,8 @@ async fn sources(state: web::Data<AgentState>) -> HttpResponse {
 /// becomes the API's.
 /// A JSON request body, or a 400 that says what was wrong with it.
 pub(crate) fn json_body<T: serde::de::DeserializeOwned>(body: &[u8], what: &str) -> Result<T, ApiError> {
-    serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("invalid {what}: {e}")))
+    serde_json::from_slice(body)
+        .map_err(|e| ApiError::new(ErrorCode::InvalidContent, format!("invalid {what}: {e}")))
 }
 
 pub(crate) async fn blocking<T: Send + 'static, E: Send + 'static>(
@@ -160,7 +150,7 @@ where
 {
     web::block(work)
         .await
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "InternalError", e.to_string()))?
+        .map_err(|e| ApiError::from_error(ErrorCode::InternalError, &e))?
         .map_err(ApiError::from)
 }
 
@@ -174,11 +164,7 @@ async fn get_image(path: web::Path<String>, state: web::Data<AgentState>) -> Res
     let storage = state.importer.storage().clone();
     match blocking(move || storage.get(&uuid)).await? {
         Some(image) => Ok(HttpResponse::Ok().json(image)),
-        None => Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            "ResourceNotFound",
-            format!("image {uuid} is not on this host"),
-        )),
+        None => Err(ApiError::new(ErrorCode::ResourceNotFound, format!("image {uuid} is not on this host"))),
     }
 }
 
@@ -217,10 +203,8 @@ async fn import_image(
     }
     match importer.wait(&job.id).await {
         Some(Ok(image)) => Ok(HttpResponse::Ok().json(image)),
-        Some(Err(e)) => Err(ApiError::from(e.as_ref())),
-        None => {
-            Err(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "InternalError", "the import job vanished"))
-        }
+        Some(Err(e)) => Err(ApiError::from_error(e.code(), e.as_ref())),
+        None => Err(ApiError::new(ErrorCode::InternalError, "the import job vanished")),
     }
 }
 
@@ -241,13 +225,12 @@ async fn list_jobs(state: web::Data<AgentState>) -> HttpResponse {
 }
 
 async fn get_job(path: web::Path<String>, state: web::Data<AgentState>) -> Result<HttpResponse, ApiError> {
-    let id = Uuid::parse_str(&path)
-        .map_err(|_| ApiError::new(StatusCode::NOT_FOUND, "ResourceNotFound", "no such job"))?;
+    let id = Uuid::parse_str(&path).map_err(|_| ApiError::new(ErrorCode::ResourceNotFound, "no such job"))?;
     state
         .importer
         .job(&id)
         .map(|job| HttpResponse::Ok().json(job))
-        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "ResourceNotFound", format!("no job {id}")))
+        .ok_or_else(|| ApiError::new(ErrorCode::ResourceNotFound, format!("no job {id}")))
 }
 
 #[cfg(test)]

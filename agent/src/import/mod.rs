@@ -19,6 +19,7 @@ use uuid::Uuid;
 
 use imgapi_client::{Client, ClientError, FileEntry};
 
+use crate::error_code::ErrorCode;
 use crate::source::{SourceClient, SourceError};
 use crate::storage::{ImageMeta, ImageStorage, LocalImage, StorageError};
 use pipeline::{Expected, Pipeline, PipelineError, Progress};
@@ -56,19 +57,28 @@ pub enum ImportError {
 }
 
 impl ImportError {
-    /// A short machine-readable name for API answers and CLI exit codes.
-    pub fn code(&self) -> &'static str {
+    /// The code of API answers and failed jobs (and so of CLI exit codes).
+    pub fn code(&self) -> ErrorCode {
         match self {
             ImportError::Source(SourceError::NotFound { .. } | SourceError::NotActive { .. }) => {
-                "ImageNotFound"
+                ErrorCode::ImageNotFound
             }
-            ImportError::Source(SourceError::NoSources) => "NoSources",
-            ImportError::Source(_) | ImportError::Download { .. } => "SourceError",
-            ImportError::Manifest { .. } => "InvalidManifest",
-            ImportError::Verification { .. } => "VerificationFailed",
-            ImportError::Storage { source: StorageError::NoSpace(_), .. } => "InsufficientStorage",
-            ImportError::Storage { .. } | ImportError::Internal(_) => "StorageError",
-            ImportError::Origin { .. } => "OriginFailed",
+            ImportError::Source(SourceError::NoSources) => ErrorCode::NoSources,
+            ImportError::Source(_) | ImportError::Download { .. } => ErrorCode::SourceError,
+            ImportError::Manifest { .. } => ErrorCode::InvalidManifest,
+            ImportError::Verification { .. } => ErrorCode::VerificationFailed,
+            ImportError::Storage { source, .. } => source.code(),
+            ImportError::Internal(_) => ErrorCode::InternalError,
+            ImportError::Origin { .. } => ErrorCode::OriginFailed,
+        }
+    }
+
+    /// What a client is told: the whole chain, or for an internal failure, a curated message
+    /// naming the job (whose log line has the chain).
+    pub fn client_message(&self, job: Uuid) -> String {
+        match self.code().internal_message() {
+            Some(message) => format!("{message} (job {job}: the agent's log has the details)"),
+            None => ErrorChain(self).to_string(),
         }
     }
 }
@@ -101,7 +111,7 @@ pub struct JobStatus {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct JobError {
-    pub code: &'static str,
+    pub code: ErrorCode,
     pub message: String,
 }
 
@@ -136,9 +146,7 @@ impl Job {
             total: inner.total,
             written: self.progress.written.load(Ordering::Relaxed),
             error: match &inner.result {
-                Some(Err(e)) => {
-                    Some(JobError { code: e.code(), message: ErrorChain(e.as_ref()).to_string() })
-                }
+                Some(Err(e)) => Some(JobError { code: e.code(), message: e.client_message(self.id) }),
                 _ => None,
             },
             started_at: inner.started_at.clone(),
@@ -229,7 +237,7 @@ impl Importer {
                 Err(_) => Err(Arc::new(ImportError::Internal(job.image))),
             };
             if let Err(e) = &result {
-                tracing::warn!(image = %job.image, error = %ErrorChain(e.as_ref()).to_string(), "import failed");
+                tracing::warn!(job = %job.id, image = %job.image, error = %ErrorChain(e.as_ref()), "import failed");
             }
             importer.finish(&job, result);
         });
@@ -341,7 +349,7 @@ impl Importer {
                         return Err(ImportError::Origin {
                             uuid,
                             origin,
-                            message: ErrorChain(e.as_ref()).to_string(),
+                            message: e.client_message(origin_job.id),
                         })
                     }
                     None => return Err(ImportError::Internal(uuid)),

@@ -42,6 +42,13 @@ pub enum DiskError {
     Invalid(String),
 }
 
+impl DiskError {
+    /// Whether the disk (or pool) is full.
+    pub fn is_no_space(&self) -> bool {
+        matches!(self, DiskError::Io { source, .. } if service_kit::durable::is_no_space(source))
+    }
+}
+
 impl From<ZfsError> for DiskError {
     fn from(e: ZfsError) -> Self {
         DiskError::Zfs(Box::new(e))

@@ -14,6 +14,8 @@ use std::time::{Duration, Instant};
 
 use uuid::Uuid;
 
+use crate::error_code::ErrorCode;
+
 use super::console::{self, Console};
 use super::disks::{check_snapshot_name, DiskError, InstanceDisks};
 use super::record::{self, InstanceRecord, NicNetwork, NicRecord, NicRequest};
@@ -97,6 +99,34 @@ pub enum InstanceError {
     Switch(#[from] SwitchError),
     #[error("switch {switch:?} has NICs of instances {instances:?}")]
     SwitchInUse { switch: String, instances: Vec<Uuid> },
+}
+
+impl InstanceError {
+    pub fn code(&self) -> ErrorCode {
+        use crate::hypervisor::HypervisorError;
+        match self {
+            InstanceError::NotFound(_) => ErrorCode::InstanceNotFound,
+            InstanceError::ImageNotFound(_) => ErrorCode::ImageNotFound,
+            InstanceError::Invalid(_) => ErrorCode::InvalidParameter,
+            InstanceError::Refused(refused) => refused.code(),
+            InstanceError::ImageInUse { .. } => ErrorCode::ImageInUse,
+            InstanceError::IsoInUse { .. } => ErrorCode::IsoInUse,
+            InstanceError::SwitchInUse { .. } => ErrorCode::SwitchInUse,
+            InstanceError::Switch(switch) => switch.code(),
+            InstanceError::SnapshotNotFound { .. } => ErrorCode::SnapshotNotFound,
+            InstanceError::SnapshotExists { .. } => ErrorCode::SnapshotExists,
+            InstanceError::Publish(publish) => publish.code(),
+            InstanceError::Iso(iso) => iso.code(),
+            InstanceError::Storage(storage) => storage.code(),
+            InstanceError::Hypervisor(h) if matches!(**h, HypervisorError::Unsupported { .. }) => {
+                ErrorCode::NotSupported
+            }
+            InstanceError::Disk(disk) if disk.is_no_space() => ErrorCode::InsufficientStorage,
+            InstanceError::Disk(_) | InstanceError::Hypervisor(_) | InstanceError::Console(_) => {
+                ErrorCode::InternalError
+            }
+        }
+    }
 }
 
 // Boxed: these carry command output, and every `Result` of the manager would pay for them.

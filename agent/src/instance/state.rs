@@ -18,6 +18,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::error_code::ErrorCode;
 use crate::hypervisor::RunEnd;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -67,15 +68,15 @@ pub enum Refused {
 }
 
 impl Refused {
-    /// The `code` of the 409 answer.
-    pub fn code(self) -> &'static str {
+    /// The code of the answer.
+    pub fn code(self) -> ErrorCode {
         match self {
-            Refused::Provisioning => "InstanceProvisioning",
-            Refused::AlreadyRunning => "InstanceAlreadyRunning",
-            Refused::NotRunning => "InstanceNotRunning",
-            Refused::Running => "InstanceRunning",
-            Refused::Destroyed => "InstanceDestroyed",
-            Refused::AlreadyProvisioned => "InstanceAlreadyProvisioned",
+            Refused::Provisioning => ErrorCode::InstanceProvisioning,
+            Refused::AlreadyRunning => ErrorCode::InstanceAlreadyRunning,
+            Refused::NotRunning => ErrorCode::InstanceNotRunning,
+            Refused::Running => ErrorCode::InstanceRunning,
+            Refused::Destroyed => ErrorCode::InstanceDestroyed,
+            Refused::AlreadyProvisioned => ErrorCode::InstanceAlreadyProvisioned,
         }
     }
 }
@@ -177,7 +178,7 @@ mod tests {
         assert_eq!(S::Running.apply(E::Destroy), Err(Refused::Running));
         assert_eq!(S::Stopped.apply(E::Stopped), Err(Refused::NotRunning));
         assert_eq!(S::Provisioning.apply(E::Start), Err(Refused::Provisioning));
-        assert_eq!(S::Destroyed.apply(E::Start).unwrap_err().code(), "InstanceDestroyed");
+        assert_eq!(S::Destroyed.apply(E::Start).unwrap_err().code(), ErrorCode::InstanceDestroyed);
     }
 
     #[test]

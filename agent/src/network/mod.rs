@@ -17,6 +17,8 @@ use std::sync::{Arc, Mutex};
 
 use service_kit::lock;
 
+use crate::error_code::ErrorCode;
+
 use serde::{Deserialize, Serialize};
 
 use crate::host::runner::ExecError;
@@ -78,6 +80,20 @@ pub enum SwitchError {
     },
     #[error("cannot read {path}: {message}")]
     Load { path: PathBuf, message: String },
+}
+
+impl SwitchError {
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            SwitchError::NotFound(_) => ErrorCode::SwitchNotFound,
+            SwitchError::Exists(_) => ErrorCode::SwitchExists,
+            SwitchError::FromConfig(_) => ErrorCode::SwitchFromConfig,
+            SwitchError::Invalid(_) => ErrorCode::InvalidParameter,
+            SwitchError::Host { .. } | SwitchError::Save { .. } | SwitchError::Load { .. } => {
+                ErrorCode::NetworkError
+            }
+        }
+    }
 }
 
 /// A switch as the config file gives it (the key is its name).

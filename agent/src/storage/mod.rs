@@ -16,6 +16,8 @@ use std::io::Write;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use crate::error_code::ErrorCode;
+
 /// What an image's decompressed bytes are.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -109,6 +111,22 @@ pub enum StorageError {
         #[source]
         source: std::io::Error,
     },
+}
+
+impl StorageError {
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            StorageError::NotFound(_) => ErrorCode::ImageNotFound,
+            StorageError::AlreadyExists(_) => ErrorCode::ImageAlreadyExists,
+            StorageError::InUse { .. } => ErrorCode::ImageInUse,
+            StorageError::MissingOrigin(_) => ErrorCode::MissingOrigin,
+            StorageError::Unsupported(_) | StorageError::InvalidContent(_) => ErrorCode::UnsupportedImage,
+            StorageError::NoSpace(_) => ErrorCode::InsufficientStorage,
+            StorageError::Command(_) | StorageError::Parse { .. } | StorageError::Io { .. } => {
+                ErrorCode::StorageError
+            }
+        }
+    }
 }
 
 impl StorageError {

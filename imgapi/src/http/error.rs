@@ -66,11 +66,12 @@ impl ApiError {
     }
 
     pub fn internal(context: &str, error: &dyn std::error::Error) -> Self {
-        tracing::error!(error = %ErrorChain(error), "{context}");
+        let request_id = service_kit::request_id::current();
+        tracing::error!(req_id = %request_id, error = %ErrorChain(error), "{context}");
         Self::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             "InternalError",
-            format!("{context}; see the server log"),
+            format!("{context} (request {request_id}: the server's log has the details)"),
         )
     }
 }
@@ -146,7 +147,7 @@ fn store_error(e: &StoreError) -> ApiError {
         StoreError::NotFound(uuid) => ImageError::NotFound(*uuid).into(),
         StoreError::Exists(uuid) => ImageError::UuidExists(*uuid).into(),
         StoreError::NoSpace(_) => {
-            tracing::warn!(error = %ErrorChain(e), "data directory is full");
+            tracing::warn!(req_id = %service_kit::request_id::current(), error = %ErrorChain(e), "data directory is full");
             ApiError::new(
                 StatusCode::INSUFFICIENT_STORAGE,
                 "InsufficientStorage",

@@ -30,13 +30,7 @@ pub async fn standard(
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
     let start = Instant::now();
-    let request_id = ["x-request-id", "request-id"]
-        .iter()
-        .find_map(|h| req.headers().get(*h))
-        .and_then(|v| v.to_str().ok())
-        .filter(|v| !v.is_empty() && v.len() <= 200)
-        .map(str::to_owned)
-        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    let request_id = service_kit::request_id::of_request(req.headers());
     let (server_name, host_name) = req
         .app_data::<web::Data<AppState>>()
         .map(|s| (s.server_name.clone(), s.host_name.clone()))
@@ -49,7 +43,7 @@ pub async fn standard(
     let mut response = match negotiate(accept_version.as_deref()) {
         Some(version) => {
             req.extensions_mut().insert(version);
-            next.call(req).await?.map_into_left_body()
+            service_kit::request_id::scope(request_id.clone(), next.call(req)).await?.map_into_left_body()
         }
         None => {
             let error = ApiError::new(

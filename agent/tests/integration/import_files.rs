@@ -7,15 +7,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
-use agent::RunningAgent;
 use imgapi::RunningServer;
 use reqwest::blocking::Client;
 use serde_json::{json, Value};
 
-mod common;
-use common::{compress, sha1_hex, Imgapi};
-
-const TOKEN: &str = "test-token-0123456789";
+use crate::common::{cli, compress, sha1_hex, Agent, Imgapi, TOKEN};
 
 /// A raw disk image: a boot sector and some structure, a few MiB.
 fn disk(seed: u8, mib: usize) -> Vec<u8> {
@@ -33,42 +29,9 @@ impl Imgapi {
     }
 }
 
-struct Agent {
-    agent: RunningAgent,
-    dir: tempfile::TempDir,
-    client: Client,
-}
-
 impl Agent {
-    fn start(sources: &[String]) -> Agent {
-        let dir = tempfile::tempdir().unwrap();
-        let config = json!({
-            "listen": "127.0.0.1:0",
-            "auth": {"tokens": [TOKEN]},
-            "sources": sources,
-            "storage": {"backend": "files", "dir": dir.path().join("images")},
-            "instances": {"dir": dir.path().join("instances"), "run_dir": dir.path().join("run")},
-            "log_level": "warn",
-        });
-        let config = agent::config::Config::from_json(&config.to_string(), Path::new("t")).unwrap();
-        Agent {
-            agent: RunningAgent::start(config).unwrap(),
-            dir,
-            client: Client::builder().timeout(None).build().unwrap(),
-        }
-    }
-
-    fn import(&self, uuid: &str) -> reqwest::blocking::Response {
-        self.client
-            .post(format!("{}/api/v1/images", self.agent.url()))
-            .bearer_auth(TOKEN)
-            .json(&json!({"uuid": uuid}))
-            .send()
-            .unwrap()
-    }
-
     fn images_dir(&self) -> std::path::PathBuf {
-        self.dir.path().join("images")
+        self.dir().join("images")
     }
 
     /// Every file in the image directory (partials included).
@@ -107,7 +70,7 @@ fn imports_every_compression_and_falls_through_404s() {
         assert!(mode.permissions().readonly());
     }
     let list: Value =
-        agent.client.get(format!("{}/api/v1/images", agent.agent.url())).send().unwrap().json().unwrap();
+        agent.client.get(format!("{}/api/v1/images", agent.base())).send().unwrap().json().unwrap();
     assert_eq!(list.as_array().unwrap().len(), 4);
     // Importing again is a no-op answered with the image.
     assert_eq!(agent.import(&published[0].0).status(), 200);
@@ -127,13 +90,13 @@ fn origins_are_imported_first_and_protect_their_children() {
     let response = agent.import(&child);
     assert_eq!(response.status(), 200, "{}", response.text().unwrap());
     let list: Value =
-        agent.client.get(format!("{}/api/v1/images", agent.agent.url())).send().unwrap().json().unwrap();
+        agent.client.get(format!("{}/api/v1/images", agent.base())).send().unwrap().json().unwrap();
     let uuids: Vec<&str> = list.as_array().unwrap().iter().map(|i| i["uuid"].as_str().unwrap()).collect();
     assert!(uuids.contains(&base.as_str()) && uuids.contains(&child.as_str()), "{uuids:?}");
     let delete = |uuid: &str| {
         agent
             .client
-            .delete(format!("{}/api/v1/images/{uuid}", agent.agent.url()))
+            .delete(format!("{}/api/v1/images/{uuid}", agent.base()))
             .bearer_auth(TOKEN)
             .send()
             .unwrap()
@@ -147,7 +110,7 @@ fn origins_are_imported_first_and_protect_their_children() {
     // Mutating calls need credentials.
     let anonymous = agent
         .client
-        .post(format!("{}/api/v1/images", agent.agent.url()))
+        .post(format!("{}/api/v1/images", agent.base()))
         .json(&json!({"uuid": base}))
         .send()
         .unwrap();
@@ -329,16 +292,8 @@ fn jobs_report_progress_and_the_cli_follows_them() {
     let imgapi = Imgapi::start();
     let uuid = imgapi.publish("cli", &compress(&disk(4, 4), "gzip"), "gzip", None);
     let agent = Agent::start(&[imgapi.server.url()]);
-    let run = |url: &str, token: Option<&str>, args: &[&str]| {
-        #[allow(clippy::disallowed_methods)] // the test runs the agent binary as a user would
-        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_agent"));
-        command.args(["--url", url]);
-        if let Some(token) = token {
-            command.args(["--token", token]);
-        }
-        command.args(args).env_remove("AGENT_TOKEN").env_remove("AGENT_URL").output().unwrap()
-    };
-    let cli = |args: &[&str]| run(&agent.agent.url(), Some(TOKEN), args);
+    let run = cli;
+    let cli = |args: &[&str]| agent.cli(args);
     let sources = cli(&["--json", "sources", "list"]);
     assert!(sources.status.success());
     let sources: Value = serde_json::from_slice(&sources.stdout).unwrap();
@@ -352,7 +307,7 @@ fn jobs_report_progress_and_the_cli_follows_them() {
     let listed = cli(&["images", "list"]);
     assert!(String::from_utf8_lossy(&listed.stdout).contains(&uuid));
     let jobs: Value =
-        agent.client.get(format!("{}/api/v1/jobs", agent.agent.url())).send().unwrap().json().unwrap();
+        agent.client.get(format!("{}/api/v1/jobs", agent.base())).send().unwrap().json().unwrap();
     let job = &jobs[0];
     assert_eq!(
         (job["state"].as_str(), job["downloaded"].as_u64()),
@@ -363,7 +318,7 @@ fn jobs_report_progress_and_the_cli_follows_them() {
     assert_eq!(missing.status.code(), Some(3));
     let not_found = cli(&["images", "import", "11111111-2222-3333-4444-555555555555"]);
     assert_eq!(not_found.status.code(), Some(3));
-    let unauthorized = run(&agent.agent.url(), None, &["images", "delete", &uuid]);
+    let unauthorized = run(&agent.base(), None, &["images", "delete", &uuid]);
     assert_eq!(unauthorized.status.code(), Some(7));
     assert!(cli(&["images", "delete", &uuid]).status.success());
     let unreachable = run("http://127.0.0.1:1", None, &["images", "list"]);
@@ -429,18 +384,11 @@ fn a_full_disk_fails_cleanly() {
         *b = x as u8;
     }
     let uuid = imgapi.publish("big", &compress(&raw, "gzip"), "gzip", None);
-    let config = json!({
-        "listen": "127.0.0.1:0", "auth": {"tokens": [TOKEN]}, "sources": [imgapi.server.url()],
-        "storage": {"backend": "files", "dir": mount.path().join("images")}, "log_level": "warn",
+    let state = tempfile::tempdir().unwrap();
+    let agent = Agent::start_in(state.path(), &[imgapi.server.url()], |config| {
+        config["storage"]["dir"] = json!(mount.path().join("images"));
     });
-    let config = agent::config::Config::from_json(&config.to_string(), Path::new("t")).unwrap();
-    let agent = RunningAgent::start(config).unwrap();
-    let response = Client::new()
-        .post(format!("{}/api/v1/images", agent.url()))
-        .bearer_auth(TOKEN)
-        .json(&json!({"uuid": uuid}))
-        .send()
-        .unwrap();
+    let response = agent.import(&uuid);
     assert_eq!(response.status(), 507);
     assert_eq!(response.json::<Value>().unwrap()["code"], "InsufficientStorage");
     let left: Vec<_> = std::fs::read_dir(mount.path().join("images")).unwrap().collect();

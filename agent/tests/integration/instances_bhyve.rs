@@ -21,6 +21,8 @@ use agent::storage::files::FilesStorage;
 use agent::storage::{ImageMeta, ImageStorage};
 use uuid::Uuid;
 
+use crate::common::wait_until;
+
 const BHYVE: &str = "/usr/sbin/bhyve ";
 const BHYVECTL: &str = "/usr/sbin/bhyvectl";
 /// How long a guest gets to obey the power button (short: one test waits it out).
@@ -113,15 +115,14 @@ impl Host {
     }
 
     fn wait_for(&self, uuid: &Uuid, what: &str, done: impl Fn(&InstanceRecord) -> bool) -> InstanceRecord {
-        let started = Instant::now();
-        loop {
+        wait_until(what, Duration::from_secs(10), || {
             let record = self.instances.get(uuid).unwrap();
             if done(&record) {
-                return record;
+                Ok(record)
+            } else {
+                Err(format!("{record:?}"))
             }
-            assert!(started.elapsed() < Duration::from_secs(10), "{what}: {record:?}");
-            std::thread::sleep(Duration::from_millis(5));
-        }
+        })
     }
 
     fn bhyve_starts(&self) -> usize {

@@ -4,17 +4,12 @@
 //! while it runs, a kill from outside, and destroy. Needs `AGENT_TEST_GUEST` (see
 //! `tests/guest/README.md`); skipped without it, except in CI, where that is a failure.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use agent::RunningAgent;
-use common::{compress, Imgapi};
-use reqwest::blocking::Client;
+use crate::common::{compress, wait_until, Agent, Imgapi, TOKEN};
 use serde_json::{json, Value};
 
-const TOKEN: &str = "test-token-0123456789";
 const BOOT_LIMIT: Duration = Duration::from_secs(120);
 
 const SSH_KEY: &str =
@@ -31,71 +26,7 @@ fn guest_dir() -> Option<PathBuf> {
     }
 }
 
-struct Agent {
-    agent: Option<RunningAgent>,
-    config: agent::config::Config,
-    client: Client,
-}
-
-/// A failed test must not leave its guests running (they outlive the agent by design): the
-/// VMs this test started are killed, by the pids the agent reports.
-impl Drop for Agent {
-    fn drop(&mut self) {
-        if self.agent.is_none() {
-            return;
-        }
-        let (_, list) = self.send(reqwest::Method::GET, "/instances", None);
-        for pid in list.as_array().into_iter().flatten().filter_map(|i| i["pid"].as_u64()) {
-            use agent::host::runner::{CommandRunner, HostRunner, Signal};
-            let _ = HostRunner.signal(pid as u32, Signal::Kill);
-        }
-    }
-}
-
 impl Agent {
-    fn start(dir: &Path, source: &str) -> Agent {
-        Self::start_with(dir, source, |_| {})
-    }
-
-    /// Starts an agent on the test config, changed by `customize` first.
-    fn start_with(dir: &Path, source: &str, customize: impl FnOnce(&mut Value)) -> Agent {
-        let mut config = json!({
-            "listen": "127.0.0.1:0",
-            "auth": {"tokens": [TOKEN]},
-            "sources": [source],
-            "storage": {"backend": "files", "dir": dir.join("images")},
-            "instances": {"hypervisor": "qemu", "dir": dir.join("instances"), "run_dir": dir.join("run"),
-                          "stop_timeout_secs": 30,
-                          // The agent runs inside this test binary: QEMU needs the real one.
-                          "qemu": {"accel": "tcg", "metadata_proxy": env!("CARGO_BIN_EXE_agent")}},
-            "log_level": "warn",
-        });
-        customize(&mut config);
-        let config = agent::config::Config::from_json(&config.to_string(), Path::new("t")).unwrap();
-        let agent = RunningAgent::start(config.clone()).unwrap();
-        Agent { agent: Some(agent), config, client: Client::builder().timeout(None).build().unwrap() }
-    }
-
-    /// Stops the agent (the VMs go on) and starts a new one on the same config.
-    fn restart(&mut self) {
-        drop(self.agent.take());
-        self.agent = Some(RunningAgent::start(self.config.clone()).unwrap());
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("{}/api/v1{path}", self.agent.as_ref().unwrap().url())
-    }
-
-    fn send(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
-        let mut request = self.client.request(method, self.url(path)).bearer_auth(TOKEN);
-        if let Some(body) = body {
-            request = request.json(&body);
-        }
-        let response = request.send().unwrap();
-        let status = response.status().as_u16();
-        (status, response.json().unwrap_or(Value::Null))
-    }
-
     fn instance(&self, uuid: &str) -> Value {
         let (status, body) = self.send(reqwest::Method::GET, &format!("/instances/{uuid}"), None);
         assert_eq!(status, 200, "{body}");
@@ -115,39 +46,29 @@ impl Agent {
 
     /// Waits until the console shows `marker` `count` times.
     fn wait_console(&self, uuid: &str, marker: &str, count: usize) -> String {
-        let started = Instant::now();
-        loop {
+        wait_until(&format!("{count}x {marker} on the console of {uuid}"), BOOT_LIMIT, || {
             let text = self.console(uuid);
             if text.matches(marker).count() >= count {
-                return text;
+                Ok(text)
+            } else {
+                Err(text)
             }
-            assert!(started.elapsed() < BOOT_LIMIT, "no {count}x {marker} after {BOOT_LIMIT:?}:\n{text}");
-            std::thread::sleep(Duration::from_millis(250));
-        }
+        })
     }
 
     fn wait_state(&self, uuid: &str, state: &str) -> Value {
-        let started = Instant::now();
-        loop {
+        wait_until(&format!("instance {uuid} {state}"), Duration::from_secs(60), || {
             let instance = self.instance(uuid);
             if instance["state"] == state {
-                return instance;
+                Ok(instance)
+            } else {
+                Err(instance.to_string())
             }
-            assert!(started.elapsed() < Duration::from_secs(60), "not {state}: {instance}");
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        })
     }
 }
 
 impl Agent {
-    /// Runs the agent CLI against this agent.
-    fn cli(&self, args: &[&str]) -> std::process::Output {
-        #[allow(clippy::disallowed_methods)] // the test runs the agent binary as a user would
-        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_agent"));
-        command.args(["--url", &self.agent.as_ref().unwrap().url(), "--token", TOKEN]).args(args);
-        command.env_remove("AGENT_TOKEN").env_remove("AGENT_URL").output().unwrap()
-    }
-
     /// Follows the console stream until `marker` shows up in what arrives after the backlog.
     fn follow_until(&self, uuid: &str, marker: &'static str) -> std::thread::JoinHandle<String> {
         use std::io::Read;
@@ -184,7 +105,8 @@ fn a_guest_boots_stops_starts_reboots_survives_an_agent_restart_and_is_destroyed
     let imgapi = Imgapi::start();
     let image = imgapi.publish("test-guest", &compress(&disk, "gzip"), "gzip", None);
     let dir = tempfile::tempdir().unwrap();
-    let mut agent = Agent::start(dir.path(), &format!("http://admin:secret@{}", imgapi.server.addr));
+    let mut agent =
+        Agent::start_in(dir.path(), &[format!("http://admin:secret@{}", imgapi.server.addr)], |_| {});
     use reqwest::Method as M;
 
     let (status, body) = agent.send(M::POST, "/images", Some(json!({"uuid": image})));
@@ -195,8 +117,9 @@ fn a_guest_boots_stops_starts_reboots_survives_an_agent_restart_and_is_destroyed
     assert_eq!((status, body["code"].as_str()), (422, Some("InvalidParameter")), "{body}");
     let (status, body) = agent.send(M::POST, "/instances", Some(json!({"ima": image, "disk_mib": 1})));
     assert_eq!(status, 422, "disk smaller than the image: {body}");
-    let (status, _) = agent.send(M::POST, "/instances", Some(json!({"ima": uuid::Uuid::new_v4()})));
-    assert_eq!(status, 422);
+    // An image that is not on this host is not found, as everywhere else (it was a 422 here).
+    let (status, body) = agent.send(M::POST, "/instances", Some(json!({"ima": uuid::Uuid::new_v4()})));
+    assert_eq!((status, body["code"].as_str()), (404, Some("ImageNotFound")), "{body}");
     let unauthorized =
         agent.client.post(agent.url("/instances")).json(&json!({"ima": image})).send().unwrap();
     assert_eq!(unauthorized.status(), 401);
@@ -437,7 +360,7 @@ fn guests_on_one_vlan_of_a_switch_reach_each_other_and_a_guest_on_another_vlan_d
     let dir = tempfile::tempdir().unwrap();
     let (ip, qemu) = netns.wrappers(dir.path());
     let agent =
-        Agent::start_with(dir.path(), &format!("http://admin:secret@{}", imgapi.server.addr), |config| {
+        Agent::start_in(dir.path(), &[format!("http://admin:secret@{}", imgapi.server.addr)], |config| {
             config["switches"] = json!({"lab": {}});
             config["instances"]["qemu"]["ip"] = json!(ip);
             config["instances"]["qemu"]["binary"] = json!(qemu);

@@ -8,13 +8,13 @@ use std::path::Path;
 
 use agent::api::Credentials;
 use agent::config::{AuthConfig, User};
-use agent::RunningAgent;
 use base64::Engine;
 use reqwest::blocking::Client;
 use reqwest::header::HeaderValue;
 use reqwest::Method;
 use serde_json::{json, Value};
 
+use crate::common::Agent;
 use crate::timing::{assert_differs, assert_same_time, interleaved_medians};
 
 const TOKEN: &str = "reliability-token-0123456789abcdef";
@@ -25,17 +25,11 @@ fn b64(bytes: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD.encode(bytes)
 }
 
-fn start_agent(dir: &Path) -> RunningAgent {
-    let config = json!({
-        "listen": "127.0.0.1:0",
-        "auth": {"tokens": [TOKEN], "users": [{"name": USER, "password": PASSWORD}]},
-        "sources": [],
-        "storage": {"backend": "files", "dir": dir.join("images")},
-        "instances": {"dir": dir.join("instances"), "run_dir": dir.join("run")},
-        "log_level": "error",
-    });
-    let config = agent::config::Config::from_json(&config.to_string(), Path::new("t")).unwrap();
-    RunningAgent::start(config).expect("agent starts")
+fn start_agent(dir: &Path) -> Agent {
+    Agent::start_in(dir, &[], |config| {
+        config["auth"] = json!({"tokens": [TOKEN], "users": [{"name": USER, "password": PASSWORD}]});
+        config["log_level"] = json!("error");
+    })
 }
 
 /// Every route that needs credentials, with a body it would otherwise accept.
@@ -122,13 +116,13 @@ fn bad_credentials() -> Vec<Option<HeaderValue>> {
 
 fn send(
     client: &Client,
-    agent: &RunningAgent,
+    agent: &Agent,
     route: &(Method, String, Vec<u8>),
     auth: Option<&HeaderValue>,
 ) -> reqwest::blocking::Response {
     let (method, path, body) = route;
     let mut request = client
-        .request(method.clone(), format!("{}{path}", agent.url()))
+        .request(method.clone(), format!("{}{path}", agent.base()))
         .header("content-type", "application/json")
         .body(body.clone());
     if let Some(value) = auth {
@@ -178,7 +172,7 @@ fn every_protected_route_refuses_missing_wrong_and_malformed_credentials() {
     eprintln!("{checked} refused requests checked");
     // Nothing was imported or created by any of them.
     let list = |path: &str| -> Value {
-        client.get(format!("{}{path}", agent.url())).send().unwrap().json().unwrap()
+        client.get(format!("{}{path}", agent.base())).send().unwrap().json().unwrap()
     };
     assert_eq!(list("/api/v1/images"), json!([]));
     assert_eq!(list("/api/v1/instances?destroyed=true"), json!([]));

@@ -4,64 +4,13 @@
 //! and publishing the disk as a new image that a host then imports. A real imgapi on 127.0.0.1
 //! is the URL fetched from and the server published to. Nothing boots here.
 
-mod common;
-
 use std::path::Path;
 
-use agent::RunningAgent;
-use reqwest::blocking::Client;
 use reqwest::Method;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
-use common::*;
-
-const TOKEN: &str = "iso-test-token-0123456789";
-
-struct Agent {
-    agent: RunningAgent,
-    dir: tempfile::TempDir,
-    client: Client,
-}
-
-impl Agent {
-    fn start(source: &str) -> Agent {
-        let dir = tempfile::tempdir().unwrap();
-        let config = json!({
-            "listen": "127.0.0.1:0",
-            "auth": {"tokens": [TOKEN]},
-            "sources": [source],
-            "storage": {"backend": "files", "dir": dir.path().join("images")},
-            "instances": {"hypervisor": "qemu", "dir": dir.path().join("instances"), "run_dir": dir.path().join("run")},
-            "log_level": "warn",
-        });
-        let config = agent::config::Config::from_json(&config.to_string(), Path::new("t")).unwrap();
-        Agent {
-            agent: RunningAgent::start(config).unwrap(),
-            dir,
-            client: Client::builder().timeout(None).build().unwrap(),
-        }
-    }
-
-    fn send(&self, method: Method, path: &str, body: Option<Value>) -> (u16, Value) {
-        let mut request =
-            self.client.request(method, format!("{}/api/v1{path}", self.agent.url())).bearer_auth(TOKEN);
-        if let Some(body) = body {
-            request = request.json(&body);
-        }
-        let response = request.send().unwrap();
-        (response.status().as_u16(), response.json().unwrap_or(Value::Null))
-    }
-
-    #[allow(clippy::disallowed_methods)] // the CLI is run as users run it
-    fn cli(&self, args: &[&str]) -> std::process::Output {
-        std::process::Command::new(env!("CARGO_BIN_EXE_agent"))
-            .args(["--url", &self.agent.url(), "--token", TOKEN])
-            .args(args)
-            .output()
-            .unwrap()
-    }
-}
+use crate::common::*;
 
 fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
@@ -73,11 +22,11 @@ fn from_an_iso_to_a_published_golden_image() {
     // A 3 MiB "ISO", served by the image server as an image file.
     let iso: Vec<u8> = (0..3u32 << 20).map(|i| (i % 253) as u8).collect();
     let image = imgapi.publish("installer", &iso, "none", None);
-    let agent = Agent::start(&format!("http://admin:secret@{}", imgapi.server.addr));
+    let agent = Agent::start(&[format!("http://admin:secret@{}", imgapi.server.addr)]);
     let iso_url = format!("{}/images/{image}/file", imgapi.server.url());
 
     // Upload, streamed, with its checksum; a wrong checksum keeps nothing.
-    let file = agent.dir.path().join("local.iso");
+    let file = agent.dir().join("local.iso");
     std::fs::write(&file, &iso).unwrap();
     let uploaded =
         agent.cli(&["--json", "isos", "upload", file.to_str().unwrap(), "--sha256", &sha256_hex(&iso)]);
@@ -109,7 +58,7 @@ fn from_an_iso_to_a_published_golden_image() {
         (info["size"].as_u64(), info["source"].as_str()),
         (Some(iso.len() as u64), Some(iso_url.as_str()))
     );
-    assert_eq!(std::fs::read(agent.dir.path().join("instances/isos/fetched.iso")).unwrap(), iso);
+    assert_eq!(std::fs::read(agent.dir().join("instances/isos/fetched.iso")).unwrap(), iso);
     // A fetch whose checksum does not match fails, and leaves nothing.
     let (status, _) = agent.send(
         Method::POST,
@@ -165,8 +114,7 @@ fn from_an_iso_to_a_published_golden_image() {
     );
     assert_eq!(status, 201, "{created}");
     assert_eq!(created["image"], Value::Null);
-    let overlay =
-        agent.dir.path().join("instances").join(created["uuid"].as_str().unwrap()).join("disk0.qcow2");
+    let overlay = agent.dir().join("instances").join(created["uuid"].as_str().unwrap()).join("disk0.qcow2");
     #[allow(clippy::disallowed_methods)] // qemu-img, to check what the agent made
     let info = std::process::Command::new("qemu-img")
         .args(["info", "--output=json"])
@@ -198,7 +146,7 @@ fn from_an_iso_to_a_published_golden_image() {
         .unwrap();
     assert!(written.status.success(), "{}", String::from_utf8_lossy(&written.stderr));
     let first_block = |disk: &Path| -> Vec<u8> {
-        let raw = agent.dir.path().join("check.raw");
+        let raw = agent.dir().join("check.raw");
         #[allow(clippy::disallowed_methods)]
         let converted = std::process::Command::new("qemu-img")
             .args(["convert", "-O", "raw"])
@@ -255,10 +203,7 @@ fn from_an_iso_to_a_published_golden_image() {
         "the guest's write is in the image"
     );
     assert!(disk_bytes[..1 << 20].iter().all(|b| *b == 0));
-    assert!(
-        !agent.dir.path().join("instances").join(&id0).join(".export.raw").exists(),
-        "the export is removed"
-    );
+    assert!(!agent.dir().join("instances").join(&id0).join(".export.raw").exists(), "the export is removed");
     let (status, body) = agent.send(Method::POST, "/images", Some(json!({"uuid": golden})));
     assert_eq!(status, 200, "{body}");
     let (status, body) = agent.send(
@@ -288,7 +233,7 @@ fn from_an_iso_to_a_published_golden_image() {
     let listed = agent.cli(&["isos", "list"]);
     let table = String::from_utf8_lossy(&listed.stdout);
     assert!(table.contains("fetched.iso") && !table.contains("installer.iso"), "{table}");
-    let names: Vec<String> = std::fs::read_dir(agent.dir.path().join("instances/isos"))
+    let names: Vec<String> = std::fs::read_dir(agent.dir().join("instances/isos"))
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
