@@ -179,7 +179,8 @@ impl Mirrors {
                 if stored {
                     status.pulled_through += 1;
                     drop(status);
-                    done_mirror.remember(uuid);
+                    // A small durable write: off the async workers.
+                    tokio::task::spawn_blocking(move || done_mirror.remember(uuid));
                 } else {
                     status.last_error = Some(format!("pull-through of {uuid} failed"));
                 }
@@ -269,6 +270,18 @@ impl Mirror {
         }
     }
 
+    /// [`Mirror::copied`], off the async workers.
+    async fn load_copied(self: &Arc<Self>) -> BTreeSet<Uuid> {
+        let mirror = self.clone();
+        tokio::task::spawn_blocking(move || mirror.copied()).await.unwrap_or_default()
+    }
+
+    /// [`Mirror::save_copied`], off the async workers.
+    async fn store_copied(self: &Arc<Self>, copied: &BTreeSet<Uuid>) {
+        let (mirror, copied) = (self.clone(), copied.clone());
+        let _ = tokio::task::spawn_blocking(move || mirror.save_copied(&copied)).await;
+    }
+
     fn remember(&self, uuid: Uuid) {
         let mut copied = self.copied();
         if copied.insert(uuid) {
@@ -278,7 +291,7 @@ impl Mirror {
 
     /// One pass: list, copy what is missing, follow deletions. Returns whether the upstream
     /// could be listed.
-    async fn sync(&self, service: &Service) -> bool {
+    async fn sync(self: &Arc<Self>, service: &Service) -> bool {
         {
             let mut status = lock(&self.status);
             status.state = "syncing";
@@ -306,7 +319,7 @@ impl Mirror {
             .filter_map(|m| m.get("uuid").and_then(serde_json::Value::as_str))
             .filter_map(|u| Uuid::parse_str(u).ok())
             .collect();
-        let mut copied_set = self.copied();
+        let mut copied_set = self.load_copied().await;
         let (mut copied, mut present, mut failed, mut deleted) = (0, 0, 0, 0);
         let mut last_error = None;
         {
@@ -327,7 +340,7 @@ impl Mirror {
                 Ok((_, true)) => {
                     copied += 1;
                     copied_set.insert(*uuid);
-                    self.save_copied(&copied_set);
+                    self.store_copied(&copied_set).await;
                 }
                 Err(error) => {
                     failed += 1;
@@ -369,7 +382,7 @@ impl Mirror {
                 }
                 remaining = next;
             }
-            self.save_copied(&copied_set);
+            self.store_copied(&copied_set).await;
         }
         let mut status = lock(&self.status);
         status.state = "idle";

@@ -453,8 +453,10 @@ async fn console_write(
     require_auth(&req, &state)?;
     let uuid = instance_id(&path)?;
     let console = state.instances.console(&uuid)?;
-    console
-        .write_input(&body)
+    // A write to a socket or tty that the guest may not be reading: off the async workers.
+    web::block(move || console.write_input(&body))
+        .await
+        .map_err(|e| ApiError::from_error(ErrorCode::InternalError, &e))?
         .map_err(|e| ApiError::new(ErrorCode::ConsoleNotConnected, format!("instance {uuid}: {e}")))?;
     Ok(HttpResponse::NoContent().finish())
 }

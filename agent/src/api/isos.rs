@@ -2,7 +2,7 @@
 //! `/api/v1/instances/:id/cdrom` (attach one as an instance's CD).
 
 use std::io::{self, Read};
-use std::sync::mpsc;
+use tokio::sync::mpsc;
 
 use actix_web::{web, HttpRequest, HttpResponse};
 use futures_util::StreamExt;
@@ -41,7 +41,8 @@ async fn list(state: web::Data<AgentState>) -> Result<HttpResponse, ApiError> {
 }
 
 async fn get(path: web::Path<String>, state: web::Data<AgentState>) -> Result<HttpResponse, ApiError> {
-    let info = state.instances.isos().get(&path)?;
+    let isos = state.instances.isos().clone();
+    let info = blocking(move || isos.get(&path)).await?;
     Ok(HttpResponse::Ok().json(with_users(&state, info)))
 }
 
@@ -76,7 +77,8 @@ async fn fetch(
             .filter(|n| !n.is_empty())
             .ok_or_else(|| ApiError::invalid(format!("no file name in {:?}: give \"name\"", body.url)))?,
     };
-    let status = state.instances.isos().fetch(&body.url, &name, body.sha256.as_deref())?;
+    let isos = state.instances.isos().clone();
+    let status = blocking(move || isos.fetch(&body.url, &name, body.sha256.as_deref())).await?;
     Ok(HttpResponse::Accepted().json(status))
 }
 
@@ -96,9 +98,9 @@ struct BodyReader {
 impl Read for BodyReader {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         while self.current.is_empty() {
-            match self.chunks.recv() {
-                Ok(chunk) => self.current = chunk?,
-                Err(_) => return Ok(0),
+            match self.chunks.blocking_recv() {
+                Some(chunk) => self.current = chunk?,
+                None => return Ok(0),
             }
         }
         let n = buf.len().min(self.current.len());
@@ -119,7 +121,7 @@ async fn upload(
     let name = path.into_inner();
     crate::iso::check_name(&name)?;
     // A few chunks in flight: memory stays flat whatever the ISO's size.
-    let (tx, rx) = mpsc::sync_channel(8);
+    let (tx, rx) = mpsc::channel(8);
     let isos = state.instances.isos().clone();
     let writer = tokio::task::spawn_blocking(move || {
         let mut reader = BodyReader { chunks: rx, current: web::Bytes::new() };
@@ -129,10 +131,7 @@ async fn upload(
         let chunk = chunk.map_err(|e| io::Error::other(format!("upload interrupted: {e}")));
         let failed = chunk.is_err();
         // The writer gone means it failed: its result says why.
-        let tx = tx.clone();
-        if tokio::task::spawn_blocking(move || tx.send(chunk)).await.map_or(true, |sent| sent.is_err())
-            || failed
-        {
+        if tx.send(chunk).await.is_err() || failed {
             break;
         }
     }

@@ -2,7 +2,7 @@
 //! (FreeBSD) and `qemu` (Linux). A backend knows how to start one *run* of a VM (one
 //! hypervisor process, from power-on to exit), how to press its buttons, and how a run ended,
 //! in bhyve's exit codes. What to do next (restart on reboot, stop, fail) is the supervisor's
-//! business, shared by both (`instance::supervisor`).
+//! business, shared by both (`instance::manager::supervisor`).
 
 pub mod bhyve;
 pub mod qemu;

@@ -102,7 +102,7 @@ struct Served<'a> {
     content_type: &'a str,
 }
 
-fn serve(req: &HttpRequest, file: Served<'_>) -> Result<HttpResponse, ApiError> {
+async fn serve(req: &HttpRequest, file: Served<'_>) -> Result<HttpResponse, ApiError> {
     let last_modified = HttpDate::from(file.modified);
     if not_modified(req, &file.etag, file.modified) {
         return Ok(HttpResponse::NotModified()
@@ -144,7 +144,12 @@ fn serve(req: &HttpRequest, file: Served<'_>) -> Result<HttpResponse, ApiError> 
     if is_head(req) {
         return Ok(builder.body(FileBody::head(len)));
     }
-    let handle = std::fs::File::open(&file.path).map_err(|e| match e.kind() {
+    let path = file.path;
+    // Opening is disk I/O: off the async workers.
+    let opened = web::block(move || std::fs::File::open(path))
+        .await
+        .map_err(|e| ApiError::internal("cannot open a stored file", &e))?;
+    let handle = opened.map_err(|e| match e.kind() {
         // Replaced or deleted between the lookup and the open.
         std::io::ErrorKind::NotFound => {
             ApiError::new(StatusCode::NOT_FOUND, "ResourceNotFound", "the file changed; ask again")
@@ -189,6 +194,7 @@ pub async fn get_file(
             content_type: "application/octet-stream",
         },
     )
+    .await
 }
 
 /// AddImageFile: streams the body to disk, checking size and sha1.
@@ -255,7 +261,7 @@ pub async fn put_file(
     };
     let service = &state.service;
     service.precheck_file(&uuid, &caller, &upload)?;
-    let temp = service.store.stage(&uuid)?;
+    let temp = service.store.stage(&uuid).await?;
     let mut sink = UploadSink::start(temp, service.max_file_size)
         .map_err(|e| ApiError::internal("cannot start an upload", &e))?;
     while let Some(chunk) = payload.next().await {
@@ -305,6 +311,7 @@ pub async fn get_icon(
             content_type: &icon.content_type,
         },
     )
+    .await
 }
 
 /// AddImageIcon: a JPEG, GIF or PNG of at most 128 KiB.

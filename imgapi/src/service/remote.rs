@@ -189,7 +189,7 @@ impl Service {
         size: u64,
         watch: Option<&mut Watch>,
     ) -> Result<StagedFile, ImageError> {
-        let temp = self.store.stage(&uuid)?;
+        let temp = self.store.stage(&uuid).await?;
         let written = watch.map(|watch| {
             if let Some(path) = watch.path.take() {
                 let _ = path.send(temp.path().to_path_buf());

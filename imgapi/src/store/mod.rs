@@ -324,11 +324,15 @@ impl Store {
     }
 
     /// A temp file inside the image's directory for an upload to fill.
-    pub fn stage(&self, uuid: &Uuid) -> Result<tempfile::NamedTempFile, StoreError> {
-        disk::temp_file(&self.image_dir(uuid)).map_err(|e| match e.kind() {
-            io::ErrorKind::NotFound => StoreError::NotFound(*uuid),
-            _ => StoreError::from_io("create upload file", e),
+    pub async fn stage(&self, uuid: &Uuid) -> Result<tempfile::NamedTempFile, StoreError> {
+        let (dir, uuid) = (self.image_dir(uuid), *uuid);
+        blocking(move || {
+            disk::temp_file(&dir).map_err(|e| match e.kind() {
+                io::ErrorKind::NotFound => StoreError::NotFound(uuid),
+                _ => StoreError::from_io("create upload file", e),
+            })
         })
+        .await
     }
 
     /// Makes a staged upload the image's file. `check` runs under the write lock first (for
