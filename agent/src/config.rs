@@ -1,6 +1,8 @@
-//! The agent's configuration file (JSON): where its API listens and who may change things,
-//! the IMGAPI sources in lookup order, and the storage backend with the host commands it uses.
-//! Unknown keys are refused by name.
+//! The agent's configuration file (JSON), every section of it: where its API listens and who
+//! may change things, the IMGAPI sources in lookup order, the storage backend, the host
+//! commands it runs (one `commands` table), the hypervisor and the switches. Unknown keys are
+//! refused by name; keys that moved are still read, with a warning (see
+//! [`Config::deprecations`]).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -8,6 +10,9 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use imgapi_client::Auth;
+
+use crate::host::bhyve::BhyvePaths;
+use crate::hypervisor::qemu::QemuSettings;
 
 use crate::source::{Source, SourceSetupError};
 
@@ -26,9 +31,15 @@ pub struct Config {
     #[serde(default)]
     pub sources: Vec<SourceEntry>,
     pub storage: StorageConfig,
-    /// Absolute paths of host commands.
-    #[serde(default)]
+    /// Absolute paths of the host commands, as given (see [`Config::commands`]).
+    #[serde(default, rename = "commands")]
+    commands_given: CommandsConfig,
+    /// Every host command's path: given or default, old keys applied.
+    #[serde(skip)]
     pub commands: Commands,
+    /// Old keys found in the file, with what replaces them.
+    #[serde(skip)]
+    deprecated: Vec<String>,
     #[serde(default = "default_log_level")]
     pub log_level: String,
     /// Instances: the hypervisor and where their state lives.
@@ -37,7 +48,7 @@ pub struct Config {
     /// Named switches NICs can join (`switch:<name>`), by name: `{"bridge", "uplink"}`. More
     /// can be added through the API.
     #[serde(default)]
-    pub switches: std::collections::BTreeMap<String, crate::network::SwitchConfig>,
+    pub switches: std::collections::BTreeMap<String, SwitchConfig>,
 }
 
 /// The `instances` section.
@@ -63,8 +74,112 @@ pub struct InstancesConfig {
     pub console_log_max_bytes: u64,
     /// Installer ISOs (default: `isos` under `dir`).
     pub iso_dir: Option<PathBuf>,
-    pub qemu: crate::hypervisor::qemu::QemuSettings,
-    pub bhyve: crate::host::bhyve::BhyvePaths,
+    pub qemu: QemuConfig,
+    pub bhyve: BhyveConfig,
+}
+
+/// `instances.qemu`: how QEMU runs guests (its path is `commands.qemu`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct QemuConfig {
+    /// `auto` (KVM when it really works here, else TCG), `kvm` or `tcg`.
+    pub accel: AccelChoice,
+    /// UEFI firmware (OVMF) for instances with `firmware: uefi`.
+    pub uefi_firmware: PathBuf,
+    /// The `agent` executable QEMU runs (`metadata-proxy SOCKET`) for each connection of a
+    /// guest to its metadata service. Default: the running agent's own executable.
+    pub metadata_proxy: Option<PathBuf>,
+    /// Deprecated: `commands.qemu`.
+    binary: Option<PathBuf>,
+    /// Deprecated: `commands.ip`.
+    ip: Option<PathBuf>,
+}
+
+impl Default for QemuConfig {
+    fn default() -> Self {
+        QemuConfig {
+            accel: AccelChoice::Auto,
+            uefi_firmware: PathBuf::from("/usr/share/OVMF/OVMF_CODE.fd"),
+            metadata_proxy: None,
+            binary: None,
+            ip: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AccelChoice {
+    #[default]
+    Auto,
+    Kvm,
+    Tcg,
+}
+
+fn qemu_settings(commands: &Commands, qemu: &QemuConfig) -> QemuSettings {
+    QemuSettings {
+        binary: commands.qemu.clone(),
+        accel: qemu.accel,
+        uefi_firmware: qemu.uefi_firmware.clone(),
+        ip: commands.ip.clone(),
+        metadata_proxy: qemu.metadata_proxy.clone(),
+    }
+}
+
+/// The settings of a config that says nothing about QEMU.
+impl Default for QemuSettings {
+    fn default() -> Self {
+        qemu_settings(&Commands::default(), &QemuConfig::default())
+    }
+}
+
+/// `instances.bhyve`: bhyve's firmware and devices (its tools are in `commands`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BhyveConfig {
+    /// UEFI firmware (edk2-bhyve), for `firmware: uefi`.
+    pub uefi_bootrom: PathBuf,
+    /// UEFI firmware with the compatibility support module, for `firmware: bios`.
+    pub uefi_csm_bootrom: PathBuf,
+    /// One entry per VM that exists in the kernel (`/dev/vmm/<name>`).
+    pub vmm_dir: PathBuf,
+    /// Null-modem console pairs are `<prefix><name>A` (bhyve's side) and `<prefix><name>B`.
+    pub nmdm_prefix: PathBuf,
+    /// Deprecated: `commands.bhyve`, `commands.bhyvectl`, ...
+    bhyve: Option<PathBuf>,
+    bhyvectl: Option<PathBuf>,
+    bhyveload: Option<PathBuf>,
+    ifconfig: Option<PathBuf>,
+    ps: Option<PathBuf>,
+}
+
+impl Default for BhyveConfig {
+    fn default() -> Self {
+        let paths = BhyvePaths::default();
+        BhyveConfig {
+            uefi_bootrom: paths.uefi_bootrom,
+            uefi_csm_bootrom: paths.uefi_csm_bootrom,
+            vmm_dir: paths.vmm_dir,
+            nmdm_prefix: paths.nmdm_prefix,
+            bhyve: None,
+            bhyvectl: None,
+            bhyveload: None,
+            ifconfig: None,
+            ps: None,
+        }
+    }
+}
+
+/// A switch as the config file (or a `POST /switches`) gives it; the key is its name.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SwitchConfig {
+    /// The host bridge (default: the switch's name). Created when missing.
+    #[serde(default)]
+    pub bridge: Option<String>,
+    /// A host interface added to the bridge, linking the switch to the outside network.
+    #[serde(default)]
+    pub uplink: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -204,26 +319,56 @@ pub enum ZfsDialectConfig {
     ZfsFuse,
 }
 
-/// Absolute paths of the host commands the agent may run (the hypervisors' own are in
-/// `instances.qemu` and `instances.bhyve`).
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// `commands`: the absolute path of every host command the agent runs. Absent ones have the
+/// usual path on the agent's OS.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct CommandsConfig {
+    zfs: Option<PathBuf>,
+    qemu_img: Option<PathBuf>,
+    qemu: Option<PathBuf>,
+    ip: Option<PathBuf>,
+    bhyve: Option<PathBuf>,
+    bhyvectl: Option<PathBuf>,
+    bhyveload: Option<PathBuf>,
+    ifconfig: Option<PathBuf>,
+    ps: Option<PathBuf>,
+}
+
+/// The host commands the agent runs, each an absolute path.
+#[derive(Debug, Clone)]
 pub struct Commands {
-    #[serde(default = "default_zfs")]
     pub zfs: PathBuf,
     /// Makes the qcow2 overlays of `files` instances under QEMU.
-    #[serde(default = "default_qemu_img")]
     pub qemu_img: PathBuf,
+    /// `qemu-system-x86_64`.
+    pub qemu: PathBuf,
+    /// iproute2's `ip`, for switches' bridges and the taps of QEMU's NICs.
+    pub ip: PathBuf,
+    pub bhyve: PathBuf,
+    pub bhyvectl: PathBuf,
+    pub bhyveload: PathBuf,
+    /// FreeBSD's `ifconfig`, for switches' bridges and the taps of bhyve's NICs.
+    pub ifconfig: PathBuf,
+    /// `ps`, to check that an adopted pid is still a bhyve process.
+    pub ps: PathBuf,
 }
 
 impl Default for Commands {
     fn default() -> Self {
-        Commands { zfs: default_zfs(), qemu_img: default_qemu_img() }
+        let bhyve = BhyvePaths::default();
+        Commands {
+            zfs: if cfg!(target_os = "linux") { "/usr/sbin/zfs".into() } else { "/sbin/zfs".into() },
+            qemu_img: "/usr/bin/qemu-img".into(),
+            qemu: "/usr/bin/qemu-system-x86_64".into(),
+            ip: "/usr/sbin/ip".into(),
+            bhyve: bhyve.bhyve,
+            bhyvectl: bhyve.bhyvectl,
+            bhyveload: bhyve.bhyveload,
+            ifconfig: bhyve.ifconfig,
+            ps: bhyve.ps,
+        }
     }
-}
-
-fn default_qemu_img() -> PathBuf {
-    PathBuf::from("/usr/bin/qemu-img")
 }
 
 fn default_listen() -> SocketAddr {
@@ -235,13 +380,6 @@ fn default_log_level() -> String {
 fn default_zvol_dir() -> PathBuf {
     PathBuf::from("/dev/zvol")
 }
-fn default_zfs() -> PathBuf {
-    if cfg!(target_os = "linux") {
-        PathBuf::from("/usr/sbin/zfs")
-    } else {
-        PathBuf::from("/sbin/zfs")
-    }
-}
 
 pub use service_kit::config::ConfigError;
 
@@ -251,14 +389,21 @@ impl Config {
     }
 
     pub fn from_json(text: &str, origin: &Path) -> Result<Self, ConfigError> {
-        let config: Config = service_kit::config::parse(text, origin)?;
+        let mut config: Config = service_kit::config::parse(text, origin)?;
         let invalid = |message: String| ConfigError::invalid(origin, message);
+        config.resolve_commands().map_err(invalid)?;
         config.sources().map_err(|e| invalid(service_kit::ErrorChain(&e).to_string()))?;
+        let commands = &config.commands;
         for (key, path) in [
-            ("commands.zfs", &config.commands.zfs),
-            ("commands.qemu_img", &config.commands.qemu_img),
-            ("instances.qemu.binary", &config.instances.qemu.binary),
-            ("instances.qemu.ip", &config.instances.qemu.ip),
+            ("commands.zfs", &commands.zfs),
+            ("commands.qemu_img", &commands.qemu_img),
+            ("commands.qemu", &commands.qemu),
+            ("commands.ip", &commands.ip),
+            ("commands.bhyve", &commands.bhyve),
+            ("commands.bhyvectl", &commands.bhyvectl),
+            ("commands.bhyveload", &commands.bhyveload),
+            ("commands.ifconfig", &commands.ifconfig),
+            ("commands.ps", &commands.ps),
             ("instances.dir", &config.instances.dir),
             ("instances.run_dir", &config.instances.run_dir),
         ] {
@@ -300,6 +445,97 @@ impl Config {
             return Err(invalid("auth.tokens must be at least 16 characters long".into()));
         }
         Ok(config)
+    }
+
+    /// Applies the old places of command paths (`instances.qemu.binary`, `instances.qemu.ip`,
+    /// `instances.bhyve.<tool>`) where `commands` does not name the command, and notes each as
+    /// deprecated; both at once is an error.
+    fn resolve_commands(&mut self) -> Result<(), String> {
+        let given = &self.commands_given;
+        let (qemu, bhyve) = (&self.instances.qemu, &self.instances.bhyve);
+        let defaults = Commands::default();
+        let mut deprecated = Vec::new();
+        let mut pick = |key: &str,
+                        new: &Option<PathBuf>,
+                        old_key: &str,
+                        old: &Option<PathBuf>,
+                        default: PathBuf| {
+            match (new, old) {
+                (Some(new), Some(old)) if new != old => {
+                    Err(format!("commands.{key} and {old_key} disagree: keep commands.{key} only"))
+                }
+                (Some(new), old) => {
+                    if old.is_some() {
+                        deprecated
+                            .push(format!("{old_key} is deprecated and ignored: commands.{key} is set"));
+                    }
+                    Ok(new.clone())
+                }
+                (None, Some(old)) => {
+                    deprecated.push(format!("{old_key} is deprecated: move it to commands.{key}"));
+                    Ok(old.clone())
+                }
+                (None, None) => Ok(default),
+            }
+        };
+        let commands = Commands {
+            zfs: given.zfs.clone().unwrap_or(defaults.zfs),
+            qemu_img: given.qemu_img.clone().unwrap_or(defaults.qemu_img),
+            qemu: pick("qemu", &given.qemu, "instances.qemu.binary", &qemu.binary, defaults.qemu)?,
+            ip: pick("ip", &given.ip, "instances.qemu.ip", &qemu.ip, defaults.ip)?,
+            bhyve: pick("bhyve", &given.bhyve, "instances.bhyve.bhyve", &bhyve.bhyve, defaults.bhyve)?,
+            bhyvectl: pick(
+                "bhyvectl",
+                &given.bhyvectl,
+                "instances.bhyve.bhyvectl",
+                &bhyve.bhyvectl,
+                defaults.bhyvectl,
+            )?,
+            bhyveload: pick(
+                "bhyveload",
+                &given.bhyveload,
+                "instances.bhyve.bhyveload",
+                &bhyve.bhyveload,
+                defaults.bhyveload,
+            )?,
+            ifconfig: pick(
+                "ifconfig",
+                &given.ifconfig,
+                "instances.bhyve.ifconfig",
+                &bhyve.ifconfig,
+                defaults.ifconfig,
+            )?,
+            ps: pick("ps", &given.ps, "instances.bhyve.ps", &bhyve.ps, defaults.ps)?,
+        };
+        self.commands = commands;
+        self.deprecated = deprecated;
+        Ok(())
+    }
+
+    /// The old keys this config used, each with what replaces it: for warnings at start-up.
+    pub fn deprecations(&self) -> &[String] {
+        &self.deprecated
+    }
+
+    /// What the QEMU backend runs with.
+    pub fn qemu_settings(&self) -> QemuSettings {
+        qemu_settings(&self.commands, &self.instances.qemu)
+    }
+
+    /// Where bhyve's tools, firmware and devices are.
+    pub fn bhyve_paths(&self) -> BhyvePaths {
+        let (bhyve, commands) = (&self.instances.bhyve, &self.commands);
+        BhyvePaths {
+            bhyve: commands.bhyve.clone(),
+            bhyvectl: commands.bhyvectl.clone(),
+            bhyveload: commands.bhyveload.clone(),
+            ifconfig: commands.ifconfig.clone(),
+            ps: commands.ps.clone(),
+            uefi_bootrom: bhyve.uefi_bootrom.clone(),
+            uefi_csm_bootrom: bhyve.uefi_csm_bootrom.clone(),
+            vmm_dir: bhyve.vmm_dir.clone(),
+            nmdm_prefix: bhyve.nmdm_prefix.clone(),
+        }
     }
 
     /// Where instance clones go on the ZFS backends: `instances.zfs_parent`, or `instances`
@@ -368,6 +604,42 @@ mod tests {
             let e = service_kit::ErrorChain(&e).to_string();
             assert!(e.contains(needle), "{e}");
         }
+    }
+
+    #[test]
+    fn one_commands_table_and_the_old_keys_with_a_warning() {
+        let parse = |extra: &str| {
+            let text = format!(r#"{{"storage": {{"backend": "files", "dir": "/x"}}{extra}}}"#);
+            Config::from_json(&text, Path::new("t"))
+        };
+        let config = parse("").unwrap();
+        assert_eq!(config.commands.qemu, Path::new("/usr/bin/qemu-system-x86_64"));
+        assert!(config.deprecations().is_empty());
+        let config =
+            parse(r#", "commands": {"qemu": "/opt/q", "ip": "/opt/ip", "ifconfig": "/opt/ifc"}"#).unwrap();
+        assert_eq!(config.qemu_settings().binary, Path::new("/opt/q"));
+        assert_eq!(config.qemu_settings().ip, Path::new("/opt/ip"));
+        assert_eq!(config.bhyve_paths().ifconfig, Path::new("/opt/ifc"));
+        assert!(config.deprecations().is_empty());
+        // The old places still work, and say where to move.
+        let old = r#", "instances": {"qemu": {"binary": "/old/q", "ip": "/old/ip"},
+                      "bhyve": {"bhyvectl": "/old/bc", "vmm_dir": "/tmp/vmm"}}"#;
+        let config = parse(old).unwrap();
+        assert_eq!(config.commands.qemu, Path::new("/old/q"));
+        assert_eq!(config.bhyve_paths().bhyvectl, Path::new("/old/bc"));
+        assert_eq!(config.bhyve_paths().vmm_dir, Path::new("/tmp/vmm"));
+        assert_eq!(config.deprecations().len(), 3, "{:?}", config.deprecations());
+        assert!(config.deprecations()[0].contains("move it to commands.qemu"));
+        // Both, disagreeing: which one is meant?
+        let both = r#", "commands": {"qemu": "/new/q"}, "instances": {"qemu": {"binary": "/old/q"}}"#;
+        assert!(parse(both).unwrap_err().to_string().contains("disagree"));
+        for bad in [r#", "commands": {"qemu": "q"}"#, r#", "instances": {"bhyve": {"ps": "ps"}}"#] {
+            assert!(parse(bad).unwrap_err().to_string().contains("absolute path"), "{bad}");
+        }
+        assert!(parse(r#", "commands": {"qemu_system": "/q"}"#)
+            .unwrap_err()
+            .to_string()
+            .contains("unknown field"));
     }
 
     #[test]

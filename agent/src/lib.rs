@@ -90,9 +90,9 @@ pub fn open_instances(
 ) -> Result<Arc<Instances>, StartError> {
     let settings = &config.instances;
     let hypervisor: Arc<dyn hypervisor::Hypervisor> = match settings.hypervisor {
-        HypervisorKind::Qemu => Arc::new(hypervisor::qemu::Qemu::new(runner.clone(), settings.qemu.clone())),
+        HypervisorKind::Qemu => Arc::new(hypervisor::qemu::Qemu::new(runner.clone(), config.qemu_settings())),
         HypervisorKind::Bhyve => {
-            Arc::new(hypervisor::bhyve::Bhyve::new(runner.clone(), settings.bhyve.clone()))
+            Arc::new(hypervisor::bhyve::Bhyve::new(runner.clone(), config.bhyve_paths()))
         }
     };
     let disk_error = |e: instance::disks::DiskError| StartError::Instances(e.into());
@@ -100,8 +100,7 @@ pub fn open_instances(
         StorageConfig::Files { .. } => Arc::new(
             FileDisks::new(
                 &settings.dir,
-                runner.clone(),
-                &config.commands.qemu_img,
+                host::qemu_img::QemuImg::new(runner.clone(), &config.commands.qemu_img),
                 settings.hypervisor == HypervisorKind::Qemu,
             )
             .map_err(disk_error)?,
@@ -121,10 +120,10 @@ pub fn open_instances(
     };
     let host_network: Arc<dyn network::HostNetwork> = match settings.hypervisor {
         HypervisorKind::Qemu => {
-            Arc::new(network::linux::LinuxBridges::new(runner.clone(), settings.qemu.ip.clone()))
+            Arc::new(network::linux::LinuxBridges::new(runner.clone(), config.commands.ip.clone()))
         }
         HypervisorKind::Bhyve => {
-            Arc::new(network::freebsd::FreeBsdBridges::new(runner.clone(), settings.bhyve.ifconfig.clone()))
+            Arc::new(network::freebsd::FreeBsdBridges::new(runner.clone(), config.commands.ifconfig.clone()))
         }
     };
     // Only read here; `Instances::open` creates the directory before anything is saved.
@@ -153,6 +152,9 @@ pub struct Bound {
 
 /// Opens storage, recovers from a crash, loads the instances, and binds the API.
 pub fn bind(config: Config) -> Result<Bound, StartError> {
+    for deprecation in config.deprecations() {
+        tracing::warn!("config: {deprecation}");
+    }
     let runner: Arc<dyn CommandRunner> = Arc::new(HostRunner);
     let storage = open_storage(&config, runner.clone())?;
     let instances = open_instances(&config, runner, storage.clone())?;

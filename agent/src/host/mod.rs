@@ -5,6 +5,7 @@ pub mod bhyve;
 pub mod ifconfig;
 pub mod iproute;
 pub mod qemu;
+pub mod qemu_img;
 pub mod qmp;
 pub mod runner;
 pub mod zfs;

@@ -9,19 +9,18 @@ use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde::Deserialize;
-
 use super::{
     ConsoleEndpoint, Firmware, Hypervisor, HypervisorError, RunEnd, VmControl, VmNetwork, VmRun, VmSpec,
 };
+use crate::config::AccelChoice;
 use crate::host::iproute;
 use crate::host::qemu::{Accel, Disk, Nic, NicBackend, QemuVm};
 use crate::host::qmp::Qmp;
 use crate::host::runner::{CommandRunner, ProcessExit, Signal};
 
-/// The `qemu` section of the agent config.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+/// What the QEMU backend needs, from the config (`commands.qemu`, `commands.ip` and
+/// `instances.qemu`; see `Config::qemu_settings`).
+#[derive(Debug, Clone)]
 pub struct QemuSettings {
     /// Absolute path of `qemu-system-x86_64`.
     pub binary: PathBuf,
@@ -34,27 +33,6 @@ pub struct QemuSettings {
     /// The `agent` executable QEMU runs (`metadata-proxy SOCKET`) for each connection of a
     /// guest to its metadata service. Default: the running agent's own executable.
     pub metadata_proxy: Option<PathBuf>,
-}
-
-impl Default for QemuSettings {
-    fn default() -> Self {
-        QemuSettings {
-            binary: PathBuf::from("/usr/bin/qemu-system-x86_64"),
-            accel: AccelChoice::Auto,
-            uefi_firmware: PathBuf::from("/usr/share/OVMF/OVMF_CODE.fd"),
-            ip: PathBuf::from("/usr/sbin/ip"),
-            metadata_proxy: None,
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum AccelChoice {
-    #[default]
-    Auto,
-    Kvm,
-    Tcg,
 }
 
 /// Whether KVM can run guests: `/dev/kvm` must open, and the CPU must have VMX or SVM. The

@@ -9,12 +9,12 @@ use std::collections::BTreeMap;
 use std::fs::{self, File};
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use uuid::Uuid;
 
 use super::record::InstanceRecord;
-use crate::host::runner::{CommandRunner, ExecError, HostCommand};
+use crate::host::qemu_img::{QemuImg, QemuImgError, SnapshotOp};
+use crate::host::runner::ExecError;
 use crate::host::zfs::{Depth, Zfs, ZfsError};
 use crate::hypervisor::{DiskFormat, VmDisk};
 use crate::storage::zfs::{ZfsMode, DISK_FILE, FINAL_SNAPSHOT};
@@ -32,6 +32,8 @@ pub enum DiskError {
     Zfs(Box<ZfsError>),
     #[error("{0}")]
     Command(#[from] ExecError),
+    #[error("{0}")]
+    QemuImg(#[from] QemuImgError),
     #[error("{context}: {source}")]
     Io {
         context: String,
@@ -108,36 +110,18 @@ pub fn check_snapshot_name(name: &str) -> Result<(), DiskError> {
     }
 }
 
-/// The snapshot names in `qemu-img info --output=json` of a qcow2 file.
-pub fn parse_qcow2_snapshots(json: &str) -> Result<Vec<String>, DiskError> {
-    let info: serde_json::Value =
-        serde_json::from_str(json).map_err(|e| DiskError::Invalid(format!("qemu-img info: {e}")))?;
-    Ok(info["snapshots"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|s| s["name"].as_str().map(str::to_owned))
-        .collect())
-}
-
 /// `files` backend instances: `<dir>/<uuid>/{disk0.qcow2|disk0.raw, instance.json}`.
 pub struct FileDisks {
     dir: PathBuf,
-    runner: Arc<dyn CommandRunner>,
-    qemu_img: PathBuf,
+    qemu_img: QemuImg,
     /// qcow2 overlays (QEMU) rather than full copies (bhyve reads raw only).
     overlay: bool,
 }
 
 impl FileDisks {
-    pub fn new(
-        dir: &Path,
-        runner: Arc<dyn CommandRunner>,
-        qemu_img: &Path,
-        overlay: bool,
-    ) -> Result<Self, DiskError> {
+    pub fn new(dir: &Path, qemu_img: QemuImg, overlay: bool) -> Result<Self, DiskError> {
         fs::create_dir_all(dir).map_err(io_error(format!("create {}", dir.display())))?;
-        Ok(FileDisks { dir: dir.to_owned(), runner, qemu_img: qemu_img.to_owned(), overlay })
+        Ok(FileDisks { dir: dir.to_owned(), qemu_img, overlay })
     }
 
     fn instance_dir(&self, uuid: &Uuid) -> PathBuf {
@@ -190,21 +174,10 @@ impl InstanceDisks for FileDisks {
             let size = record.disk_mib * MIB;
             match (image, self.overlay) {
                 (Some(image), true) => {
-                    let command = HostCommand::new(&self.qemu_img)
-                        .args(["create", "-q", "-f", "qcow2", "-F", "raw", "-b"])
-                        .arg(&image.location)
-                        .arg(&disk)
-                        .arg(size.to_string());
-                    self.runner.run(&command)?;
+                    self.qemu_img.create_overlay(Path::new(&image.location), &disk, size)?
                 }
                 (Some(image), false) => sparse_copy(Path::new(&image.location), &disk, size)?,
-                (None, true) => {
-                    let command = HostCommand::new(&self.qemu_img)
-                        .args(["create", "-q", "-f", "qcow2"])
-                        .arg(&disk)
-                        .arg(size.to_string());
-                    self.runner.run(&command)?;
-                }
+                (None, true) => self.qemu_img.create_blank(&disk, size)?,
                 (None, false) => blank_file(&disk, size)?,
             }
             let json = serde_json::to_vec_pretty(record).map_err(|e| DiskError::Invalid(e.to_string()))?;
@@ -268,8 +241,7 @@ impl InstanceDisks for FileDisks {
         }
         // The overlay and its image flattened into one sparse raw file.
         let path = self.instance_dir(&record.uuid).join(".export.raw");
-        let convert = HostCommand::new(&self.qemu_img).args(["convert", "-O", "raw"]).arg(&disk).arg(&path);
-        self.runner.run(&convert)?;
+        self.qemu_img.convert_to_raw(&disk, &path)?;
         Ok(RawExport { path, temporary: true })
     }
 
@@ -279,8 +251,7 @@ impl InstanceDisks for FileDisks {
         check_snapshot_name(name)?;
         let disk = self.instance_dir(&record.uuid).join(self.disk_name());
         if self.overlay {
-            self.runner.run(&HostCommand::new(&self.qemu_img).args(["snapshot", "-c", name]).arg(&disk))?;
-            return Ok(());
+            return Ok(self.qemu_img.snapshot(SnapshotOp::Create, name, &disk)?);
         }
         let dir = self.snapshot_dir(&record.uuid);
         fs::create_dir_all(&dir).map_err(io_error(format!("create {}", dir.display())))?;
@@ -294,8 +265,7 @@ impl InstanceDisks for FileDisks {
         check_snapshot_name(name)?;
         let disk = self.instance_dir(&record.uuid).join(self.disk_name());
         if self.overlay {
-            self.runner.run(&HostCommand::new(&self.qemu_img).args(["snapshot", "-a", name]).arg(&disk))?;
-            return Ok(());
+            return Ok(self.qemu_img.snapshot(SnapshotOp::Apply, name, &disk)?);
         }
         let copy = self.snapshot_dir(&record.uuid).join(format!("{name}.raw"));
         let partial = self.instance_dir(&record.uuid).join(".partial-disk");
@@ -307,8 +277,7 @@ impl InstanceDisks for FileDisks {
     fn snapshots(&self, record: &InstanceRecord) -> Result<Vec<String>, DiskError> {
         if self.overlay {
             let disk = self.instance_dir(&record.uuid).join(self.disk_name());
-            let info = HostCommand::new(&self.qemu_img).args(["info", "--output=json"]).arg(&disk);
-            return parse_qcow2_snapshots(&self.runner.run(&info)?.stdout);
+            return Ok(self.qemu_img.snapshots(&disk)?);
         }
         let dir = self.snapshot_dir(&record.uuid);
         let mut found = Vec::new();
@@ -329,8 +298,7 @@ impl InstanceDisks for FileDisks {
         check_snapshot_name(name)?;
         if self.overlay {
             let disk = self.instance_dir(&record.uuid).join(self.disk_name());
-            self.runner.run(&HostCommand::new(&self.qemu_img).args(["snapshot", "-d", name]).arg(&disk))?;
-            return Ok(());
+            return Ok(self.qemu_img.snapshot(SnapshotOp::Delete, name, &disk)?);
         }
         let copy = self.snapshot_dir(&record.uuid).join(format!("{name}.raw"));
         fs::remove_file(&copy).map_err(io_error(format!("remove {}", copy.display())))
@@ -533,6 +501,8 @@ impl InstanceDisks for ZfsDisks {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Arc;
+
     use crate::host::runner::{RecordingRunner, Reply};
     use crate::host::zfs::Dialect;
     use crate::storage::ImageMeta;
@@ -619,8 +589,7 @@ mod tests {
         let runner = RecordingRunner::new();
         let overlays = FileDisks::new(
             &dir.path().join("q"),
-            Arc::new(runner.clone()),
-            Path::new("/usr/bin/qemu-img"),
+            QemuImg::new(Arc::new(runner.clone()), Path::new("/usr/bin/qemu-img")),
             true,
         )
         .unwrap();
@@ -639,9 +608,12 @@ mod tests {
         assert_eq!(overlays.load_all().unwrap(), std::slice::from_ref(&record));
         assert_eq!(overlays.disks(&record).unwrap()[0].format, DiskFormat::Qcow2);
 
-        let copies =
-            FileDisks::new(&dir.path().join("c"), Arc::new(RecordingRunner::new()), Path::new("/x"), false)
-                .unwrap();
+        let copies = FileDisks::new(
+            &dir.path().join("c"),
+            QemuImg::new(Arc::new(RecordingRunner::new()), Path::new("/x")),
+            false,
+        )
+        .unwrap();
         copies.create(&record, Some(&image(raw.to_str().unwrap(), ContentKind::RawDisk))).unwrap();
         let disk = &copies.disks(&record).unwrap()[0].path;
         let copied = fs::read(disk).unwrap();
@@ -661,24 +633,13 @@ mod tests {
     }
 
     #[test]
-    fn snapshot_names_and_qemu_img_info() {
+    fn snapshot_names_are_plain() {
         for good in ["clean", "before-upgrade", "v1.2_3"] {
             assert!(check_snapshot_name(good).is_ok(), "{good}");
         }
         for bad in ["", "-r", ".x", "a b", "a@b", "a/b", &"a".repeat(65)] {
             assert!(check_snapshot_name(bad).is_err(), "{bad}");
         }
-        // `qemu-img info --output=json` of a qcow2 with two snapshots (QEMU 10.0), trimmed.
-        let info = r#"{"children": [{"name": "file", "info": {"children": [], "virtual-size": 459264,
-            "filename": "s.qcow2", "format": "file"}}],
-            "snapshots": [{"icount": 0, "vm-clock-nsec": 0, "name": "first", "date-sec": 1795375958,
-            "date-nsec": 931197000, "vm-clock-sec": 0, "id": "1", "vm-state-size": 0},
-            {"icount": 0, "vm-clock-nsec": 0, "name": "second", "date-sec": 1795375958,
-            "date-nsec": 939174000, "vm-clock-sec": 0, "id": "2", "vm-state-size": 0}],
-            "virtual-size": 16777216, "filename": "s.qcow2", "cluster-size": 65536, "format": "qcow2"}"#;
-        assert_eq!(parse_qcow2_snapshots(info).unwrap(), ["first", "second"]);
-        assert!(parse_qcow2_snapshots(r#"{"format": "qcow2"}"#).unwrap().is_empty());
-        assert!(parse_qcow2_snapshots("qemu-img: Could not open").is_err());
     }
 
     #[test]
@@ -686,9 +647,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let raw = dir.path().join("image.raw");
         fs::write(&raw, vec![1u8; 1 << 20]).unwrap();
-        let disks =
-            FileDisks::new(&dir.path().join("c"), Arc::new(RecordingRunner::new()), Path::new("/x"), false)
-                .unwrap();
+        let disks = FileDisks::new(
+            &dir.path().join("c"),
+            QemuImg::new(Arc::new(RecordingRunner::new()), Path::new("/x")),
+            false,
+        )
+        .unwrap();
         let record = record(4);
         disks.create(&record, Some(&image(raw.to_str().unwrap(), ContentKind::RawDisk))).unwrap();
         let disk = disks.disks(&record).unwrap()[0].path.clone();

@@ -96,17 +96,7 @@ impl SwitchError {
     }
 }
 
-/// A switch as the config file gives it (the key is its name).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SwitchConfig {
-    /// The host bridge (default: the switch's name). Created when missing.
-    #[serde(default)]
-    pub bridge: Option<String>,
-    /// A host interface added to the bridge, linking the switch to the outside network.
-    #[serde(default)]
-    pub uplink: Option<String>,
-}
+pub use crate::config::SwitchConfig;
 
 /// Where a switch was defined.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

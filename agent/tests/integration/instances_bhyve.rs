@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use agent::host::bhyve::BhyvePaths;
+use agent::host::qemu_img::QemuImg;
 use agent::host::runner::{ProcessExit, RecordingRunner, Reply};
 use agent::hypervisor::bhyve::Bhyve;
 use agent::instance::disks::{FileDisks, InstanceDisks};
@@ -42,7 +43,12 @@ fn paths(dir: &Path) -> BhyvePaths {
 fn open(dir: &Path, runner: &RecordingRunner) -> Arc<Instances> {
     let images: Arc<dyn ImageStorage> = Arc::new(FilesStorage::new(&dir.join("images")).unwrap());
     let disks: Arc<dyn InstanceDisks> = Arc::new(
-        FileDisks::new(&dir.join("instances"), Arc::new(runner.clone()), Path::new("/x"), false).unwrap(),
+        FileDisks::new(
+            &dir.join("instances"),
+            QemuImg::new(Arc::new(runner.clone()), Path::new("/x")),
+            false,
+        )
+        .unwrap(),
     );
     let bhyve = Bhyve::new(Arc::new(runner.clone()), paths(dir))
         .with_adopted_poll_interval(Duration::from_millis(20));

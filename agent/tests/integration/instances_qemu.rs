@@ -362,8 +362,7 @@ fn guests_on_one_vlan_of_a_switch_reach_each_other_and_a_guest_on_another_vlan_d
     let agent =
         Agent::start_in(dir.path(), &[format!("http://admin:secret@{}", imgapi.server.addr)], |config| {
             config["switches"] = json!({"lab": {}});
-            config["instances"]["qemu"]["ip"] = json!(ip);
-            config["instances"]["qemu"]["binary"] = json!(qemu);
+            config["commands"] = json!({"ip": ip, "qemu": qemu});
         });
     use reqwest::Method as M;
     let (status, body) = agent.send(M::POST, "/images", Some(json!({"uuid": image})));
