@@ -171,7 +171,7 @@ impl Default for BhyveConfig {
 }
 
 /// A switch as the config file (or a `POST /switches`) gives it; the key is its name.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SwitchConfig {
     /// The host bridge (default: the switch's name). Created when missing.

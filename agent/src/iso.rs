@@ -55,7 +55,7 @@ fn io_error(context: impl Into<String>) -> impl FnOnce(io::Error) -> IsoError {
 }
 
 /// An ISO as listed.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct IsoInfo {
     pub name: String,
     pub size: u64,
@@ -67,7 +67,7 @@ pub struct IsoInfo {
 }
 
 /// A background fetch, as `GET /isos/fetches` shows it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct FetchStatus {
     pub name: String,
     pub url: String,

@@ -9,10 +9,15 @@ use crate::{KeyError, ManifestError, SourceError};
 
 /// The body of an IMGAPI error answer.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ErrorBody {
+    /// What went wrong, for programs (`ResourceNotFound`, `InvalidParameter`...).
     pub code: String,
+    /// What went wrong, for people.
     pub message: String,
+    /// The fields at fault, for validation errors: `{"field", "code", "message"}`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Vec<Object>>))]
     pub errors: Option<Vec<serde_json::Value>>,
 }
 

@@ -36,6 +36,8 @@ mod client;
 mod compression;
 mod error;
 mod manifest;
+#[cfg(feature = "openapi")]
+pub mod openapi;
 mod source;
 
 pub use auth::{Auth, KeyError, SigningKey};

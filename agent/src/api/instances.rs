@@ -8,7 +8,9 @@ use std::sync::Arc;
 use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
 use futures_util::StreamExt;
-use serde::Deserialize;
+use imgapi_client::openapi::Binary;
+use imgapi_client::ErrorBody;
+use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::error::ApiError;
@@ -17,7 +19,7 @@ use crate::error_code::ErrorCode;
 use crate::guest::{GuestConfig, GuestUpdate};
 use crate::hypervisor::Firmware;
 use crate::instance::manager::{CreateRequest, Instances, SnapshotChange};
-use crate::instance::record::{InstanceRecord, NicRequest};
+use crate::instance::record::{InstanceRecord, NicRecord, NicRequest, Transition};
 use crate::instance::state::InstanceState;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -49,32 +51,48 @@ pub(super) fn query<T: serde::de::DeserializeOwned>(req: &HttpRequest) -> Result
         .map_err(|e| ApiError::invalid(format!("invalid query: {e}")))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct ListQuery {
     /// Also list destroyed instances (from the history).
     #[serde(default)]
     destroyed: bool,
 }
 
+/// The instances.
+#[utoipa::path(operation_id = "list_instances", get, path = "/api/v1/instances", tag = "instances", params(ListQuery),
+    responses((status = 200, body = [InstanceView]), (status = "default", body = ErrorBody)))]
 async fn list(req: HttpRequest, state: web::Data<AgentState>) -> Result<HttpResponse, ApiError> {
     let q: ListQuery = query(&req)?;
     let mut records = state.instances.list();
     if q.destroyed {
         records.extend(state.instances.destroyed());
     }
-    Ok(HttpResponse::Ok().json(records.iter().map(public_view).collect::<Vec<_>>()))
+    Ok(HttpResponse::Ok().json(records.iter().map(InstanceView::of).collect::<Vec<_>>()))
 }
 
+/// One instance.
+#[utoipa::path(operation_id = "get_instance", get, path = "/api/v1/instances/{id}", tag = "instances", params(("id" = Uuid, Path)),
+    responses((status = 200, body = InstanceView), (status = "default", body = ErrorBody)))]
 async fn get(path: web::Path<String>, state: web::Data<AgentState>) -> Result<HttpResponse, ApiError> {
     let uuid = instance_id(&path)?;
-    Ok(HttpResponse::Ok().json(public_view(&state.instances.get(&uuid)?)))
+    Ok(HttpResponse::Ok().json(InstanceView::of(&state.instances.get(&uuid)?)))
+}
+
+/// A NIC of a create request: `<network>[,vlan=<id>][,mac=<mac>]` or the object.
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(untagged)]
+#[allow(dead_code)] // the schema of what `nic_request` reads
+enum NicSpec {
+    Short(String),
+    Full(NicRequest),
 }
 
 /// The create body. The seed's short names (`ima`, `mem`, `cpu`) are accepted as aliases.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct CreateBody {
+struct CreateInstance {
     /// Absent or null: a blank disk of `disk_mib` (for an install from an ISO).
     #[serde(default, alias = "ima")]
     image: Option<Uuid>,
@@ -91,6 +109,7 @@ struct CreateBody {
     /// `bridge:<host bridge>`. Default: one `user` NIC under QEMU, none under bhyve (which has
     /// no user-mode network).
     #[serde(default)]
+    #[schema(value_type = Option<Vec<NicSpec>>)]
     nics: Option<Vec<serde_json::Value>>,
     #[serde(default)]
     firmware: Option<Firmware>,
@@ -128,13 +147,17 @@ fn nic_request(value: serde_json::Value) -> Result<NicRequest, ApiError> {
     }
 }
 
+/// Creates an instance (and starts it, unless `"start": false`).
+#[utoipa::path(operation_id = "create_instance", post, path = "/api/v1/instances", tag = "instances", request_body = CreateInstance,
+    security(("bearer" = []), ("basic" = [])),
+    responses((status = 201, body = InstanceView), (status = "default", body = ErrorBody)))]
 async fn create(
     req: HttpRequest,
     body: web::Bytes,
     state: web::Data<AgentState>,
 ) -> Result<HttpResponse, ApiError> {
     require_auth(&req, &state)?;
-    let body: CreateBody = json_body(&body, "instance request")?;
+    let body: CreateInstance = json_body(&body, "instance request")?;
     let instances = state.instances.clone();
     let boot_from_cdrom = super::isos::parse_boot(body.boot.as_deref())?;
     let nics = match body.nics {
@@ -164,15 +187,17 @@ async fn create(
     let record = blocking(move || instances.create(request)).await?;
     Ok(HttpResponse::Created()
         .insert_header((header::LOCATION, format!("/api/v1/instances/{}", record.uuid)))
-        .json(public_view(&record)))
+        .json(InstanceView::of(&record)))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct ActionQuery {
     /// `start` (the default, as in the seed's `POST /instances/:id`), `stop` or `reboot`.
     #[serde(default)]
-    action: Option<String>,
+    #[param(inline)]
+    action: Option<InstanceAction>,
     /// stop: power off at once; reboot: hard reset.
     #[serde(default)]
     force: bool,
@@ -181,6 +206,20 @@ struct ActionQuery {
     wait: Option<bool>,
 }
 
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+enum InstanceAction {
+    Start,
+    Stop,
+    Reboot,
+}
+
+/// Starts (the default action), stops or reboots an instance. A stop waits until the instance
+/// is stopped (200), unless `wait=false` (202); a reboot answers 202.
+#[utoipa::path(operation_id = "instance_action", post, path = "/api/v1/instances/{id}", tag = "instances", params(("id" = Uuid, Path), ActionQuery),
+    security(("bearer" = []), ("basic" = [])),
+    responses((status = 200, body = InstanceView), (status = 202, body = InstanceView),
+              (status = "default", body = ErrorBody)))]
 async fn action(
     req: HttpRequest,
     path: web::Path<String>,
@@ -190,18 +229,22 @@ async fn action(
     let uuid = instance_id(&path)?;
     let q: ActionQuery = query(&req)?;
     let instances = state.instances.clone();
-    match q.action.as_deref().unwrap_or("start") {
-        "start" => Ok(HttpResponse::Ok().json(public_view(&blocking(move || instances.start(&uuid)).await?))),
-        "stop" => stop(instances, uuid, q.force, q.wait.unwrap_or(true)).await,
-        "reboot" => {
-            let record = blocking(move || instances.reboot(&uuid, q.force)).await?;
-            Ok(HttpResponse::Accepted().json(public_view(&record)))
+    match q.action.unwrap_or(InstanceAction::Start) {
+        InstanceAction::Start => {
+            Ok(HttpResponse::Ok().json(InstanceView::of(&blocking(move || instances.start(&uuid)).await?)))
         }
-        other => Err(ApiError::invalid(format!("unknown action {other:?} (start, stop or reboot)"))),
+        InstanceAction::Stop => stop(instances, uuid, q.force, q.wait.unwrap_or(true)).await,
+        InstanceAction::Reboot => {
+            let record = blocking(move || instances.reboot(&uuid, q.force)).await?;
+            Ok(HttpResponse::Accepted().json(InstanceView::of(&record)))
+        }
     }
 }
 
-/// The seed's `PUT /api/v1/instances/:id`: stop.
+/// Stops an instance and waits until it is stopped (the seed's `PUT`).
+#[utoipa::path(operation_id = "stop_instance", put, path = "/api/v1/instances/{id}", tag = "instances", params(("id" = Uuid, Path)),
+    security(("bearer" = []), ("basic" = [])),
+    responses((status = 200, body = InstanceView), (status = "default", body = ErrorBody)))]
 async fn stop_seed(
     req: HttpRequest,
     path: web::Path<String>,
@@ -221,7 +264,7 @@ async fn stop(
     let stopping = instances.clone();
     let record = blocking(move || stopping.stop(&uuid, force)).await?;
     if !wait {
-        return Ok(HttpResponse::Accepted().json(public_view(&record)));
+        return Ok(HttpResponse::Accepted().json(InstanceView::of(&record)));
     }
     let deadline = instances.stop_deadline();
     let record = blocking(move || instances.wait_while_running(&uuid, deadline)).await?;
@@ -231,9 +274,13 @@ async fn stop(
             format!("instance {uuid} is still running after {deadline:?}"),
         ));
     }
-    Ok(HttpResponse::Ok().json(public_view(&record)))
+    Ok(HttpResponse::Ok().json(InstanceView::of(&record)))
 }
 
+/// Destroys an instance (stopping it first): its disk and record go, its image stays.
+#[utoipa::path(operation_id = "delete_instance", delete, path = "/api/v1/instances/{id}", tag = "instances", params(("id" = Uuid, Path)),
+    security(("bearer" = []), ("basic" = [])),
+    responses((status = 204), (status = "default", body = ErrorBody)))]
 async fn delete(
     req: HttpRequest,
     path: web::Path<String>,
@@ -258,20 +305,98 @@ async fn delete(
 /// An instance as reads show it: user-data and network config often hold secrets (passwords,
 /// tokens) and reads need no credentials, so only their sizes are shown; the whole guest
 /// configuration is at `GET /instances/:id/guest`, with credentials.
-fn public_view(record: &InstanceRecord) -> serde_json::Value {
-    let mut view = serde_json::to_value(record).expect("records serialise");
-    if let Some(guest) = view.get_mut("guest").and_then(serde_json::Value::as_object_mut) {
-        for field in ["user_data", "network_config"] {
-            if let Some(text) = guest.remove(field) {
-                let bytes = text.as_str().map_or(0, str::len);
-                guest.insert(format!("{field}_bytes"), bytes.into());
-            }
-        }
-    }
-    view
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct InstanceView {
+    uuid: Uuid,
+    alias: String,
+    /// The image its disk was cloned from (none: a blank disk).
+    image: Option<Uuid>,
+    vcpus: u32,
+    memory_mib: u64,
+    disk_mib: u64,
+    nics: Vec<NicRecord>,
+    firmware: Firmware,
+    /// The hypervisor's name for the VM.
+    vm_name: String,
+    state: InstanceState,
+    /// Why it is in this state.
+    reason: String,
+    /// The hypervisor process, while running.
+    pid: Option<u32>,
+    created_at: String,
+    /// The last state changes, oldest first.
+    history: Vec<Transition>,
+    guest: GuestSummary,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cdrom: Option<String>,
+    boot_from_cdrom: bool,
 }
 
-#[derive(Deserialize)]
+/// The guest configuration without its secrets: the sizes of user-data and network config.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct GuestSummary {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    hostname: Option<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    ssh_keys: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    user_data_bytes: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    network_config_bytes: Option<usize>,
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    metadata: std::collections::BTreeMap<String, String>,
+}
+
+impl InstanceView {
+    fn of(record: &InstanceRecord) -> InstanceView {
+        let InstanceRecord {
+            uuid,
+            alias,
+            image,
+            vcpus,
+            memory_mib,
+            disk_mib,
+            nics,
+            firmware,
+            vm_name,
+            state,
+            reason,
+            pid,
+            created_at,
+            history,
+            guest,
+            cdrom,
+            boot_from_cdrom,
+        } = record.clone();
+        InstanceView {
+            uuid,
+            alias,
+            image,
+            vcpus,
+            memory_mib,
+            disk_mib,
+            nics,
+            firmware,
+            vm_name,
+            state,
+            reason,
+            pid,
+            created_at,
+            history,
+            guest: GuestSummary {
+                hostname: guest.hostname,
+                ssh_keys: guest.ssh_keys,
+                user_data_bytes: guest.user_data.as_deref().map(str::len),
+                network_config_bytes: guest.network_config.as_deref().map(str::len),
+                metadata: guest.metadata,
+            },
+            cdrom,
+            boot_from_cdrom,
+        }
+    }
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct PublishBody {
     name: String,
@@ -285,7 +410,12 @@ struct PublishBody {
     source: Option<String>,
 }
 
-/// Publishes a stopped instance's disk as a new image on an IMGAPI source (201, the manifest).
+/// Publishes a stopped instance's disk as a new image on an IMGAPI source; answers the
+/// image's manifest.
+#[utoipa::path(operation_id = "publish_instance", post, path = "/api/v1/instances/{id}/publish", tag = "instances", params(("id" = Uuid, Path)),
+    request_body = PublishBody, security(("bearer" = []), ("basic" = [])),
+    responses((status = 201, body = Object, description = "the IMGAPI manifest of the new image"),
+              (status = "default", body = ErrorBody)))]
 async fn publish(
     req: HttpRequest,
     path: web::Path<String>,
@@ -318,6 +448,9 @@ async fn publish(
     Ok(HttpResponse::Created().json(manifest))
 }
 
+/// The instance's disk snapshots, oldest first.
+#[utoipa::path(operation_id = "list_snapshots", get, path = "/api/v1/instances/{id}/snapshots", tag = "instances", params(("id" = Uuid, Path)),
+    responses((status = 200, body = [String]), (status = "default", body = ErrorBody)))]
 async fn snapshots(path: web::Path<String>, state: web::Data<AgentState>) -> Result<HttpResponse, ApiError> {
     let uuid = instance_id(&path)?;
     let instances = state.instances.clone();
@@ -336,13 +469,16 @@ async fn change_snapshot(
     blocking(move || instances.change_snapshot(&uuid, change, &name)).await
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct SnapshotBody {
     name: String,
 }
 
-/// Snapshots a stopped instance's disk: `{"name"}`; answers the list of snapshots.
+/// Snapshots a stopped instance's disk; answers the snapshots.
+#[utoipa::path(operation_id = "create_snapshot", post, path = "/api/v1/instances/{id}/snapshots", tag = "instances", params(("id" = Uuid, Path)),
+    request_body = SnapshotBody, security(("bearer" = []), ("basic" = [])),
+    responses((status = 201, body = [String]), (status = "default", body = ErrorBody)))]
 async fn snapshot_create(
     req: HttpRequest,
     path: web::Path<String>,
@@ -354,13 +490,27 @@ async fn snapshot_create(
     Ok(HttpResponse::Created().json(change_snapshot(&state, &path, SnapshotChange::Create, body.name).await?))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct SnapshotActionQuery {
-    action: String,
+    #[param(inline)]
+    action: SnapshotAction,
 }
 
-/// `POST /instances/:id/snapshots/:name?action=rollback`.
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+enum SnapshotAction {
+    /// Puts the disk back as it was at the snapshot.
+    Rollback,
+}
+
+/// Rolls a stopped instance's disk back to a snapshot (`action=rollback`); answers the
+/// snapshots.
+#[utoipa::path(operation_id = "rollback_snapshot", post, path = "/api/v1/instances/{id}/snapshots/{name}", tag = "instances",
+    params(("id" = Uuid, Path), ("name" = String, Path), SnapshotActionQuery),
+    security(("bearer" = []), ("basic" = [])),
+    responses((status = 200, body = [String]), (status = "default", body = ErrorBody)))]
 async fn snapshot_action(
     req: HttpRequest,
     path: web::Path<(String, String)>,
@@ -368,13 +518,15 @@ async fn snapshot_action(
 ) -> Result<HttpResponse, ApiError> {
     require_auth(&req, &state)?;
     let q: SnapshotActionQuery = query(&req)?;
-    if q.action != "rollback" {
-        return Err(ApiError::invalid(format!("unknown action {:?} (rollback)", q.action)));
-    }
+    let SnapshotAction::Rollback = q.action;
     let (id, name) = path.into_inner();
     Ok(HttpResponse::Ok().json(change_snapshot(&state, &id, SnapshotChange::Rollback, name).await?))
 }
 
+/// Deletes a snapshot.
+#[utoipa::path(operation_id = "delete_snapshot", delete, path = "/api/v1/instances/{id}/snapshots/{name}", tag = "instances",
+    params(("id" = Uuid, Path), ("name" = String, Path)), security(("bearer" = []), ("basic" = [])),
+    responses((status = 204), (status = "default", body = ErrorBody)))]
 async fn snapshot_delete(
     req: HttpRequest,
     path: web::Path<(String, String)>,
@@ -386,6 +538,10 @@ async fn snapshot_delete(
     Ok(HttpResponse::NoContent().finish())
 }
 
+/// The whole guest configuration (user-data included).
+#[utoipa::path(operation_id = "get_guest", get, path = "/api/v1/instances/{id}/guest", tag = "instances", params(("id" = Uuid, Path)),
+    security(("bearer" = []), ("basic" = [])),
+    responses((status = 200, body = GuestConfig), (status = "default", body = ErrorBody)))]
 async fn guest_get(
     req: HttpRequest,
     path: web::Path<String>,
@@ -398,6 +554,9 @@ async fn guest_get(
 
 /// Changes the guest configuration (merge: absent fields stay, `null` clears, metadata entries
 /// set to `null` go). The guest sees it from its next start.
+#[utoipa::path(operation_id = "update_guest", patch, path = "/api/v1/instances/{id}/guest", tag = "instances", params(("id" = Uuid, Path)),
+    request_body = GuestUpdate, security(("bearer" = []), ("basic" = [])),
+    responses((status = 200, body = GuestConfig), (status = "default", body = ErrorBody)))]
 async fn guest_update(
     req: HttpRequest,
     path: web::Path<String>,
@@ -412,16 +571,21 @@ async fn guest_update(
     Ok(HttpResponse::Ok().json(record.guest))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct ConsoleQuery {
     /// Keep the response open and stream new output as it comes.
     #[serde(default)]
     follow: bool,
 }
 
-/// The console: what the ring buffer holds, then (with `follow`) everything new, for as
+/// The serial console: what the ring buffer holds, then (with `follow`) everything new, for as
 /// long as the client stays. Any number of readers.
+#[utoipa::path(operation_id = "read_console", get, path = "/api/v1/instances/{id}/console", tag = "instances", params(("id" = Uuid, Path), ConsoleQuery),
+    security(("bearer" = []), ("basic" = [])),
+    responses((status = 200, content_type = "application/octet-stream", body = Binary),
+              (status = "default", body = ErrorBody)))]
 async fn console_read(
     req: HttpRequest,
     path: web::Path<String>,
@@ -444,6 +608,10 @@ async fn console_read(
 }
 
 /// Input for the guest's serial console (the request body, as is).
+#[utoipa::path(operation_id = "write_console", post, path = "/api/v1/instances/{id}/console", tag = "instances", params(("id" = Uuid, Path)),
+    request_body(content = Binary, content_type = "application/octet-stream"),
+    security(("bearer" = []), ("basic" = [])),
+    responses((status = 204), (status = "default", body = ErrorBody)))]
 async fn console_write(
     req: HttpRequest,
     path: web::Path<String>,

@@ -6,14 +6,16 @@ use tokio::sync::mpsc;
 
 use actix_web::{web, HttpRequest, HttpResponse};
 use futures_util::StreamExt;
-use serde::Deserialize;
-use serde_json::json;
+use imgapi_client::openapi::Binary;
+use imgapi_client::ErrorBody;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
 
 use super::error::ApiError;
 use super::instances::{instance_id, query};
 use super::{blocking, json_body, require_auth, AgentState};
 use crate::error_code::ErrorCode;
-use crate::iso::IsoInfo;
+use crate::iso::{FetchStatus, IsoInfo};
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/isos", web::get().to(list))
@@ -27,30 +29,42 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 }
 
 /// An ISO with the instances that have it attached.
-fn with_users(state: &AgentState, info: IsoInfo) -> serde_json::Value {
-    let users = state.instances.iso_users(&info.name);
-    let mut value = serde_json::to_value(info).expect("ISO records serialise");
-    value["attached_to"] = json!(users);
-    value
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct IsoView {
+    #[serde(flatten)]
+    info: IsoInfo,
+    attached_to: Vec<Uuid>,
 }
 
+fn with_users(state: &AgentState, info: IsoInfo) -> IsoView {
+    IsoView { attached_to: state.instances.iso_users(&info.name), info }
+}
+
+/// The installer ISOs.
+#[utoipa::path(operation_id = "list_isos", get, path = "/api/v1/isos", tag = "isos",
+    responses((status = 200, body = [IsoView]), (status = "default", body = ErrorBody)))]
 async fn list(state: web::Data<AgentState>) -> Result<HttpResponse, ApiError> {
     let isos = state.instances.isos().clone();
     let list = blocking(move || isos.list()).await?;
     Ok(HttpResponse::Ok().json(list.into_iter().map(|i| with_users(&state, i)).collect::<Vec<_>>()))
 }
 
+/// One ISO.
+#[utoipa::path(operation_id = "get_iso", get, path = "/api/v1/isos/{name}", tag = "isos", params(("name" = String, Path)),
+    responses((status = 200, body = IsoView), (status = "default", body = ErrorBody)))]
 async fn get(path: web::Path<String>, state: web::Data<AgentState>) -> Result<HttpResponse, ApiError> {
     let isos = state.instances.isos().clone();
     let info = blocking(move || isos.get(&path)).await?;
     Ok(HttpResponse::Ok().json(with_users(&state, info)))
 }
 
+/// Fetches from URLs, running and done, with their progress.
+#[utoipa::path(operation_id = "list_iso_fetches", get, path = "/api/v1/isos/fetches", tag = "isos", responses((status = 200, body = [FetchStatus])))]
 async fn fetches(state: web::Data<AgentState>) -> HttpResponse {
     HttpResponse::Ok().json(state.instances.isos().fetches())
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct FetchBody {
     url: String,
@@ -61,7 +75,10 @@ struct FetchBody {
     sha256: Option<String>,
 }
 
-/// Starts fetching an ISO; progress is at `GET /isos/fetches`.
+/// Starts fetching an ISO from a URL (202); progress is at `GET /isos/fetches`.
+#[utoipa::path(operation_id = "fetch_iso", post, path = "/api/v1/isos", tag = "isos", request_body = FetchBody,
+    security(("bearer" = []), ("basic" = [])),
+    responses((status = 202, body = FetchStatus), (status = "default", body = ErrorBody)))]
 async fn fetch(
     req: HttpRequest,
     body: web::Bytes,
@@ -82,9 +99,11 @@ async fn fetch(
     Ok(HttpResponse::Accepted().json(status))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct UploadQuery {
+    /// Checked before the ISO is kept.
     #[serde(default)]
     sha256: Option<String>,
 }
@@ -109,7 +128,11 @@ impl Read for BodyReader {
     }
 }
 
-/// Uploads an ISO (the request body), streamed to disk; `?sha256=` is checked when given.
+/// Uploads an ISO (the request body), streamed to disk; `sha256` is checked when given.
+#[utoipa::path(operation_id = "upload_iso", put, path = "/api/v1/isos/{name}", tag = "isos", params(("name" = String, Path), UploadQuery),
+    request_body(content = Binary, content_type = "application/octet-stream"),
+    security(("bearer" = []), ("basic" = [])),
+    responses((status = 201, body = IsoView), (status = "default", body = ErrorBody)))]
 async fn upload(
     req: HttpRequest,
     path: web::Path<String>,
@@ -140,14 +163,25 @@ async fn upload(
     Ok(HttpResponse::Created().json(with_users(&state, info)))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct RenameQuery {
-    action: String,
+    #[param(inline)]
+    action: IsoAction,
     to: String,
 }
 
-/// `POST /isos/:name?action=rename&to=NEW`; refused while attached (the instance would lose it).
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+enum IsoAction {
+    Rename,
+}
+
+/// Renames an ISO (`action=rename&to=NEW`); refused while attached (the instance would lose it).
+#[utoipa::path(operation_id = "rename_iso", post, path = "/api/v1/isos/{name}", tag = "isos", params(("name" = String, Path), RenameQuery),
+    security(("bearer" = []), ("basic" = [])),
+    responses((status = 200, body = IsoView), (status = "default", body = ErrorBody)))]
 async fn rename(
     req: HttpRequest,
     path: web::Path<String>,
@@ -155,15 +189,17 @@ async fn rename(
 ) -> Result<HttpResponse, ApiError> {
     require_auth(&req, &state)?;
     let q: RenameQuery = query(&req)?;
-    if q.action != "rename" {
-        return Err(ApiError::invalid(format!("unknown action {:?} (rename)", q.action)));
-    }
+    let IsoAction::Rename = q.action;
     state.instances.check_iso_unused(&path)?;
     let isos = state.instances.isos().clone();
     let info = blocking(move || isos.rename(&path, &q.to)).await?;
     Ok(HttpResponse::Ok().json(with_users(&state, info)))
 }
 
+/// Deletes an ISO; refused while attached.
+#[utoipa::path(operation_id = "delete_iso", delete, path = "/api/v1/isos/{name}", tag = "isos", params(("name" = String, Path)),
+    security(("bearer" = []), ("basic" = [])),
+    responses((status = 204), (status = "default", body = ErrorBody)))]
 async fn delete(
     req: HttpRequest,
     path: web::Path<String>,
@@ -176,7 +212,7 @@ async fn delete(
     Ok(HttpResponse::NoContent().finish())
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct CdromBody {
     /// The ISO's name, or `null` to detach.
@@ -186,7 +222,18 @@ struct CdromBody {
     boot: Option<String>,
 }
 
-/// Attaches an ISO as an instance's CD (from its next start).
+/// An instance's CD.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct CdromView {
+    uuid: Uuid,
+    cdrom: Option<String>,
+    boot_from_cdrom: bool,
+}
+
+/// Attaches an ISO as an instance's CD, or ejects it (from its next start).
+#[utoipa::path(operation_id = "set_cdrom", put, path = "/api/v1/instances/{id}/cdrom", tag = "isos", params(("id" = Uuid, Path)),
+    request_body = CdromBody, security(("bearer" = []), ("basic" = [])),
+    responses((status = 200, body = CdromView), (status = "default", body = ErrorBody)))]
 async fn set_cdrom(
     req: HttpRequest,
     path: web::Path<String>,
@@ -199,8 +246,11 @@ async fn set_cdrom(
     let boot_from_cdrom = parse_boot(body.boot.as_deref())?;
     let instances = state.instances.clone();
     let record = blocking(move || instances.set_cdrom(&uuid, body.iso, boot_from_cdrom)).await?;
-    Ok(HttpResponse::Ok()
-        .json(json!({"uuid": record.uuid, "cdrom": record.cdrom, "boot_from_cdrom": record.boot_from_cdrom})))
+    Ok(HttpResponse::Ok().json(CdromView {
+        uuid: record.uuid,
+        cdrom: record.cdrom,
+        boot_from_cdrom: record.boot_from_cdrom,
+    }))
 }
 
 /// `"cd"` or `"disk"` (the default) as the boot device.

@@ -6,6 +6,7 @@
 pub mod error;
 mod instances;
 mod isos;
+pub mod openapi;
 mod switches;
 
 use std::sync::Arc;
@@ -13,15 +14,16 @@ use std::sync::Arc;
 use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
 use base64::Engine;
-use serde::Deserialize;
-use serde_json::json;
+use imgapi_client::ErrorBody;
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use uuid::Uuid;
 
 use crate::config::AuthConfig;
 use crate::error_code::ErrorCode;
-use crate::import::Importer;
+use crate::import::{Importer, JobStatus};
+use crate::storage::LocalImage;
 use error::ApiError;
 
 /// Shared state of the agent's API.
@@ -91,7 +93,7 @@ pub(crate) fn require_auth(req: &HttpRequest, state: &AgentState) -> Result<(), 
 
 fn parse_uuid(text: &str) -> Result<Uuid, ApiError> {
     Uuid::parse_str(text)
-        .map_err(|_| ApiError::new(ErrorCode::ResourceNotFound, format!("{text} is not an image uuid")))
+        .map_err(|_| ApiError::new(ErrorCode::ImageNotFound, format!("{text:?} is not an image uuid")))
 }
 
 /// Registers the routes.
@@ -99,6 +101,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(
         web::scope("/api/v1")
             .route("/ping", web::get().to(ping))
+            .route("/openapi.json", web::get().to(openapi::document))
             .route("/sources", web::get().to(sources))
             .route("/images", web::get().to(list_images))
             .route("/images", web::post().to(import_image))
@@ -115,21 +118,51 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     }));
 }
 
-async fn ping(state: web::Data<AgentState>) -> HttpResponse {
-    HttpResponse::Ok().json(json!({
-        "agent": true,
-        "version": env!("CARGO_PKG_VERSION"),
-        "storage": state.importer.storage().kind(),
-        "hypervisor": state.instances.hypervisor_kind(),
-    }))
+/// What `GET /ping` answers.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct Ping {
+    /// Always true: this is an agent.
+    agent: bool,
+    version: &'static str,
+    /// The storage backend: `files`, `zfs` or `zfs-files`.
+    storage: &'static str,
+    /// `qemu` or `bhyve`.
+    hypervisor: &'static str,
 }
 
+/// The agent is up.
+#[utoipa::path(get, path = "/api/v1/ping", tag = "agent", responses((status = 200, body = Ping)))]
+async fn ping(state: web::Data<AgentState>) -> HttpResponse {
+    HttpResponse::Ok().json(Ping {
+        agent: true,
+        version: env!("CARGO_PKG_VERSION"),
+        storage: state.importer.storage().kind(),
+        hypervisor: state.instances.hypervisor_kind(),
+    })
+}
+
+/// An IMGAPI source, as `GET /sources` shows it: never its credentials.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct SourceView {
+    url: String,
+    /// The channel sent with every request.
+    channel: Option<String>,
+    /// Whether requests carry credentials.
+    credentials: bool,
+}
+
+/// The IMGAPI sources, in lookup order.
+#[utoipa::path(get, path = "/api/v1/sources", tag = "images", responses((status = 200, body = [SourceView])))]
 async fn sources(state: web::Data<AgentState>) -> HttpResponse {
-    let list: Vec<_> = state
+    let list: Vec<SourceView> = state
         .importer
         .sources()
         .sources()
-        .map(|s| json!({"url": s.base, "channel": s.channel, "credentials": s.has_credentials()}))
+        .map(|s| SourceView {
+            url: s.base.clone(),
+            channel: s.channel.clone(),
+            credentials: s.has_credentials(),
+        })
         .collect();
     HttpResponse::Ok().json(list)
 }
@@ -154,21 +187,27 @@ where
         .map_err(ApiError::from)
 }
 
+/// The images on this host.
+#[utoipa::path(get, path = "/api/v1/images", tag = "images",
+    responses((status = 200, body = [LocalImage]), (status = "default", body = ErrorBody)))]
 async fn list_images(state: web::Data<AgentState>) -> Result<HttpResponse, ApiError> {
     let storage = state.importer.storage().clone();
     Ok(HttpResponse::Ok().json(blocking(move || storage.list()).await?))
 }
 
+/// An image on this host.
+#[utoipa::path(get, path = "/api/v1/images/{uuid}", tag = "images", params(("uuid" = Uuid, Path)),
+    responses((status = 200, body = LocalImage), (status = "default", body = ErrorBody)))]
 async fn get_image(path: web::Path<String>, state: web::Data<AgentState>) -> Result<HttpResponse, ApiError> {
     let uuid = parse_uuid(&path)?;
     let storage = state.importer.storage().clone();
     match blocking(move || storage.get(&uuid)).await? {
         Some(image) => Ok(HttpResponse::Ok().json(image)),
-        None => Err(ApiError::new(ErrorCode::ResourceNotFound, format!("image {uuid} is not on this host"))),
+        None => Err(ApiError::new(ErrorCode::ImageNotFound, format!("image {uuid} is not on this host"))),
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct ImportRequest {
     uuid: Uuid,
@@ -181,7 +220,12 @@ fn default_true() -> bool {
     true
 }
 
-/// `POST /api/v1/images {"uuid", "wait"}`: import an image from the sources.
+/// Imports an image from the sources (its origins first): the image (200) once imported, or,
+/// with `"wait": false`, the job at once (202).
+#[utoipa::path(post, path = "/api/v1/images", tag = "images", request_body = ImportRequest,
+    security(("bearer" = []), ("basic" = [])),
+    responses((status = 200, body = LocalImage), (status = 202, body = JobStatus),
+              (status = "default", body = ErrorBody)))]
 async fn import_image(
     req: HttpRequest,
     body: web::Bytes,
@@ -208,6 +252,10 @@ async fn import_image(
     }
 }
 
+/// Deletes an image from this host (refused while instances or images use it).
+#[utoipa::path(delete, path = "/api/v1/images/{uuid}", tag = "images", params(("uuid" = Uuid, Path)),
+    security(("bearer" = []), ("basic" = [])),
+    responses((status = 204), (status = "default", body = ErrorBody)))]
 async fn delete_image(
     req: HttpRequest,
     path: web::Path<String>,
@@ -220,10 +268,15 @@ async fn delete_image(
     Ok(HttpResponse::NoContent().finish())
 }
 
+/// Import jobs, running and recent.
+#[utoipa::path(get, path = "/api/v1/jobs", tag = "images", responses((status = 200, body = [JobStatus])))]
 async fn list_jobs(state: web::Data<AgentState>) -> HttpResponse {
     HttpResponse::Ok().json(state.importer.jobs())
 }
 
+/// One import job.
+#[utoipa::path(get, path = "/api/v1/jobs/{id}", tag = "images", params(("id" = Uuid, Path)),
+    responses((status = 200, body = JobStatus), (status = "default", body = ErrorBody)))]
 async fn get_job(path: web::Path<String>, state: web::Data<AgentState>) -> Result<HttpResponse, ApiError> {
     let id = Uuid::parse_str(&path).map_err(|_| ApiError::new(ErrorCode::ResourceNotFound, "no such job"))?;
     state

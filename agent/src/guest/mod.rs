@@ -21,7 +21,7 @@ const MAX_SSH_KEYS: usize = 32;
 const MAX_SSH_KEY: usize = 16 * 1024;
 
 /// The guest configuration of one instance, as stored in its record.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct GuestConfig {
     /// The guest's hostname; the instance alias when not set (if that is a valid hostname).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -42,7 +42,7 @@ pub struct GuestConfig {
 
 /// A change to a guest configuration: absent fields stay as they are; `metadata` entries
 /// are merged, and an entry whose value is `null` is removed.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct GuestUpdate {
     #[serde(default, deserialize_with = "present")]

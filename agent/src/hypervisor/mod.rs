@@ -16,7 +16,7 @@ use uuid::Uuid;
 use crate::host::runner::ExecError;
 
 /// How the guest boots.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Firmware {
     /// Legacy BIOS boot (QEMU: SeaBIOS; bhyve: the UEFI-CSM bootrom), what most disk images

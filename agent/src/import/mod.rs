@@ -84,7 +84,7 @@ impl ImportError {
 }
 
 /// Where an import job is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum JobState {
     Running,
@@ -93,7 +93,7 @@ pub enum JobState {
 }
 
 /// A job as the API shows it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct JobStatus {
     pub id: Uuid,
     pub image: Uuid,
@@ -109,7 +109,7 @@ pub struct JobStatus {
     pub finished_at: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct JobError {
     pub code: ErrorCode,
     pub message: String,

@@ -12,7 +12,7 @@ use crate::hypervisor::Firmware;
 const HISTORY_LEN: usize = 16;
 
 /// A NIC of an instance.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct NicRecord {
     /// Generated once at create, kept for the instance's life.
     pub mac: String,
@@ -48,7 +48,7 @@ impl NicRecord {
 }
 
 /// A NIC as a create request asks for it.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NicRequest {
     /// `user`, `switch:<name>` or `bridge:<host bridge>`.
@@ -123,7 +123,7 @@ pub fn check_mac(text: &str) -> Result<String, String> {
 }
 
 /// One state change, for the instance's history.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Transition {
     pub at: String,
     pub state: InstanceState,

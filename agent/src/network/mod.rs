@@ -99,7 +99,7 @@ impl SwitchError {
 pub use crate::config::SwitchConfig;
 
 /// Where a switch was defined.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum SwitchOrigin {
     Config,
@@ -107,7 +107,7 @@ pub enum SwitchOrigin {
 }
 
 /// A switch.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Switch {
     pub name: String,
     /// The host bridge interface.

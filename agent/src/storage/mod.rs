@@ -19,7 +19,7 @@ use uuid::Uuid;
 use crate::error_code::ErrorCode;
 
 /// What an image's decompressed bytes are.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum ContentKind {
     /// A `zfs send` stream (full or incremental).
@@ -47,7 +47,7 @@ pub fn detect_content(head: &[u8]) -> ContentKind {
 }
 
 /// The manifest fields the host keeps about an image.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ImageMeta {
     pub uuid: Uuid,
     pub name: String,
@@ -68,7 +68,7 @@ pub struct ImageMeta {
 }
 
 /// An image on this host.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct LocalImage {
     #[serde(flatten)]
     pub meta: ImageMeta,

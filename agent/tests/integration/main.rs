@@ -12,6 +12,7 @@ mod golden_image;
 mod import_files;
 mod instances_bhyve;
 mod instances_qemu;
+mod openapi;
 // The same statistical timing check as the imgapi suite: one file, shared by path.
 #[path = "../../../imgapi/tests/integration/timing.rs"]
 mod timing;

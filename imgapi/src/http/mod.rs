@@ -7,6 +7,7 @@ pub mod files;
 pub mod images;
 pub mod middleware;
 pub mod misc;
+pub mod openapi;
 pub mod pull;
 
 use std::sync::Arc;
@@ -87,6 +88,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         )
         .service(resource("/authkeys/reload", "POST").route(web::post().to(misc::reload_auth_keys)))
         .service(resource("/mirrors", "GET").route(web::get().to(misc::mirrors)))
+        .service(resource("/openapi.json", "GET").route(web::get().to(openapi::document)))
         .default_service(web::to(|req: HttpRequest| async move { ApiError::no_route(req.path()) }));
 }
 
