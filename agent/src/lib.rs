@@ -29,6 +29,7 @@ use host::runner::{CommandRunner, HostRunner};
 use import::Importer;
 use instance::disks::{FileDisks, InstanceDisks, ZfsDisks};
 use instance::manager::{Instances, Settings};
+pub use service_kit::Bound;
 use source::SourceClient;
 use storage::ImageStorage;
 
@@ -142,15 +143,9 @@ pub fn open_instances(
     Ok(Instances::open(disks, hypervisor, images, switches, settings)?)
 }
 
-/// A bound, not yet running agent.
-pub struct Bound {
-    pub server: actix_web::dev::Server,
-    pub addrs: Vec<SocketAddr>,
-    /// Detach them (`Instances::detach_all`) when the server has stopped.
-    pub instances: Arc<Instances>,
-}
-
-/// Opens storage, recovers from a crash, loads the instances, and binds the API.
+/// Opens storage, recovers from a crash, loads the instances, and binds the API. Once the
+/// server has stopped, the instances are let go of: the VMs go on, and the next agent adopts
+/// them.
 pub fn bind(config: Config) -> Result<Bound, StartError> {
     for deprecation in config.deprecations() {
         tracing::warn!("config: {deprecation}");
@@ -174,7 +169,7 @@ pub fn bind(config: Config) -> Result<Bound, StartError> {
     .bind(addr)
     .map_err(|source| StartError::Bind { addr, source })?;
     let addrs = server.addrs();
-    Ok(Bound { server: server.run(), addrs, instances })
+    Ok(Bound { server: server.run(), addrs, after_stop: Box::new(move || instances.detach_all()) })
 }
 
 /// The agent as a [`service_kit::Service`], for [`RunningAgent`].
@@ -184,15 +179,8 @@ impl service_kit::Service for Agent {
     type Config = Config;
     type Error = StartError;
 
-    fn bind(config: Config) -> Result<service_kit::Started, StartError> {
-        let bound = bind(config)?;
-        let instances = bound.instances;
-        Ok(service_kit::Started {
-            server: bound.server,
-            addr: bound.addrs[0],
-            // As the daemon does when it stops: the VMs go on, unwatched.
-            after_stop: Box::new(move || instances.detach_all()),
-        })
+    fn bind(config: Config) -> Result<Bound, StartError> {
+        bind(config)
     }
 }
 

@@ -387,10 +387,8 @@ fn serve(path: &std::path::Path) -> ExitCode {
         for addr in &server.addrs {
             println!("agent listening on http://{addr}");
         }
-        let result = server.server.await.map_err(|e| e.to_string());
-        // The VMs go on running; the next agent adopts them.
-        server.instances.detach_all();
-        result
+        // The VMs go on running when the server stops; the next agent adopts them.
+        server.run().await.map_err(|e| e.to_string())
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,

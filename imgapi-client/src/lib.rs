@@ -36,8 +36,6 @@ mod client;
 mod compression;
 mod error;
 mod manifest;
-#[cfg(feature = "openapi")]
-pub mod openapi;
 mod source;
 
 pub use auth::{Auth, KeyError, SigningKey};

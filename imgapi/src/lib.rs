@@ -21,6 +21,7 @@ use auth::Authenticator;
 use config::Config;
 use http::AppState;
 use service::Service;
+pub use service_kit::Bound;
 use store::Store;
 
 /// Start-up failures, each naming what to fix.
@@ -79,15 +80,8 @@ fn host_name() -> String {
         .unwrap_or_else(|| "imgapi".into())
 }
 
-/// A bound, not yet running server.
-pub struct Bound {
-    pub server: actix_web::dev::Server,
-    pub addrs: Vec<SocketAddr>,
-    /// Running mirror syncs: stop them once the server has stopped.
-    pub mirrors: Arc<mirror::Mirrors>,
-}
-
-/// Binds the listening socket (plain or TLS) and prepares the server.
+/// Binds the listening socket (plain or TLS) and prepares the server; once it has stopped, the
+/// mirror syncs stop too.
 pub fn bind(config: Config) -> Result<Bound, StartError> {
     let addr = config.listen_addr();
     let tls = config.tls.clone();
@@ -110,7 +104,8 @@ pub fn bind(config: Config) -> Result<Bound, StartError> {
     let addrs = server.addrs();
     // Only once the server could bind: a failed start leaves no sync threads behind.
     state.mirrors.start(&state.service);
-    Ok(Bound { server: server.run(), addrs, mirrors: state.mirrors.clone() })
+    let mirrors = state.mirrors.clone();
+    Ok(Bound { server: server.run(), addrs, after_stop: Box::new(move || mirrors.stop()) })
 }
 
 fn tls_config(tls: &config::TlsConfig) -> Result<rustls::ServerConfig, StartError> {
@@ -143,14 +138,8 @@ impl service_kit::Service for Imgapi {
     type Config = Config;
     type Error = StartError;
 
-    fn bind(config: Config) -> Result<service_kit::Started, StartError> {
-        let bound = bind(config)?;
-        let mirrors = bound.mirrors;
-        Ok(service_kit::Started {
-            server: bound.server,
-            addr: bound.addrs[0],
-            after_stop: Box::new(move || mirrors.stop()),
-        })
+    fn bind(config: Config) -> Result<Bound, StartError> {
+        bind(config)
     }
 }
 

@@ -98,9 +98,7 @@ fn main() -> ExitCode {
             // Tests and scripts read the chosen port from this line.
             println!("imgapi listening on {scheme}://{addr}");
         }
-        let result = bound.server.await.map_err(|e| e.to_string());
-        bound.mirrors.stop();
-        result
+        bound.run().await.map_err(|e| e.to_string())
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,12 +1,14 @@
 //! What every service of the workspace is built from, written once: durable file writes
 //! ([`durable`]), sparse writes of disk images ([`sparse`]), config files with errors that
 //! name the key at fault ([`config`]), error chains for logs ([`ErrorChain`]), poison-tolerant
-//! locks ([`lock`]), reads in large blocks ([`read_full`]), request ids ([`request_id`]) and a
-//! server on a thread of its own for tests and embedding ([`Running`]).
+//! locks ([`lock`]), reads in large blocks ([`read_full`]), request ids ([`request_id`]), OpenAPI
+//! documents ([`openapi`]) and a server on a thread of its own for tests and embedding
+//! ([`Running`]).
 
 pub mod config;
 pub mod durable;
 mod error_chain;
+pub mod openapi;
 mod read;
 pub mod request_id;
 mod server;
@@ -15,5 +17,5 @@ mod sync;
 
 pub use error_chain::ErrorChain;
 pub use read::read_full;
-pub use server::{Running, ServerThread, Service, Started};
+pub use server::{Bound, Running, ServerThread, Service};
 pub use sync::lock;

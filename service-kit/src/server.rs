@@ -9,12 +9,22 @@ use std::thread::JoinHandle;
 
 use actix_web::dev::{Server, ServerHandle};
 
-/// What a service's bind step hands over: the bound server, the address it answers on, and
-/// what to do once it has stopped (stop background work, let go of VMs...).
-pub struct Started {
+/// A bound, not yet serving, server: what a service's `bind` hands over, with what to do once
+/// it has stopped (stop background work, let go of VMs...).
+pub struct Bound {
     pub server: Server,
-    pub addr: SocketAddr,
+    /// The addresses it answers on (port 0 in the config: the one the system chose).
+    pub addrs: Vec<SocketAddr>,
     pub after_stop: Box<dyn FnOnce()>,
+}
+
+impl Bound {
+    /// Serves until the server is stopped (a signal, or its handle), then runs `after_stop`.
+    pub async fn run(self) -> io::Result<()> {
+        let result = self.server.await;
+        (self.after_stop)();
+        result
+    }
 }
 
 /// A service that can run on a [`ServerThread`]: how it binds from its config.
@@ -22,7 +32,7 @@ pub trait Service {
     type Config: Send + 'static;
     type Error: Send + 'static;
     /// Opens what the service needs and binds its socket (not yet serving).
-    fn bind(config: Self::Config) -> Result<Started, Self::Error>;
+    fn bind(config: Self::Config) -> Result<Bound, Self::Error>;
 }
 
 /// A service running on a thread of its own (see the module docs): `imgapi::RunningServer`,
@@ -58,17 +68,15 @@ impl ServerThread {
     /// Runs `bind` on a new thread inside a new actix system and serves what it bound. A
     /// failed `bind` is returned as it is; a panic in it is resumed here.
     pub fn start<E: Send + 'static>(
-        bind: impl FnOnce() -> Result<Started, E> + Send + 'static,
+        bind: impl FnOnce() -> Result<Bound, E> + Send + 'static,
     ) -> Result<Self, E> {
         let (tx, rx) = mpsc::channel();
         let thread = std::thread::spawn(move || {
             actix_web::rt::System::new().block_on(async move {
                 match bind() {
-                    Ok(started) => {
-                        let _ = tx.send(Ok((started.addr, started.server.handle())));
-                        let result = started.server.await;
-                        (started.after_stop)();
-                        result
+                    Ok(bound) => {
+                        let _ = tx.send(Ok((bound.addrs[0], bound.server.handle())));
+                        bound.run().await
                     }
                     Err(e) => {
                         let _ = tx.send(Err(e));

@@ -6,9 +6,9 @@ use tokio::sync::mpsc;
 
 use actix_web::{web, HttpRequest, HttpResponse};
 use futures_util::StreamExt;
-use imgapi_client::openapi::Binary;
 use imgapi_client::ErrorBody;
 use serde::{Deserialize, Serialize};
+use service_kit::openapi::Binary;
 use uuid::Uuid;
 
 use super::error::ApiError;

@@ -13,9 +13,9 @@ use std::borrow::Cow;
 use std::sync::OnceLock;
 
 use actix_web::HttpResponse;
-use imgapi_client::openapi::Binary;
 use imgapi_client::ErrorBody;
 use serde_json::json;
+use service_kit::openapi::Binary;
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, Http, HttpAuthScheme, SecurityScheme};
 use utoipa::openapi::{RefOr, Schema};
 use utoipa::{Modify, OpenApi, PartialSchema, ToSchema};
@@ -383,38 +383,7 @@ impl Modify for Credentials {
 /// The document as served and committed (pretty JSON, with a final newline).
 pub fn json() -> &'static str {
     static DOCUMENT: OnceLock<String> = OnceLock::new();
-    DOCUMENT.get_or_init(|| {
-        let mut document = serde_json::to_value(ApiDoc::openapi()).expect("the OpenAPI document serialises");
-        fix_links(&mut document);
-        let mut text = serde_json::to_string_pretty(&document).expect("JSON serialises");
-        text.push('\n');
-        text
-    })
-}
-
-/// utoipa 5.5 writes a Link object's fields in snake case (`operation_id`); OpenAPI spells
-/// them `operationId`, `operationRef` and `requestBody`.
-fn fix_links(value: &mut serde_json::Value) {
-    match value {
-        serde_json::Value::Object(object) => {
-            if let Some(serde_json::Value::Object(links)) = object.get_mut("links") {
-                for link in links.values_mut().filter_map(serde_json::Value::as_object_mut) {
-                    for (from, to) in [
-                        ("operation_id", "operationId"),
-                        ("operation_ref", "operationRef"),
-                        ("request_body", "requestBody"),
-                    ] {
-                        if let Some(field) = link.remove(from) {
-                            link.insert(to.into(), field);
-                        }
-                    }
-                }
-            }
-            object.values_mut().for_each(fix_links);
-        }
-        serde_json::Value::Array(items) => items.iter_mut().for_each(fix_links),
-        _ => {}
-    }
+    DOCUMENT.get_or_init(|| service_kit::openapi::render(ApiDoc::openapi()))
 }
 
 /// `GET /openapi.json`.
@@ -464,60 +433,26 @@ impl PartialSchema for crate::mirror::MirrorStatus {
 mod tests {
     use super::*;
 
-    /// Every `$ref` names a schema the document has (utoipa references some types, such as
-    /// enums in query parameters, without adding them).
     #[test]
-    fn every_reference_resolves() {
-        fn refs<'a>(value: &'a serde_json::Value, found: &mut Vec<&'a str>) {
-            match value {
-                serde_json::Value::Object(object) => {
-                    if let Some(target) = object.get("$ref").and_then(|r| r.as_str()) {
-                        found.push(target);
-                    }
-                    object.values().for_each(|v| refs(v, found));
-                }
-                serde_json::Value::Array(items) => items.iter().for_each(|v| refs(v, found)),
-                _ => {}
-            }
-        }
-        let document: serde_json::Value = serde_json::from_str(json()).unwrap();
-        let mut found = Vec::new();
-        refs(&document, &mut found);
-        assert!(!found.is_empty());
-        for target in found {
-            let name = target.strip_prefix("#/components/schemas/").expect("a local schema");
-            assert!(document["components"]["schemas"].get(name).is_some(), "{target} is not in the document");
-        }
-    }
-
-    #[test]
-    fn the_committed_openapi_document_is_the_generated_one() {
+    fn the_document_is_sound_and_the_committed_copy_is_the_generated_one() {
+        assert_eq!(service_kit::openapi::problems(json()), Vec::<String>::new());
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/openapi/imgapi.json");
-        if std::env::var_os("UPDATE_OPENAPI").is_some() {
-            std::fs::write(&path, json()).unwrap();
-        }
-        let committed = std::fs::read_to_string(&path).unwrap_or_default();
-        assert!(
-            committed == json(),
-            "docs/openapi/imgapi.json differs from the code's: UPDATE_OPENAPI=1 cargo test -p imgapi openapi"
-        );
+        service_kit::openapi::check_committed(&path, json(), "UPDATE_OPENAPI=1 cargo test -p imgapi openapi")
+            .unwrap();
     }
 
     #[test]
-    fn operation_ids_are_unique_and_every_operation_answers_errors() {
+    fn every_operation_answers_errors() {
         let document: serde_json::Value = serde_json::from_str(json()).unwrap();
-        let mut ids = std::collections::BTreeSet::new();
+        let mut count = 0;
         for (path, methods) in document["paths"].as_object().unwrap() {
             for (method, operation) in methods.as_object().unwrap() {
-                assert!(
-                    ids.insert(operation["operationId"].as_str().unwrap().to_string()),
-                    "{method} {path}"
-                );
+                count += 1;
                 let responses = operation["responses"].as_object().unwrap();
                 let redirect_or_self = path.starts_with("/datasets") || path == "/openapi.json";
                 assert!(redirect_or_self || responses.contains_key("default"), "{method} {path}");
             }
         }
-        assert!(ids.len() >= 24, "{ids:?}");
+        assert!(count >= 24, "{count} operations");
     }
 }

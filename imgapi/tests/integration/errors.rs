@@ -289,3 +289,28 @@ fn disk_full_is_a_507_and_the_server_keeps_serving() {
     // Space is back once the failed upload's temp file is gone: a small upload works.
     env.upload(&uuid, b"small", "none");
 }
+
+/// A storage failure (here: the image's directory replaced by a file behind the server's back)
+/// is a 500 that names the request, and says nothing of the data directory: that goes to the
+/// log only.
+#[test]
+fn a_storage_failure_answers_500_without_host_details() {
+    let env = Env::start();
+    let uuid = uuid_of(&env.create(manifest("doomed")));
+    let dir = env.datadir().join(&uuid);
+    std::fs::remove_dir_all(&dir).unwrap();
+    std::fs::write(&dir, b"not a directory").unwrap();
+    let response = env
+        .admin(Method::POST, &format!("/images/{uuid}?action=update"))
+        .header("x-request-id", "req-imgapi-500")
+        .json(&json!({"description": "changed"}))
+        .send()
+        .unwrap();
+    let err = expect_error(response, 500, "InternalError");
+    let message = err["message"].as_str().unwrap();
+    assert!(message.contains("req-imgapi-500"), "names the request: {message}");
+    let datadir = env.datadir().display().to_string();
+    for secret in [datadir.as_str(), "manifest.json", "Not a directory", "os error"] {
+        assert!(!message.contains(secret), "{secret:?} in {message:?}");
+    }
+}
