@@ -172,17 +172,10 @@ pub fn bind(config: Config) -> Result<Bound, StartError> {
     Ok(Bound { server: server.run(), addrs, after_stop: Box::new(move || instances.detach_all()) })
 }
 
-/// The agent as a [`service_kit::Service`], for [`RunningAgent`].
-pub struct Agent;
+/// An agent running on its own thread (see [`start`]). Stops when dropped; its VMs go on.
+pub type RunningAgent = service_kit::ServerThread;
 
-impl service_kit::Service for Agent {
-    type Config = Config;
-    type Error = StartError;
-
-    fn bind(config: Config) -> Result<Bound, StartError> {
-        bind(config)
-    }
+/// Binds and starts `config` on a thread of its own, for tests.
+pub fn start(config: Config) -> Result<RunningAgent, StartError> {
+    RunningAgent::start(move || bind(config))
 }
-
-/// An agent running on its own thread, for tests. Stops when dropped; its VMs go on.
-pub type RunningAgent = service_kit::Running<Agent>;

@@ -28,7 +28,7 @@ fn start() -> Server {
     });
     let config =
         imgapi::config::Config::from_json(&config.to_string(), Path::new("t"), Path::new("")).unwrap();
-    Server { server: RunningServer::start(config).unwrap(), _dir: dir }
+    Server { server: imgapi::start(config).unwrap(), _dir: dir }
 }
 
 impl Server {

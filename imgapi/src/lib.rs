@@ -131,17 +131,10 @@ fn tls_config(tls: &config::TlsConfig) -> Result<rustls::ServerConfig, StartErro
         .map_err(|e| StartError::Tls(e.to_string()))
 }
 
-/// The server as a [`service_kit::Service`], for [`RunningServer`].
-pub struct Imgapi;
+/// A server running on its own thread (see [`start`]). Stops when dropped.
+pub type RunningServer = service_kit::ServerThread;
 
-impl service_kit::Service for Imgapi {
-    type Config = Config;
-    type Error = StartError;
-
-    fn bind(config: Config) -> Result<Bound, StartError> {
-        bind(config)
-    }
+/// Binds and starts `config` on a thread of its own, for tests and embedding.
+pub fn start(config: Config) -> Result<RunningServer, StartError> {
+    RunningServer::start(move || bind(config))
 }
-
-/// A server running on its own thread, for tests and embedding. Stops when dropped.
-pub type RunningServer = service_kit::Running<Imgapi>;

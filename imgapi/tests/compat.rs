@@ -5,7 +5,6 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use imgapi::config::Config;
-use imgapi::RunningServer;
 
 fn compat_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../compat")
@@ -36,7 +35,7 @@ fn sdc_clients_full_publish_cycle() {
         "userdb": [{"name": "admin", "password": "secret"}],
     });
     let config = Config::from_json(&config.to_string(), Path::new("compat"), Path::new("")).unwrap();
-    let server = RunningServer::start(config).unwrap();
+    let server = imgapi::start(config).unwrap();
     run(Command::new("node").arg(compat_dir().join("sdc-clients-cycle.js")).args([
         server.url().as_str(),
         "admin",

@@ -3,7 +3,7 @@
 //! name the key at fault ([`config`]), error chains for logs ([`ErrorChain`]), poison-tolerant
 //! locks ([`lock`]), reads in large blocks ([`read_full`]), request ids ([`request_id`]), OpenAPI
 //! documents ([`openapi`]) and a server on a thread of its own for tests and embedding
-//! ([`Running`]).
+//! ([`ServerThread`]).
 
 pub mod config;
 pub mod durable;
@@ -17,5 +17,5 @@ mod sync;
 
 pub use error_chain::ErrorChain;
 pub use read::read_full;
-pub use server::{Bound, Running, ServerThread, Service};
+pub use server::{Bound, ServerThread};
 pub use sync::lock;

@@ -27,36 +27,6 @@ impl Bound {
     }
 }
 
-/// A service that can run on a [`ServerThread`]: how it binds from its config.
-pub trait Service {
-    type Config: Send + 'static;
-    type Error: Send + 'static;
-    /// Opens what the service needs and binds its socket (not yet serving).
-    fn bind(config: Self::Config) -> Result<Bound, Self::Error>;
-}
-
-/// A service running on a thread of its own (see the module docs): `imgapi::RunningServer`,
-/// `agent::RunningAgent`.
-pub struct Running<S> {
-    thread: ServerThread,
-    service: std::marker::PhantomData<fn() -> S>,
-}
-
-impl<S: Service> Running<S> {
-    pub fn start(config: S::Config) -> Result<Self, S::Error> {
-        let thread = ServerThread::start(move || S::bind(config))?;
-        Ok(Running { thread, service: std::marker::PhantomData })
-    }
-}
-
-impl<S> std::ops::Deref for Running<S> {
-    type Target = ServerThread;
-
-    fn deref(&self) -> &ServerThread {
-        &self.thread
-    }
-}
-
 /// A running server; see the module docs.
 pub struct ServerThread {
     pub addr: SocketAddr,

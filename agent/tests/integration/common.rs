@@ -53,7 +53,7 @@ impl Imgapi {
                             "userdb": [{"name": "admin", "password": "secret"}]});
         let config =
             imgapi::config::Config::from_json(&config.to_string(), Path::new("t"), Path::new("")).unwrap();
-        Imgapi { server: RunningServer::start(config).unwrap(), dir, client: Client::new() }
+        Imgapi { server: imgapi::start(config).unwrap(), dir, client: Client::new() }
     }
 
     /// Create, upload and activate; returns the uuid.
@@ -129,7 +129,7 @@ impl Agent {
         });
         customize(&mut config);
         let config = agent::config::Config::from_json(&config.to_string(), Path::new("t")).unwrap();
-        let agent = RunningAgent::start(config.clone()).unwrap();
+        let agent = agent::start(config.clone()).unwrap();
         Agent {
             agent: Some(agent),
             config,
@@ -142,7 +142,7 @@ impl Agent {
     /// Stops the agent (the VMs go on) and starts a new one on the same config.
     pub fn restart(&mut self) {
         drop(self.agent.take());
-        self.agent = Some(RunningAgent::start(self.config.clone()).unwrap());
+        self.agent = Some(agent::start(self.config.clone()).unwrap());
     }
 
     /// Where its images (`images/`), instances (`instances/`) and run files (`run/`) are.

@@ -7,7 +7,6 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
-use imgapi::RunningServer;
 use reqwest::blocking::Client;
 use serde_json::{json, Value};
 
@@ -404,7 +403,7 @@ fn a_source_channel_is_sent_with_every_request() {
                                      {"name": "dev", "description": "d"}]});
     let config =
         imgapi::config::Config::from_json(&config.to_string(), Path::new("t"), Path::new("")).unwrap();
-    let server = RunningServer::start(config).unwrap();
+    let server = imgapi::start(config).unwrap();
     let (url, client) = (server.url(), Client::new());
     let file = compress(&disk(8, 1), "gzip");
     let body = json!({"name": "dev-only", "version": "1", "type": "other", "os": "other"});

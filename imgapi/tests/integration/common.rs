@@ -61,7 +61,7 @@ impl Env {
         self.server = None;
         let text = self.config.to_string();
         let config = Config::from_json(&text, Path::new("test"), Path::new("")).expect("test config");
-        let server = RunningServer::start(config).expect("server starts");
+        let server = imgapi::start(config).expect("server starts");
         self.url = server.url();
         self.server = Some(server);
     }

@@ -117,7 +117,7 @@ fn credentials_reload_from_the_config_file() {
         std::fs::write(&path, config.to_string()).unwrap();
     };
     write("old");
-    let server = imgapi::RunningServer::start(imgapi::config::Config::from_file(&path).unwrap()).unwrap();
+    let server = imgapi::start(imgapi::config::Config::from_file(&path).unwrap()).unwrap();
     let client = reqwest::blocking::Client::new();
     let reload = |password: &str| {
         client
