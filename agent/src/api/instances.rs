@@ -349,6 +349,8 @@ pub struct GuestSummary {
 
 impl InstanceView {
     fn of(record: &InstanceRecord) -> InstanceView {
+        // Every field by name: a field added to the record must be placed in the view (or
+        // kept out of it) on purpose, or this does not compile.
         let InstanceRecord {
             uuid,
             alias,

@@ -48,9 +48,17 @@ pub struct Imgapi {
 
 impl Imgapi {
     pub fn start() -> Imgapi {
+        Imgapi::start_with(json!({}))
+    }
+
+    /// A server with config keys `extra` on top of the test's (one user, admin/secret).
+    pub fn start_with(extra: Value) -> Imgapi {
         let dir = tempfile::tempdir().unwrap();
-        let config = json!({"datadir": dir.path().join("data"), "port": 0, "host": "127.0.0.1", "log_level": "warn",
-                            "userdb": [{"name": "admin", "password": "secret"}]});
+        let mut config = json!({"datadir": dir.path().join("data"), "port": 0, "host": "127.0.0.1", "log_level": "warn",
+                                "userdb": [{"name": "admin", "password": "secret"}]});
+        if let (Some(config), Value::Object(extra)) = (config.as_object_mut(), extra) {
+            config.extend(extra);
+        }
         let config =
             imgapi::config::Config::from_json(&config.to_string(), Path::new("t"), Path::new("")).unwrap();
         Imgapi { server: imgapi::start(config).unwrap(), dir, client: Client::new() }
@@ -58,17 +66,29 @@ impl Imgapi {
 
     /// Create, upload and activate; returns the uuid.
     pub fn publish(&self, name: &str, file: &[u8], compression: &str, origin: Option<&str>) -> String {
-        let url = self.server.url();
         let mut body = json!({"name": name, "version": "1.0", "type": "zvol", "os": "linux",
                               "nic_driver": "virtio", "disk_driver": "virtio", "cpu_type": "host", "image_size": 8});
         if let Some(origin) = origin {
             body["origin"] = json!(origin);
         }
+        self.publish_manifest(body, file, compression, None)
+    }
+
+    /// Create (`manifest`), upload and activate, every request in `channel` when given; the uuid.
+    pub fn publish_manifest(
+        &self,
+        manifest: Value,
+        file: &[u8],
+        compression: &str,
+        channel: Option<&str>,
+    ) -> String {
+        let url = self.server.url();
+        let channel = channel.map(|c| format!("channel={c}&")).unwrap_or_default();
         let created: Value = self
             .client
-            .post(format!("{url}/images"))
+            .post(format!("{url}/images?{channel}"))
             .basic_auth("admin", Some("secret"))
-            .json(&body)
+            .json(&manifest)
             .send()
             .unwrap()
             .json()
@@ -76,7 +96,10 @@ impl Imgapi {
         let uuid = created["uuid"].as_str().unwrap().to_string();
         let r = self
             .client
-            .put(format!("{url}/images/{uuid}/file?compression={compression}&sha1={}", sha1_hex(file)))
+            .put(format!(
+                "{url}/images/{uuid}/file?{channel}compression={compression}&sha1={}",
+                sha1_hex(file)
+            ))
             .basic_auth("admin", Some("secret"))
             .body(file.to_vec())
             .send()
@@ -84,7 +107,7 @@ impl Imgapi {
         assert_eq!(r.status(), 200);
         let r = self
             .client
-            .post(format!("{url}/images/{uuid}?action=activate"))
+            .post(format!("{url}/images/{uuid}?{channel}action=activate"))
             .basic_auth("admin", Some("secret"))
             .send()
             .unwrap();

@@ -2,12 +2,10 @@
 //! failures a real server does not make) on 127.0.0.1, the agent's API in front, and the
 //! agent CLI as a user runs it.
 
-use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
-use reqwest::blocking::Client;
 use serde_json::{json, Value};
 
 use crate::common::{cli, compress, sha1_hex, Agent, Imgapi, TOKEN};
@@ -396,39 +394,13 @@ fn a_full_disk_fails_cleanly() {
 
 #[test]
 fn a_source_channel_is_sent_with_every_request() {
-    let dir = tempfile::tempdir().unwrap();
-    let config = json!({"datadir": dir.path().join("data"), "port": 0, "host": "127.0.0.1", "log_level": "warn",
-                        "userdb": [{"name": "admin", "password": "secret"}],
-                        "channels": [{"name": "stable", "description": "s", "default": true},
-                                     {"name": "dev", "description": "d"}]});
-    let config =
-        imgapi::config::Config::from_json(&config.to_string(), Path::new("t"), Path::new("")).unwrap();
-    let server = imgapi::start(config).unwrap();
-    let (url, client) = (server.url(), Client::new());
+    let imgapi =
+        Imgapi::start_with(json!({"channels": [{"name": "stable", "description": "s", "default": true},
+                                                         {"name": "dev", "description": "d"}]}));
+    let url = imgapi.server.url();
     let file = compress(&disk(8, 1), "gzip");
-    let body = json!({"name": "dev-only", "version": "1", "type": "other", "os": "other"});
-    let created: Value = client
-        .post(format!("{url}/images?channel=dev"))
-        .basic_auth("admin", Some("secret"))
-        .json(&body)
-        .send()
-        .unwrap()
-        .json()
-        .unwrap();
-    let uuid = created["uuid"].as_str().unwrap().to_string();
-    let put = client
-        .put(format!("{url}/images/{uuid}/file?channel=dev&compression=gzip&sha1={}", sha1_hex(&file)))
-        .basic_auth("admin", Some("secret"))
-        .body(file.clone())
-        .send()
-        .unwrap();
-    assert_eq!(put.status(), 200);
-    let activated = client
-        .post(format!("{url}/images/{uuid}?channel=dev&action=activate"))
-        .basic_auth("admin", Some("secret"))
-        .send()
-        .unwrap();
-    assert_eq!(activated.status(), 200);
+    let manifest = json!({"name": "dev-only", "version": "1", "type": "other", "os": "other"});
+    let uuid = imgapi.publish_manifest(manifest, &file, "gzip", Some("dev"));
     // Without the channel the image is not visible (default channel "stable").
     let plain = Agent::start(std::slice::from_ref(&url));
     assert_eq!(plain.import(&uuid).status(), 404);
