@@ -2,12 +2,15 @@
 //! never touches the host itself). People get tables and a progress bar; scripts get `--json`
 //! and exit codes that say what failed.
 
+pub mod args;
+pub mod images;
 pub mod instances;
 pub mod isos;
+pub mod jobs;
+pub mod progress;
 pub mod switches;
 
 use std::process::ExitCode;
-use std::time::Duration;
 
 use imgapi_client::ErrorBody;
 
@@ -27,6 +30,8 @@ pub mod exit {
     pub const SOURCE: u8 = 6;
     pub const UNAUTHORIZED: u8 = 7;
     pub const UNREACHABLE: u8 = 8;
+    /// Ctrl-C: the request goes on on the agent.
+    pub const INTERRUPTED: u8 = 130;
 }
 
 /// How to reach the agent.
@@ -39,6 +44,7 @@ pub struct Connection {
 }
 
 /// A failed command: message for people, exit code for scripts.
+#[derive(Debug)]
 pub struct Failure {
     pub code: u8,
     pub message: String,
@@ -73,7 +79,12 @@ impl Connection {
         let response = self.authed(request).send().map_err(|e| {
             Failure::new(exit::UNREACHABLE, format!("cannot reach the agent at {}: {e}", self.url))
         })?;
-        answer(response)
+        answer(response).map_err(|mut failure| {
+            if failure.code == exit::UNAUTHORIZED && self.token.is_none() && self.user.is_none() {
+                failure.message.push_str(" (give --token or --user USER:PASSWORD, or set AGENT_TOKEN)");
+            }
+            failure
+        })
     }
 
     fn get(&self, path: &str) -> Result<Value, Failure> {
@@ -117,27 +128,15 @@ fn failure(status: Option<StatusCode>, error: &ErrorBody) -> Failure {
 fn exit_code(status: Option<StatusCode>, code: &str) -> u8 {
     use ErrorCode as C;
     match (status, ErrorCode::parse(code)) {
-        (_, Some(C::VerificationFailed)) => exit::VERIFICATION,
+        (_, Some(C::VerificationFailed | C::ChecksumMismatch)) => exit::VERIFICATION,
+        (_, Some(C::UnauthorizedError | C::SourceUnauthorized)) => exit::UNAUTHORIZED,
         (_, Some(C::SourceError | C::InvalidManifest | C::OriginFailed | C::NoSources)) => exit::SOURCE,
+        (_, Some(C::RebootFailed)) => exit::ERROR,
         (_, Some(C::ImageNotFound)) | (Some(StatusCode::NOT_FOUND), _) => exit::NOT_FOUND,
         (Some(StatusCode::CONFLICT), _) => exit::CONFLICT,
         (Some(StatusCode::UNAUTHORIZED), _) => exit::UNAUTHORIZED,
         _ => exit::ERROR,
     }
-}
-
-/// A byte-count progress bar, for long work the agent does (imports, ISO fetches).
-fn progress_bar(message: &str) -> indicatif::ProgressBar {
-    let bar = indicatif::ProgressBar::new(0);
-    bar.set_style(
-        indicatif::ProgressStyle::with_template(
-            "{msg:>12} [{bar:40}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
-        )
-        .expect("valid template")
-        .progress_chars("=> "),
-    );
-    bar.set_message(message.to_string());
-    bar
 }
 
 fn str_of<'a>(v: &'a Value, key: &str) -> &'a str {
@@ -157,138 +156,6 @@ fn human_size(bytes: u64) -> String {
     } else {
         format!("{value:.1} {}", UNITS[unit])
     }
-}
-
-fn print_images(images: &Value) {
-    println!(
-        "{:<36}  {:<24}  {:<14}  {:<8}  {:<12}  {:>10}",
-        "UUID", "NAME", "VERSION", "OS", "TYPE", "SIZE"
-    );
-    for image in images.as_array().into_iter().flatten() {
-        println!(
-            "{:<36}  {:<24}  {:<14}  {:<8}  {:<12}  {:>10}",
-            str_of(image, "uuid"),
-            str_of(image, "name"),
-            str_of(image, "version"),
-            str_of(image, "os"),
-            str_of(image, "type"),
-            human_size(image.get("content_size").and_then(Value::as_u64).unwrap_or(0)),
-        );
-    }
-}
-
-fn print_image(image: &Value) {
-    for key in [
-        "uuid",
-        "name",
-        "version",
-        "os",
-        "type",
-        "origin",
-        "content",
-        "location",
-        "sha1",
-        "compression",
-        "source",
-        "imported_at",
-    ] {
-        let value = match image.get(key) {
-            Some(Value::String(s)) => s.clone(),
-            Some(Value::Null) | None => "-".into(),
-            Some(other) => other.to_string(),
-        };
-        println!("{key:<12} {value}");
-    }
-}
-
-pub fn images_list(conn: &Connection) -> CliResult {
-    let images = conn.get("/api/v1/images")?;
-    conn.print(&images, print_images);
-    Ok(())
-}
-
-pub fn images_get(conn: &Connection, uuid: &str) -> CliResult {
-    let image = conn.get(&format!("/api/v1/images/{uuid}"))?;
-    conn.print(&image, print_image);
-    Ok(())
-}
-
-pub fn images_delete(conn: &Connection, uuid: &str) -> CliResult {
-    conn.send(conn.client().delete(format!("{}/api/v1/images/{uuid}", conn.url)))?;
-    if !conn.json {
-        println!("Deleted image {uuid}");
-    }
-    Ok(())
-}
-
-pub fn sources_list(conn: &Connection) -> CliResult {
-    let sources = conn.get("/api/v1/sources")?;
-    conn.print(&sources, |list| {
-        for source in list.as_array().into_iter().flatten() {
-            let creds = if source.get("credentials").and_then(Value::as_bool) == Some(true) {
-                " (with credentials)"
-            } else {
-                ""
-            };
-            println!("{}{creds}", str_of(source, "url"));
-        }
-    });
-    Ok(())
-}
-
-/// Starts an import job and follows it with a progress bar (or waits quietly with `--json`).
-pub fn images_import(conn: &Connection, uuid: &str, wait: bool) -> CliResult {
-    let body = serde_json::json!({"uuid": uuid, "wait": false});
-    let started = conn.send(conn.client().post(format!("{}/api/v1/images", conn.url)).json(&body))?;
-    // Already on the host: the answer is the image itself.
-    if started.get("location").is_some() {
-        conn.print(&started, |image| println!("Image {} is already on this host", str_of(image, "uuid")));
-        return Ok(());
-    }
-    let job_id = str_of(&started, "id").to_string();
-    if !wait {
-        conn.print(&started, |job| println!("Import job {} started", str_of(job, "id")));
-        return Ok(());
-    }
-    let bar = (!conn.json).then(|| progress_bar(""));
-    let job = loop {
-        let job = conn.get(&format!("/api/v1/jobs/{job_id}"))?;
-        if let Some(bar) = &bar {
-            if let Some(total) = job.get("total").and_then(Value::as_u64) {
-                bar.set_length(total);
-            }
-            bar.set_position(job.get("downloaded").and_then(Value::as_u64).unwrap_or(0));
-            bar.set_message(str_of(&job, "phase").to_string());
-        }
-        if str_of(&job, "state") != "running" {
-            break job;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    };
-    if let Some(bar) = bar {
-        bar.finish_and_clear();
-    }
-    if str_of(&job, "state") == "failed" {
-        let error = job
-            .get("error")
-            .and_then(|e| serde_json::from_value::<ErrorBody>(e.clone()).ok())
-            .unwrap_or_else(|| ErrorBody {
-                code: "Error".into(),
-                message: "(no message)".into(),
-                errors: None,
-            });
-        return Err(failure(None, &error));
-    }
-    let image = conn.get(&format!("/api/v1/images/{uuid}"))?;
-    conn.print(&image, |image| {
-        println!(
-            "Imported {} {} ({})",
-            str_of(image, "name"),
-            str_of(image, "version"),
-            str_of(image, "uuid")
-        );
-    });
-    Ok(())
 }
 
 /// Prints a failure and turns it into the process exit code.

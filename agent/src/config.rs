@@ -383,6 +383,13 @@ fn default_zvol_dir() -> PathBuf {
 
 pub use service_kit::config::ConfigError;
 
+/// Where `agent serve` reads its config when given none: the path the platform's service file
+/// (rc.d on FreeBSD, systemd on Linux) passes too.
+#[cfg(target_os = "freebsd")]
+pub const DEFAULT_PATH: &str = "/usr/local/etc/agent/config.json";
+#[cfg(not(target_os = "freebsd"))]
+pub const DEFAULT_PATH: &str = "/etc/agent/config.json";
+
 impl Config {
     pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
         Self::from_json(&service_kit::config::read(path)?, path)

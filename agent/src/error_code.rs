@@ -60,6 +60,8 @@ error_codes! {
     NoSources,
     /// A source could not be reached or answered an error.
     SourceError,
+    /// A source, or the image server published to, refused the agent's credentials for it.
+    SourceUnauthorized,
     /// A source's manifest cannot be imported.
     InvalidManifest,
     /// The downloaded file is not the one the manifest describes (size, sha1, decompression).
@@ -77,6 +79,8 @@ error_codes! {
     InstanceDestroyed,
     /// The instance is still running after a stop and the forced poweroff.
     StopTimeout,
+    /// The instance is not running again after its reboot (its `reason` says why).
+    RebootFailed,
     /// The instance's serial console is not connected (not running).
     ConsoleNotConnected,
     /// This hypervisor cannot do what was asked (a firmware, a NIC kind).

@@ -32,6 +32,7 @@ impl PublishError {
     pub fn code(&self) -> ErrorCode {
         match self {
             PublishError::Invalid(_) => ErrorCode::InvalidParameter,
+            PublishError::Server(e) if crate::import::is_refusal(e) => ErrorCode::SourceUnauthorized,
             PublishError::Server(_) | PublishError::Mismatch { .. } => ErrorCode::PublishFailed,
             PublishError::Disk(_) => ErrorCode::InternalError,
         }

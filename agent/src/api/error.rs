@@ -39,6 +39,7 @@ pub fn status(code: ErrorCode) -> StatusCode {
         | C::InstanceRunning
         | C::InstanceDestroyed
         | C::ConsoleNotConnected
+        | C::RebootFailed
         | C::SnapshotExists
         | C::IsoExists
         | C::IsoInUse
@@ -47,6 +48,7 @@ pub fn status(code: ErrorCode) -> StatusCode {
         | C::SwitchInUse => S::CONFLICT,
         // The source or the image server sent something wrong, or could not be reached.
         C::SourceError
+        | C::SourceUnauthorized
         | C::InvalidManifest
         | C::VerificationFailed
         | C::OriginFailed
@@ -82,10 +84,6 @@ impl ApiError {
             Some(message) => ApiError { code, message: message.into(), detail: Some(chain) },
             None => ApiError::new(code, chain),
         }
-    }
-
-    pub fn unauthorized() -> Self {
-        Self::new(ErrorCode::UnauthorizedError, "this call needs a token or Basic credentials")
     }
 
     /// `InvalidParameter`: a query, parameter or action that is not acceptable.

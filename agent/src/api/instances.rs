@@ -4,6 +4,7 @@
 //! starts, `DELETE` stops (if needed) and destroys.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -201,7 +202,8 @@ struct ActionQuery {
     /// stop: power off at once; reboot: hard reset.
     #[serde(default)]
     force: bool,
-    /// stop: wait until the instance is stopped (default) or answer at once (202).
+    /// stop and reboot: wait until the instance is stopped, or running again after its reboot
+    /// (default), or answer at once (202).
     #[serde(default)]
     wait: Option<bool>,
 }
@@ -215,7 +217,7 @@ enum InstanceAction {
 }
 
 /// Starts (the default action), stops or reboots an instance. A stop waits until the instance
-/// is stopped (200), unless `wait=false` (202); a reboot answers 202.
+/// is stopped, a reboot until it runs again (200), unless `wait=false` (202).
 #[utoipa::path(operation_id = "instance_action", post, path = "/api/v1/instances/{id}", tag = "instances", params(("id" = Uuid, Path), ActionQuery),
     security(("bearer" = []), ("basic" = [])),
     responses((status = 200, body = InstanceView), (status = 202, body = InstanceView),
@@ -234,10 +236,7 @@ async fn action(
             Ok(HttpResponse::Ok().json(InstanceView::of(&blocking(move || instances.start(&uuid)).await?)))
         }
         InstanceAction::Stop => stop(instances, uuid, q.force, q.wait.unwrap_or(true)).await,
-        InstanceAction::Reboot => {
-            let record = blocking(move || instances.reboot(&uuid, q.force)).await?;
-            Ok(HttpResponse::Accepted().json(InstanceView::of(&record)))
-        }
+        InstanceAction::Reboot => reboot(instances, uuid, q.force, q.wait.unwrap_or(true)).await,
     }
 }
 
@@ -277,8 +276,54 @@ async fn stop(
     Ok(HttpResponse::Ok().json(InstanceView::of(&record)))
 }
 
-/// Destroys an instance (stopping it first): its disk and record go, its image stays.
-#[utoipa::path(operation_id = "delete_instance", delete, path = "/api/v1/instances/{id}", tag = "instances", params(("id" = Uuid, Path)),
+/// Reboots and, with `wait`, waits until the new run is up: the instance then, or why it is not
+/// running again.
+async fn reboot(
+    instances: Arc<Instances>,
+    uuid: Uuid,
+    force: bool,
+    wait: bool,
+) -> Result<HttpResponse, ApiError> {
+    let rebooting = instances.clone();
+    let record = blocking(move || rebooting.reboot(&uuid, force)).await?;
+    if !wait {
+        return Ok(HttpResponse::Accepted().json(InstanceView::of(&record)));
+    }
+    // The stop (forced after the timeout), then the start of the new run.
+    let deadline = instances.stop_deadline() + Duration::from_secs(30);
+    let pid = record.pid;
+    let after = blocking(move || instances.wait_for_reboot(&uuid, pid, deadline)).await?;
+    match after.state {
+        InstanceState::Running if after.pid != pid => Ok(HttpResponse::Ok().json(InstanceView::of(&after))),
+        InstanceState::Running => Err(ApiError::new(
+            ErrorCode::StopTimeout,
+            format!("instance {uuid} has not rebooted after {deadline:?}"),
+        )),
+        state => Err(ApiError::new(
+            ErrorCode::RebootFailed,
+            format!(
+                "instance {uuid} did not come back after its reboot: it is {} ({})",
+                format!("{state:?}").to_lowercase(),
+                after.reason
+            ),
+        )),
+    }
+}
+
+#[derive(Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+struct DeleteQuery {
+    /// Stop a running instance with the power button first (waiting for the guest, up to the
+    /// stop timeout), instead of cutting its power: its disk is destroyed either way.
+    #[serde(default)]
+    graceful: bool,
+}
+
+/// Destroys an instance: its disk and record go, its image stays. A running instance is
+/// powered off at once, unless `graceful=true`.
+#[utoipa::path(operation_id = "delete_instance", delete, path = "/api/v1/instances/{id}", tag = "instances",
+    params(("id" = Uuid, Path), DeleteQuery),
     security(("bearer" = []), ("basic" = [])),
     responses((status = 204), (status = "default", body = ErrorBody)))]
 async fn delete(
@@ -288,17 +333,25 @@ async fn delete(
 ) -> Result<HttpResponse, ApiError> {
     require_auth(&req, &state)?;
     let uuid = instance_id(&path)?;
+    let q: DeleteQuery = query(&req)?;
     let instances = state.instances.clone();
-    // As in the seed, deleting a running instance stops it first (ACPI, then forced).
-    if instances.get(&uuid)?.state == InstanceState::Running {
-        match stop(instances.clone(), uuid, false, true).await {
-            // It stopped on its own in between: fine.
-            Err(e) if e.code == ErrorCode::InstanceNotRunning => {}
-            Err(e) => return Err(e),
-            Ok(_) => {}
+    instances.get(&uuid)?;
+    // A task of its own: a client that goes away (a Ctrl-C during a graceful stop) does not
+    // leave the instance stopped but not destroyed.
+    let deleting = actix_web::rt::spawn(async move {
+        // A running instance is stopped first: by force (its disk is about to go, and a booting
+        // guest ignores the power button for as long as the stop timeout), or gracefully if asked.
+        if instances.get(&uuid)?.state == InstanceState::Running {
+            match stop(instances.clone(), uuid, !q.graceful, true).await {
+                // It stopped on its own in between: fine.
+                Err(e) if e.code == ErrorCode::InstanceNotRunning => {}
+                Err(e) => return Err(e),
+                Ok(_) => {}
+            }
         }
-    }
-    blocking(move || instances.destroy(&uuid)).await?;
+        blocking(move || instances.destroy(&uuid)).await
+    });
+    deleting.await.map_err(|e| ApiError::from_error(ErrorCode::InternalError, &e))??;
     Ok(HttpResponse::NoContent().finish())
 }
 

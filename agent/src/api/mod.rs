@@ -54,41 +54,74 @@ impl Credentials {
 
     /// Checks an `Authorization` header value.
     pub fn accepts(&self, authorization: &str) -> bool {
+        self.check(Some(authorization.as_bytes())).is_ok()
+    }
+
+    /// Checks the `Authorization` header of a request (`None`: it has none), and says what is
+    /// wrong with it. Which user name or token was wrong is never said: the answer must not
+    /// tell whether a user exists.
+    pub fn check(&self, authorization: Option<&[u8]>) -> Result<(), Refusal> {
+        let Some(authorization) = authorization else { return Err(Refusal::Missing) };
+        let authorization = std::str::from_utf8(authorization).map_err(|_| Refusal::Malformed)?;
         let (scheme, rest) = authorization.trim().split_once(' ').unwrap_or((authorization, ""));
         if scheme.eq_ignore_ascii_case("bearer") {
             let offered = digest(rest.trim());
             // Every entry is compared, so the time does not tell which one matched.
-            self.tokens.iter().fold(false, |ok, t| ok | bool::from(t.ct_eq(&offered)))
+            let ok = self.tokens.iter().fold(false, |ok, t| ok | bool::from(t.ct_eq(&offered)));
+            ok.then_some(()).ok_or(Refusal::WrongToken)
         } else if scheme.eq_ignore_ascii_case("basic") {
-            let Some(text) = base64::engine::general_purpose::STANDARD
+            let text = base64::engine::general_purpose::STANDARD
                 .decode(rest.trim())
                 .ok()
                 .and_then(|b| String::from_utf8(b).ok())
-            else {
-                return false;
-            };
-            let Some((user, password)) = text.split_once(':') else { return false };
+                .ok_or(Refusal::Malformed)?;
+            let (user, password) = text.split_once(':').ok_or(Refusal::NoPassword)?;
             let (user, password) = (digest(user), digest(password));
-            self.users
+            let ok = self
+                .users
                 .iter()
-                .fold(false, |ok, (u, p)| ok | (bool::from(u.ct_eq(&user)) & bool::from(p.ct_eq(&password))))
+                .fold(false, |ok, (u, p)| ok | (bool::from(u.ct_eq(&user)) & bool::from(p.ct_eq(&password))));
+            ok.then_some(()).ok_or(Refusal::WrongUser)
         } else {
-            false
+            Err(Refusal::Malformed)
+        }
+    }
+
+    /// Whether any credentials are configured (without, every change is refused).
+    pub fn is_empty(&self) -> bool {
+        self.tokens.is_empty() && self.users.is_empty()
+    }
+}
+
+/// Why credentials were refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    Missing,
+    Malformed,
+    NoPassword,
+    WrongToken,
+    WrongUser,
+}
+
+impl Refusal {
+    pub fn message(self) -> &'static str {
+        match self {
+            Refusal::Missing => {
+                "this call needs credentials: a token (Authorization: Bearer) or a user and password (Basic)"
+            }
+            Refusal::Malformed => {
+                "the Authorization header is neither \"Bearer TOKEN\" nor Basic credentials"
+            }
+            Refusal::NoPassword => "Basic credentials must be USER:PASSWORD",
+            Refusal::WrongToken => "the token is not accepted",
+            Refusal::WrongUser => "the user name or the password is not accepted",
         }
     }
 }
 
 pub(crate) fn require_auth(req: &HttpRequest, state: &AgentState) -> Result<(), ApiError> {
-    let ok = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| state.auth.accepts(v));
-    if ok {
-        Ok(())
-    } else {
-        Err(ApiError::unauthorized())
-    }
+    let header = req.headers().get(header::AUTHORIZATION).map(|v| v.as_bytes());
+    state.auth.check(header).map_err(|refusal| ApiError::new(ErrorCode::UnauthorizedError, refusal.message()))
 }
 
 fn parse_uuid(text: &str) -> Result<Uuid, ApiError> {
@@ -128,6 +161,8 @@ pub struct Ping {
     storage: &'static str,
     /// `qemu` or `bhyve`.
     hypervisor: &'static str,
+    /// How long a guest gets to power off after the power button before it is forced off.
+    stop_timeout_secs: u64,
 }
 
 /// The agent is up.
@@ -138,6 +173,7 @@ async fn ping(state: web::Data<AgentState>) -> HttpResponse {
         version: env!("CARGO_PKG_VERSION"),
         storage: state.importer.storage().kind(),
         hypervisor: state.instances.hypervisor_kind(),
+        stop_timeout_secs: state.instances.stop_timeout().as_secs(),
     })
 }
 

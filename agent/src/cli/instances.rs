@@ -5,13 +5,15 @@ use std::io::{BufRead, Read, Write};
 use std::path::PathBuf;
 
 use serde_json::{json, Value};
+use uuid::Uuid;
 
+use super::progress::{pending, Waiting};
 use super::{exit, str_of, CliResult, Connection, Failure};
 
 /// What `instances create` sends.
 pub struct CreateArgs {
     /// `None`: a blank disk.
-    pub image: Option<String>,
+    pub image: Option<Uuid>,
     pub alias: Option<String>,
     pub vcpus: Option<u32>,
     pub memory_mib: Option<u64>,
@@ -208,11 +210,52 @@ pub fn create(conn: &Connection, args: CreateArgs) -> CliResult {
     if let Some(boot) = args.boot {
         set("boot", json!(boot));
     }
-    let instance = conn.send(conn.client().post(format!("{}/api/v1/instances", conn.url)).json(&body))?;
+    let instance = conn
+        .send(conn.client().post(format!("{}/api/v1/instances", conn.url)).json(&body))
+        .map_err(with_flags)?;
     conn.print(&instance, |i| {
         println!("Created instance {} ({}): {}", str_of(i, "uuid"), str_of(i, "alias"), str_of(i, "state"))
     });
     Ok(())
+}
+
+/// The API's names of what `create` and `update` send, and the flags that set them.
+const FLAGS: [(&str, &str); 11] = [
+    ("vcpus", "--vcpus"),
+    ("memory_mib", "--memory"),
+    ("disk_mib", "--disk"),
+    ("nics", "--nic"),
+    ("firmware", "--firmware"),
+    ("hostname", "--hostname"),
+    ("ssh_keys", "--ssh-key"),
+    ("user_data", "--user-data"),
+    ("network_config", "--network-config"),
+    ("cdrom", "--cdrom"),
+    ("boot", "--boot"),
+];
+
+/// A refusal of `create` or `update` as the CLI user sees it: naming the flags they gave
+/// rather than the API fields the CLI filled in (`--disk`, not `disk_mib`).
+fn with_flags(mut failure: Failure) -> Failure {
+    let is_word = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == '-';
+    for (field, flag) in FLAGS {
+        let mut out = String::with_capacity(failure.message.len());
+        let mut rest = failure.message.as_str();
+        while let Some(at) = rest.find(field) {
+            let before = rest[..at].chars().next_back();
+            let after = rest[at + field.len()..].chars().next();
+            out.push_str(&rest[..at]);
+            if before.is_some_and(is_word) || after.is_some_and(is_word) {
+                out.push_str(field);
+            } else {
+                out.push_str(flag);
+            }
+            rest = &rest[at + field.len()..];
+        }
+        out.push_str(rest);
+        failure.message = out;
+    }
+    failure
 }
 
 /// Changes what the guest is told (from its next start): the given fields replace, `unset`
@@ -235,7 +278,7 @@ pub fn update(
         }
     }
     let url = format!("{}/guest", conn.instance_url(id)?);
-    let guest = conn.send(conn.client().patch(url).json(&body))?;
+    let guest = conn.send(conn.client().patch(url).json(&body)).map_err(with_flags)?;
     conn.print(&guest, |g| {
         println!("Updated the guest configuration of {id} (the guest sees it from its next start)");
         println!("hostname    {}", g.get("hostname").and_then(Value::as_str).unwrap_or("(the alias)"));
@@ -290,24 +333,85 @@ pub fn snapshots(conn: &Connection, id: &str, change: Option<(&str, &str)>) -> C
     Ok(())
 }
 
-/// start, stop or reboot.
-pub fn action(conn: &Connection, id: &str, action: &str, force: bool) -> CliResult {
-    let url = format!("{}?action={action}&force={force}", conn.instance_url(id)?);
+/// What `instances start|stop|reboot` asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    Start,
+    Stop,
+    Reboot,
+}
+
+impl Action {
+    fn name(self) -> &'static str {
+        match self {
+            Action::Start => "start",
+            Action::Stop => "stop",
+            Action::Reboot => "reboot",
+        }
+    }
+}
+
+/// The guest's grace period after the power button, from the agent's ping.
+fn stop_timeout_secs(conn: &Connection) -> Result<u64, Failure> {
+    Ok(conn.get("/api/v1/ping")?["stop_timeout_secs"].as_u64().unwrap_or(0))
+}
+
+/// Starts, stops or reboots. A stop or reboot waits (unless `wait` is false) and says, while
+/// it waits, for how long the guest may take and that `--force` would not wait.
+pub fn action(conn: &Connection, id: &str, action: Action, force: bool, wait: bool) -> CliResult {
+    let uuid = conn.instance_uuid(id)?;
+    let url =
+        format!("{}/api/v1/instances/{uuid}?action={}&force={force}&wait={wait}", conn.url, action.name());
+    let _waiting = if action != Action::Start && wait && !force && !conn.json {
+        let timeout = stop_timeout_secs(conn)?;
+        Some(Waiting::start(format!(
+            "Waiting up to {timeout} s for {id} to power off (the guest was sent the power button; \
+             --force cuts the power now)"
+        )))
+    } else {
+        None
+    };
+    let _pending = pending(format!(
+        "the {} goes on on the agent; `agent instances get {id}` shows how it ends",
+        action.name()
+    ));
     let instance = conn.send(conn.client().post(url))?;
+    drop(_waiting);
     conn.print(&instance, |i| {
-        let done = match action {
-            "start" => "Started",
-            "stop" => "Stopped",
-            _ => "Rebooting",
+        let done = match (action, wait) {
+            (Action::Start, _) => "Started",
+            (Action::Stop, true) => "Stopped",
+            (Action::Reboot, true) => "Rebooted",
+            (Action::Stop, false) => "Stopping",
+            (Action::Reboot, false) => "Rebooting",
         };
-        println!("{done} instance {} ({}): {}", str_of(i, "uuid"), str_of(i, "alias"), str_of(i, "reason"))
+        println!("{done} instance {} ({}): {}", str_of(i, "uuid"), str_of(i, "alias"), str_of(i, "reason"));
+        if !wait {
+            println!("`agent instances get {id}` shows how it ends");
+        }
     });
     Ok(())
 }
 
-pub fn delete(conn: &Connection, id: &str) -> CliResult {
+/// Destroys an instance. A running one is powered off first, or with `graceful` sent the power
+/// button and given the stop timeout.
+pub fn delete(conn: &Connection, id: &str, graceful: bool) -> CliResult {
     let uuid = conn.instance_uuid(id)?;
-    conn.send(conn.client().delete(format!("{}/api/v1/instances/{uuid}", conn.url)))?;
+    let instance = conn.get(&format!("/api/v1/instances/{uuid}"))?;
+    let _waiting = (graceful && str_of(&instance, "state") == "running" && !conn.json)
+        .then(|| {
+            stop_timeout_secs(conn).map(|timeout| {
+                Waiting::start(format!(
+                    "Waiting up to {timeout} s for {id} to power off before it is destroyed \
+                     (without --graceful the power is cut at once)"
+                ))
+            })
+        })
+        .transpose()?;
+    let _pending =
+        pending(format!("the delete goes on on the agent; `agent instances list` shows when {id} is gone"));
+    conn.send(conn.client().delete(format!("{}/api/v1/instances/{uuid}?graceful={graceful}", conn.url)))?;
+    drop(_waiting);
     if conn.json {
         println!("{}", json!({"uuid": uuid, "state": "destroyed"}));
     } else {
@@ -356,5 +460,33 @@ pub fn console(conn: &Connection, id: &str, follow: bool, attach: bool) -> CliRe
             }
             Err(e) => return Err(Failure::new(exit::ERROR, format!("console stream broke: {e}"))),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refusals_name_the_flags_not_the_api_fields() {
+        let failure = |m: &str| with_flags(Failure::new(exit::ERROR, m)).message;
+        assert_eq!(
+            failure("InvalidParameter: disk_mib must be at least the image's 64 MiB, not 1"),
+            "InvalidParameter: --disk must be at least the image's 64 MiB, not 1"
+        );
+        assert_eq!(
+            failure("an instance without an image needs disk_mib: the size of its blank disk"),
+            "an instance without an image needs --disk: the size of its blank disk"
+        );
+        assert_eq!(
+            failure("memory_mib must be between 32 and 1048576, not 1"),
+            "--memory must be between 32 and 1048576, not 1"
+        );
+        // Only whole names: a word that contains one is left alone.
+        assert_eq!(failure("reboots and bootstrap and vcpus_max"), "reboots and bootstrap and vcpus_max");
+        assert_eq!(
+            failure("nics: at most 8; boot must be cd or disk"),
+            "--nic: at most 8; --boot must be cd or disk"
+        );
     }
 }

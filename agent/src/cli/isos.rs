@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
+use super::progress::{pending, Transfer};
 use super::{exit, human_size, str_of, CliResult, Connection, Failure};
 
 fn print_isos(list: &Value) {
@@ -50,7 +51,9 @@ pub fn fetch(
         conn.print(&started, |s| println!("Fetching {} from {}", str_of(s, "name"), str_of(s, "url")));
         return Ok(());
     }
-    let bar = (!conn.json).then(|| super::progress_bar(&name));
+    let _pending =
+        pending(format!("the fetch goes on on the agent; `agent isos list` shows when {name} is there"));
+    let mut bar = (!conn.json).then(|| Transfer::new(&name));
     let status = loop {
         let fetches = conn.get("/api/v1/isos/fetches")?;
         let status = fetches
@@ -58,11 +61,10 @@ pub fn fetch(
             .and_then(|all| all.iter().find(|f| str_of(f, "name") == name))
             .cloned()
             .ok_or_else(|| Failure::new(exit::ERROR, format!("the fetch of {name} disappeared")))?;
-        if let Some(bar) = &bar {
-            if let Some(total) = status["total"].as_u64() {
-                bar.set_length(total);
-            }
-            bar.set_position(status["bytes"].as_u64().unwrap_or(0));
+        if let Some(bar) = &mut bar {
+            let (bytes, total) = (status["bytes"].as_u64().unwrap_or(0), status["total"].as_u64());
+            let phase = if bytes == 0 && total.is_none() { "connecting" } else { "downloading" };
+            bar.update(phase, bytes, total);
         }
         if str_of(&status, "state") != "running" {
             break status;
@@ -70,7 +72,7 @@ pub fn fetch(
         std::thread::sleep(Duration::from_millis(200));
     };
     if let Some(bar) = bar {
-        bar.finish_and_clear();
+        bar.finish();
     }
     if str_of(&status, "state") == "failed" {
         let message = str_of(&status, "error");

@@ -64,6 +64,7 @@ impl ImportError {
                 ErrorCode::ImageNotFound
             }
             ImportError::Source(SourceError::NoSources) => ErrorCode::NoSources,
+            ImportError::Source(SourceError::Client(e)) if is_refusal(e) => ErrorCode::SourceUnauthorized,
             ImportError::Source(_) | ImportError::Download { .. } => ErrorCode::SourceError,
             ImportError::Manifest { .. } => ErrorCode::InvalidManifest,
             ImportError::Verification { .. } => ErrorCode::VerificationFailed,
@@ -480,6 +481,11 @@ impl Importer {
     pub fn storage(&self) -> &Arc<dyn ImageStorage> {
         &self.storage
     }
+}
+
+/// Whether an IMGAPI server refused the credentials it was given (or asked for some).
+pub fn is_refusal(error: &ClientError) -> bool {
+    matches!(error.status(), Some(401 | 403))
 }
 
 fn now() -> String {

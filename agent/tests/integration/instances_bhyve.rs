@@ -187,7 +187,7 @@ fn every_exit_code_leads_where_the_table_says() {
     let record = host.create(false);
     let uuid = record.uuid;
     for (exit, state, reason) in [
-        (ProcessExit::Code(1), InstanceState::Stopped, "guest powered off"),
+        (ProcessExit::Code(1), InstanceState::Stopped, "guest powered off by itself"),
         (ProcessExit::Code(2), InstanceState::Stopped, "guest halted"),
         (ProcessExit::Code(3), InstanceState::Failed, "guest triple fault (exit status 3)"),
         (ProcessExit::Code(4), InstanceState::Failed, "hypervisor error (exit status 4)"),
@@ -230,6 +230,34 @@ fn a_guest_that_ignores_the_power_button_is_forced_off_after_the_timeout() {
     let force = commands.iter().position(|c| c.ends_with("--force-poweroff")).unwrap();
     assert!(term < force, "{commands:?}");
     assert!(commands.last().unwrap().ends_with("--destroy"));
+    // What happened, not a clean shutdown.
+    let timeout = STOP_TIMEOUT.as_secs();
+    assert_eq!(
+        stopped.reason,
+        format!("stopped on request (forced off after {timeout} s: the guest did not power off)")
+    );
+}
+
+#[test]
+fn a_forced_stop_and_a_forced_reboot_say_so() {
+    let host = Host::new();
+    host.runner.expect(BHYVE, Reply::Runs { on_term: None });
+    host.runner.expect(&format!("{BHYVECTL} --vm="), Reply::EndsProcess(ProcessExit::Code(1)));
+    let record = host.create(true);
+    host.instances.stop(&record.uuid, true).unwrap();
+    let stopped = host.wait_for(&record.uuid, "stopped", |r| r.state == InstanceState::Stopped);
+    assert_eq!(stopped.reason, "stopped on request (forced off)");
+    // A hard reset: bhyvectl --force-reset ends the run as a reboot.
+    host.runner.expect(BHYVE, Reply::Runs { on_term: None });
+    let started = host.instances.start(&record.uuid).unwrap();
+    host.runner.expect(BHYVE, Reply::Runs { on_term: None });
+    host.runner.expect(&format!("{BHYVECTL} --vm="), Reply::EndsProcess(ProcessExit::Code(0)));
+    host.instances.reboot(&record.uuid, true).unwrap();
+    let rebooted =
+        host.instances.wait_for_reboot(&record.uuid, started.pid, Duration::from_secs(10)).unwrap();
+    assert_eq!(rebooted.state, InstanceState::Running);
+    assert_ne!(rebooted.pid, started.pid);
+    assert_eq!(rebooted.reason, "rebooted on request (reset)");
 }
 
 #[test]

@@ -243,9 +243,11 @@ fn a_guest_boots_stops_starts_reboots_survives_an_agent_restart_and_is_destroyed
     let console = agent.wait_console(&id, "GUEST-BOOT-OK", 2);
     assert!(console.contains("GUEST-META local-hostname=web-2"), "{console}");
 
-    // Reboot: powered off and started again by the supervisor.
+    // Reboot: powered off and started again by the supervisor; the answer waits for the new
+    // run and shows it.
     let (status, body) = agent.send(M::POST, &format!("/instances/{id}?action=reboot"), None);
-    assert_eq!(status, 202, "{body}");
+    assert_eq!((status, body["state"].as_str()), (200, Some("running")), "{body}");
+    assert!(body["reason"].as_str().unwrap().starts_with("rebooted on request"), "{body}");
     agent.wait_console(&id, "GUEST-BOOT-OK", 3);
     let instance = agent.wait_state(&id, "running");
     let history: Vec<&str> =
@@ -445,4 +447,96 @@ fn guests_on_one_vlan_of_a_switch_reach_each_other_and_a_guest_on_another_vlan_d
     let output = agent.cli(&["switches", "delete", "lab"]);
     assert_eq!(output.status.code(), Some(4), "{}", String::from_utf8_lossy(&output.stderr));
     assert!(String::from_utf8_lossy(&output.stderr).contains("config file"));
+}
+
+/// What the CLI wrote to stderr so far, and the thread that reads it (it ends with the CLI).
+type Stderr = (std::sync::Arc<std::sync::Mutex<String>>, std::thread::JoinHandle<()>);
+
+/// Runs the CLI against `agent` in the background; what it writes to stderr is in the buffer
+/// as it arrives.
+fn cli_in_background(agent: &Agent, args: &[&str]) -> (std::process::Child, Stderr) {
+    use std::process::{Command, Stdio};
+    #[allow(clippy::disallowed_methods)] // the test runs the agent binary as a user would
+    let mut child = Command::new(env!("CARGO_BIN_EXE_agent"))
+        .env("AGENT_URL", agent.base())
+        .env("AGENT_TOKEN", TOKEN)
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let mut stderr = child.stderr.take().unwrap();
+    let sink = seen.clone();
+    let reader = std::thread::spawn(move || {
+        use std::io::Read;
+        let mut buffer = [0u8; 1024];
+        while let Ok(n @ 1..) = stderr.read(&mut buffer) {
+            sink.lock().unwrap().push_str(&String::from_utf8_lossy(&buffer[..n]));
+        }
+    });
+    (child, (seen, reader))
+}
+
+#[test]
+fn a_booting_guest_is_deleted_at_once_and_a_stop_says_what_it_waits_for() {
+    let Some(guest) = guest_dir() else { return };
+    let disk = std::fs::read(guest.join("disk.raw")).unwrap();
+    let imgapi = Imgapi::start();
+    let image = imgapi.publish("test-guest", &compress(&disk, "gzip"), "gzip", None);
+    let agent = Agent::start(&[format!("http://admin:secret@{}", imgapi.server.addr)]);
+    use reqwest::Method as M;
+    let (status, body) = agent.send(M::POST, "/images", Some(json!({"uuid": image})));
+    assert_eq!(status, 200, "{body}");
+    let timeout = agent.config.instances.stop_timeout_secs;
+
+    // Stop right after start: the booting guest ignores the power button. The CLI says what
+    // it waits for and how to stop waiting; a Ctrl-C leaves the stop to the agent.
+    let (_, created) = agent.send(M::POST, "/instances", Some(json!({"image": image, "memory_mib": 256})));
+    let id = created["uuid"].as_str().unwrap().to_string();
+    assert_eq!(created["state"], "running", "{created}");
+    let (child, (stderr, reader)) = cli_in_background(&agent, &["instances", "stop", &id]);
+    let waiting = format!("Waiting up to {timeout} s for {id} to power off");
+    wait_until("the CLI says it waits", Duration::from_secs(20), || {
+        let seen = stderr.lock().unwrap().clone();
+        if seen.contains(&waiting) && seen.contains("--force cuts the power now") {
+            Ok(())
+        } else {
+            Err(seen)
+        }
+    });
+    #[allow(clippy::disallowed_methods)] // a Ctrl-C to the CLI this test started
+    let sent =
+        std::process::Command::new("/bin/kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+    assert!(sent.success());
+    let output = child.wait_with_output().unwrap();
+    reader.join().unwrap();
+    let said = stderr.lock().unwrap().clone();
+    assert_eq!(output.status.code(), Some(130), "{said}");
+    assert!(
+        said.contains(&format!(
+            "the stop goes on on the agent; `agent instances get {id}` shows how it ends"
+        )),
+        "{said}"
+    );
+    assert_eq!(agent.instance(&id)["state"], "running", "the guest still has its grace period");
+
+    // --force does not wait for the guest, and the reason says it was forced.
+    let forced = agent.cli(&["instances", "stop", &id, "--force"]);
+    let printed = String::from_utf8_lossy(&forced.stdout);
+    assert!(forced.status.success(), "{}", String::from_utf8_lossy(&forced.stderr));
+    assert!(printed.contains("stopped on request (forced off)"), "{printed}");
+
+    // Delete right after start: powered off at once, not after the grace period.
+    let (_, started) = agent.send(M::POST, &format!("/instances/{id}?action=start"), None);
+    assert_eq!(started["state"], "running", "{started}");
+    let asked = Instant::now();
+    let deleted = agent.cli(&["instances", "delete", &id]);
+    let took = asked.elapsed();
+    assert!(deleted.status.success(), "{}", String::from_utf8_lossy(&deleted.stderr));
+    // A bound on behaviour (forced, not graceful), far under the 30 s grace period.
+    assert!(took < Duration::from_secs(5), "delete of a booting guest took {took:?}");
+    let (status, _) = agent.send(M::GET, &format!("/instances/{id}"), None);
+    assert_eq!(status, 404);
+    eprintln!("delete of a booting guest: {took:?} (stop timeout {timeout} s)");
 }

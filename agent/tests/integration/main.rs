@@ -6,6 +6,7 @@
 mod common;
 
 mod auth_table;
+mod cli;
 mod errors;
 mod fuzz_parsers;
 mod golden_image;

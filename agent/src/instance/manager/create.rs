@@ -35,7 +35,7 @@ fn check_request(request: &CreateRequest, image: Option<&LocalImage>) -> Result<
         return invalid(format!("vcpus must be between 1 and 64, not {}", request.vcpus));
     }
     if !(32..=1024 * 1024).contains(&request.memory_mib) {
-        return invalid(format!("memory must be between 32 and 1048576 MiB, not {}", request.memory_mib));
+        return invalid(format!("memory_mib must be between 32 and 1048576, not {}", request.memory_mib));
     }
     if let Some(alias) = &request.alias {
         if alias.is_empty() || alias.len() > 64 || alias.chars().any(|c| c.is_control()) {
@@ -43,7 +43,7 @@ fn check_request(request: &CreateRequest, image: Option<&LocalImage>) -> Result<
         }
     }
     if request.nics.len() > 8 {
-        return invalid("at most 8 NICs".into());
+        return invalid("nics: at most 8".into());
     }
     for nic in &request.nics {
         nic.check().map_err(InstanceError::Invalid)?;
@@ -52,7 +52,7 @@ fn check_request(request: &CreateRequest, image: Option<&LocalImage>) -> Result<
     let Some(image) = image else {
         return match request.disk_mib {
             Some(disk) if (1..=MAX_DISK_MIB).contains(&disk) => Ok(disk),
-            Some(_) => invalid("disk must be between 1 MiB and 64 TiB".into()),
+            Some(_) => invalid("disk_mib must be between 1 and 67108864 (64 TiB)".into()),
             None => invalid("an instance without an image needs disk_mib: the size of its blank disk".into()),
         };
     };
@@ -62,9 +62,9 @@ fn check_request(request: &CreateRequest, image: Option<&LocalImage>) -> Result<
     let image_mib = image.meta.image_size_mib.max(stored_mib).unwrap_or(0);
     match request.disk_mib {
         Some(disk) if disk < image_mib => {
-            invalid(format!("disk must be at least the image's {image_mib} MiB, not {disk} MiB"))
+            invalid(format!("disk_mib must be at least the image's {image_mib} MiB, not {disk}"))
         }
-        Some(disk) if disk > MAX_DISK_MIB => invalid("disk must be at most 64 TiB".into()),
+        Some(disk) if disk > MAX_DISK_MIB => invalid("disk_mib must be at most 67108864 (64 TiB)".into()),
         Some(disk) => Ok(disk),
         None => Ok(image_mib),
     }
@@ -228,14 +228,15 @@ mod tests {
         assert!(refused(CreateRequest { alias: Some(String::new()), ..request() }, None).contains("alias"));
         assert!(refused(CreateRequest { alias: Some("a\nb".into()), ..request() }, None).contains("alias"));
         let nics = vec![NicRequest::on("user"); 9];
-        assert!(refused(CreateRequest { nics, ..request() }, None).contains("8 NICs"));
+        assert!(refused(CreateRequest { nics, ..request() }, None).contains("nics: at most 8"));
         assert_eq!(check_request(&request(), None).unwrap(), 1024);
     }
 
     #[test]
     fn a_blank_disk_needs_a_size_and_an_image_sets_the_least() {
         assert!(refused(CreateRequest { disk_mib: None, ..request() }, None).contains("needs disk_mib"));
-        assert!(refused(CreateRequest { disk_mib: Some(0), ..request() }, None).contains("between 1 MiB"));
+        assert!(refused(CreateRequest { disk_mib: Some(0), ..request() }, None)
+            .contains("disk_mib must be between 1 and"));
         // The manifest says 100 MiB, the stored disk is 200 MiB: the larger wins.
         let image = image(Some(100), 200 * MIB);
         assert_eq!(check_request(&CreateRequest { disk_mib: None, ..request() }, Some(&image)).unwrap(), 200);

@@ -76,12 +76,19 @@ impl Instances {
     ) {
         let uuid = slot.snapshot().uuid;
         let pressed = match (request, force) {
-            (Request::Reboot, true) => control.reset(),
-            (_, true) => control.force_poweroff(),
+            (Request::Reboot, true) => {
+                *lock(&slot.forced) = Some(Forced::Reset);
+                control.reset()
+            }
+            (_, true) => {
+                *lock(&slot.forced) = Some(Forced::OnRequest);
+                control.force_poweroff()
+            }
             (_, false) => control.request_poweroff(),
         };
         if let Err(error) = pressed {
             tracing::warn!(%uuid, %error, "the VM did not take the request; forcing it off");
+            *lock(&slot.forced) = Some(Forced::ButtonRefused);
             if let Err(error) = control.force_poweroff() {
                 tracing::warn!(%uuid, %error, "cannot force the VM off");
             }
@@ -94,9 +101,16 @@ impl Instances {
         let slot = slot.clone();
         std::thread::spawn(move || {
             let same_run = |slot: &Slot| lock(&slot.run).as_ref().is_some_and(|r| r.generation == generation);
-            std::thread::sleep(timeout);
+            // Woken by every change of the record: a run that ends (or reboots) ends the wait.
+            let record = lock(&slot.record);
+            let (record, _) = slot
+                .changed
+                .wait_timeout_while(record, timeout, |_| same_run(&slot))
+                .unwrap_or_else(|e| e.into_inner());
+            drop(record);
             if same_run(&slot) {
                 tracing::warn!(%uuid, ?timeout, "the guest did not power off in time; forcing it");
+                *lock(&slot.forced) = Some(Forced::AfterTimeout(timeout));
                 if let Err(error) = control.force_poweroff() {
                     tracing::warn!(%uuid, %error, "cannot force the VM off");
                 }
@@ -110,11 +124,22 @@ impl Instances {
         uuid: &Uuid,
         timeout: Duration,
     ) -> Result<InstanceRecord, InstanceError> {
+        self.wait_while(uuid, timeout, |r| r.state == InstanceState::Running)
+    }
+
+    /// Blocks while `waiting` holds for the instance's record, for at most `timeout`; the
+    /// record then.
+    fn wait_while(
+        &self,
+        uuid: &Uuid,
+        timeout: Duration,
+        mut waiting: impl FnMut(&InstanceRecord) -> bool,
+    ) -> Result<InstanceRecord, InstanceError> {
         let slot = self.slot(uuid)?;
         let record = lock(&slot.record);
         let (record, _) = slot
             .changed
-            .wait_timeout_while(record, timeout, |r| r.state == InstanceState::Running)
+            .wait_timeout_while(record, timeout, |r| waiting(r))
             .unwrap_or_else(|e| e.into_inner());
         Ok(record.clone())
     }
@@ -122,6 +147,23 @@ impl Instances {
     /// How long a stop may take, forced poweroff included.
     pub fn stop_deadline(&self) -> Duration {
         self.settings.stop_timeout + FORCE_GRACE + Duration::from_secs(5)
+    }
+
+    /// How long a guest gets to power off after the power button before it is forced off.
+    pub fn stop_timeout(&self) -> Duration {
+        self.settings.stop_timeout
+    }
+
+    /// Blocks until the run `pid` of the instance has been replaced by a new run (a reboot
+    /// done), or the instance is no longer running (the reboot failed), or `timeout` passes;
+    /// returns the instance as it then is.
+    pub fn wait_for_reboot(
+        &self,
+        uuid: &Uuid,
+        pid: Option<u32>,
+        timeout: Duration,
+    ) -> Result<InstanceRecord, InstanceError> {
+        self.wait_while(uuid, timeout, |r| r.state == InstanceState::Running && r.pid == pid)
     }
 
     /// Destroys a stopped or failed instance: its disk, record and console log.

@@ -98,6 +98,19 @@ enum Request {
     Reboot,
 }
 
+/// How the agent ended a run itself, rather than the guest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Forced {
+    /// Powered off at once, as asked (`force`).
+    OnRequest,
+    /// Reset at once, as asked (a forced reboot).
+    Reset,
+    /// The guest had the power button pressed and did not power off within this long.
+    AfterTimeout(Duration),
+    /// The VM did not take the power button at all.
+    ButtonRefused,
+}
+
 /// The current run of a running instance.
 struct RunHandle {
     control: Arc<dyn VmControl>,
@@ -110,6 +123,8 @@ struct Slot {
     run: Mutex<Option<RunHandle>>,
     /// What the API asked of the current run, and whether by force.
     request: Mutex<Option<(Request, bool)>>,
+    /// How the agent cut the current run short, if it did: for the reason recorded.
+    forced: Mutex<Option<Forced>>,
     console: Arc<Console>,
     /// Serialises start, stop and destroy decisions on this instance.
     op: Mutex<()>,
@@ -233,6 +248,7 @@ impl Instances {
             changed: Condvar::new(),
             run: Mutex::new(None),
             request: Mutex::new(None),
+            forced: Mutex::new(None),
             console,
             op: Mutex::new(()),
             metadata: Mutex::new(None),

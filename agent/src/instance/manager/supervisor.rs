@@ -25,6 +25,7 @@ impl Instances {
             let pending = {
                 let pending = lock(&slot.request);
                 *lock(&slot.run) = Some(RunHandle { control: control.clone(), generation });
+                *lock(&slot.forced) = None;
                 *pending
             };
             let pump_stop = Arc::new(AtomicBool::new(false));
@@ -44,7 +45,8 @@ impl Instances {
             if request == Some(Request::Reboot) && event == Event::Stopped {
                 event = Event::Rebooted;
             }
-            let mut reason = describe(end, request);
+            let forced = lock(&slot.forced).take();
+            let mut reason = describe(end, request, forced);
             if event == Event::Rebooted {
                 let now = Instant::now();
                 if request != Some(Request::Reboot) {
@@ -71,8 +73,12 @@ impl Instances {
                             continue;
                         }
                         Err(error) => {
+                            // The record is read without credentials: the details (argv,
+                            // stderr) go to the log only.
+                            tracing::error!(%uuid, error = %service_kit::ErrorChain(&error), "cannot start again after a reboot");
                             event = Event::Faulted;
-                            reason = format!("cannot start again after a reboot: {error}");
+                            reason = "could not start again after a reboot (the agent's log has the details)"
+                                .into();
                         }
                     }
                 }
@@ -91,17 +97,16 @@ impl Instances {
     }
 }
 
-/// Why a run ended, for people.
-fn describe(end: RunEnd, request: Option<Request>) -> String {
-    let what = match end {
-        RunEnd::Exited(0) => "guest rebooted".to_string(),
-        RunEnd::Exited(1) => "guest powered off".to_string(),
-        RunEnd::Exited(2) => "guest halted".to_string(),
-        RunEnd::Exited(3) => "guest triple fault (exit status 3)".to_string(),
-        RunEnd::Exited(code) => format!("hypervisor error (exit status {code})"),
-        RunEnd::Signaled => "hypervisor process killed".to_string(),
-        RunEnd::Unknown => "VM ended while adopted by a restarted agent (exit status unknown)".to_string(),
-        RunEnd::Detached => "agent let go".to_string(),
+/// Why a run ended, for people: who ended it (the guest, or the agent by force) and how.
+fn describe(end: RunEnd, request: Option<Request>, forced: Option<Forced>) -> String {
+    let what = match (forced, end) {
+        (Some(Forced::AfterTimeout(timeout)), _) => {
+            format!("forced off after {} s: the guest did not power off", timeout.as_secs())
+        }
+        (Some(Forced::OnRequest), _) => "forced off".to_string(),
+        (Some(Forced::Reset), _) => "reset".to_string(),
+        (Some(Forced::ButtonRefused), _) => "forced off: the VM did not take the power button".to_string(),
+        (None, end) => describe_end(end, request),
     };
     match request {
         Some(Request::Stop) => format!("stopped on request ({what})"),
@@ -110,23 +115,52 @@ fn describe(end: RunEnd, request: Option<Request>) -> String {
     }
 }
 
+/// How a run ended by itself.
+fn describe_end(end: RunEnd, request: Option<Request>) -> String {
+    match end {
+        RunEnd::Exited(0) => "guest rebooted".to_string(),
+        RunEnd::Exited(1) if request.is_none() => "guest powered off by itself".to_string(),
+        RunEnd::Exited(1) => "guest powered off".to_string(),
+        RunEnd::Exited(2) => "guest halted".to_string(),
+        RunEnd::Exited(3) => "guest triple fault (exit status 3)".to_string(),
+        RunEnd::Exited(code) => format!("hypervisor error (exit status {code})"),
+        RunEnd::Signaled => "hypervisor process killed".to_string(),
+        RunEnd::Unknown => "VM ended while adopted by a restarted agent (exit status unknown)".to_string(),
+        RunEnd::Detached => "agent let go".to_string(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn reasons_say_how_a_run_ended_and_who_asked() {
-        assert_eq!(describe(RunEnd::Exited(1), None), "guest powered off");
+    fn reasons_say_how_a_run_ended_and_who_ended_it() {
+        assert_eq!(describe(RunEnd::Exited(1), None, None), "guest powered off by itself");
         assert_eq!(
-            describe(RunEnd::Exited(1), Some(Request::Stop)),
+            describe(RunEnd::Exited(1), Some(Request::Stop), None),
             "stopped on request (guest powered off)"
         );
         assert_eq!(
-            describe(RunEnd::Exited(0), Some(Request::Reboot)),
+            describe(RunEnd::Exited(0), Some(Request::Reboot), None),
             "rebooted on request (guest rebooted)"
         );
-        assert_eq!(describe(RunEnd::Exited(4), None), "hypervisor error (exit status 4)");
-        assert_eq!(describe(RunEnd::Signaled, None), "hypervisor process killed");
-        assert!(describe(RunEnd::Unknown, None).contains("restarted agent"));
+        assert_eq!(describe(RunEnd::Exited(4), None, None), "hypervisor error (exit status 4)");
+        assert_eq!(describe(RunEnd::Signaled, None, None), "hypervisor process killed");
+        assert!(describe(RunEnd::Unknown, None, None).contains("restarted agent"));
+        // Forced: the reason says so, whatever exit the hypervisor reports.
+        let timeout = Some(Forced::AfterTimeout(Duration::from_secs(60)));
+        assert_eq!(
+            describe(RunEnd::Exited(1), Some(Request::Stop), timeout),
+            "stopped on request (forced off after 60 s: the guest did not power off)"
+        );
+        assert_eq!(
+            describe(RunEnd::Signaled, Some(Request::Stop), Some(Forced::OnRequest)),
+            "stopped on request (forced off)"
+        );
+        assert_eq!(
+            describe(RunEnd::Exited(0), Some(Request::Reboot), Some(Forced::Reset)),
+            "rebooted on request (reset)"
+        );
     }
 }
