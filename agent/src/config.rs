@@ -197,7 +197,7 @@ impl Default for InstancesConfig {
             } else {
                 HypervisorKind::Qemu
             },
-            dir: PathBuf::from("/var/lib/agent/instances"),
+            dir: PathBuf::from(DEFAULT_INSTANCES_DIR),
             run_dir: PathBuf::from("/var/run/agent"),
             zfs_parent: None,
             stop_timeout_secs: 60,
@@ -336,7 +336,7 @@ struct CommandsConfig {
 }
 
 /// The host commands the agent runs, each an absolute path.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Commands {
     pub zfs: PathBuf,
     /// Makes the qcow2 overlays of `files` instances under QEMU.
@@ -389,6 +389,13 @@ pub use service_kit::config::ConfigError;
 pub const DEFAULT_PATH: &str = "/usr/local/etc/agent/config.json";
 #[cfg(not(target_os = "freebsd"))]
 pub const DEFAULT_PATH: &str = "/etc/agent/config.json";
+
+/// Where instance records, console logs and `files` disks go by default: FreeBSD keeps such
+/// state in /var/db (hier(7)), Linux in /var/lib.
+#[cfg(target_os = "freebsd")]
+pub const DEFAULT_INSTANCES_DIR: &str = "/var/db/agent/instances";
+#[cfg(not(target_os = "freebsd"))]
+pub const DEFAULT_INSTANCES_DIR: &str = "/var/lib/agent/instances";
 
 impl Config {
     pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
@@ -524,6 +531,50 @@ impl Config {
         &self.deprecated
     }
 
+    /// What in this config can never work, for the log at start-up: no credentials (every
+    /// change refused), or a host command this config needs that `exists` cannot find.
+    pub fn warnings(&self, exists: impl Fn(&Path) -> bool) -> Vec<String> {
+        let mut warnings = Vec::new();
+        if self.auth.tokens.is_empty() && self.auth.users.is_empty() {
+            warnings.push(
+                "auth has no tokens and no users: every change (import, create, stop...) will be refused \
+                 with 401; add a token to auth.tokens"
+                    .to_string(),
+            );
+        }
+        let c = &self.commands;
+        let mut needed: Vec<(&str, &PathBuf, &str)> = Vec::new();
+        match &self.storage {
+            StorageConfig::Files { .. } => {}
+            StorageConfig::Zfs { .. } | StorageConfig::ZfsFiles { .. } => {
+                needed.push(("zfs", &c.zfs, "images cannot be imported"))
+            }
+        }
+        match self.instances.hypervisor {
+            HypervisorKind::Qemu => {
+                needed.push(("qemu", &c.qemu, "instances cannot start"));
+                needed.push(("ip", &c.ip, "NICs on switches and bridges cannot be made"));
+                if matches!(self.storage, StorageConfig::Files { .. }) {
+                    needed.push(("qemu_img", &c.qemu_img, "instances cannot be created"));
+                }
+            }
+            HypervisorKind::Bhyve => {
+                needed.push(("bhyve", &c.bhyve, "instances cannot start"));
+                needed.push(("bhyvectl", &c.bhyvectl, "instances cannot start or stop"));
+                needed.push(("ifconfig", &c.ifconfig, "NICs cannot be made"));
+            }
+        }
+        for (key, path, consequence) in needed {
+            if !exists(path) {
+                warnings.push(format!(
+                    "commands.{key}: {} does not exist: {consequence} (install it or set commands.{key})",
+                    path.display()
+                ));
+            }
+        }
+        warnings
+    }
+
     /// What the QEMU backend runs with.
     pub fn qemu_settings(&self) -> QemuSettings {
         qemu_settings(&self.commands, &self.instances.qemu)
@@ -571,12 +622,29 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_shipped_example_parses() {
-        let text = include_str!("../../support-files/agent.example.json");
-        let config = Config::from_json(text, Path::new("agent.example.json")).unwrap();
-        assert_eq!(config.sources().unwrap().len(), 2);
-        assert!(matches!(config.storage, StorageConfig::Zfs { .. }));
-        assert!(config.listen.ip().is_loopback());
+    fn the_shipped_examples_parse_and_state_the_defaults() {
+        let text = include_str!("../../support-files/agent.freebsd.json");
+        let freebsd = Config::from_json(text, Path::new("agent.freebsd.json")).unwrap();
+        assert_eq!(freebsd.sources().unwrap().len(), 2);
+        assert!(
+            matches!(&freebsd.storage, StorageConfig::Zfs { zvol_dir, .. } if zvol_dir == &default_zvol_dir())
+        );
+        assert_eq!(freebsd.instances.hypervisor, HypervisorKind::Bhyve);
+        assert_eq!(freebsd.instances.dir, Path::new("/var/db/agent/instances"), "FreeBSD's default");
+        assert!(freebsd.listen.ip().is_loopback());
+
+        let text = include_str!("../../support-files/agent.linux.json");
+        let linux = Config::from_json(text, Path::new("agent.linux.json")).unwrap();
+        assert!(matches!(linux.storage, StorageConfig::Files { .. }));
+        assert_eq!(linux.instances.hypervisor, HypervisorKind::Qemu);
+        assert_eq!(linux.instances.dir, Path::new("/var/lib/agent/instances"), "Linux's default");
+        assert_eq!(linux.commands, Commands::default(), "Debian's paths, the defaults");
+        assert!(linux.switches.contains_key("lab"));
+        assert!(linux.listen.ip().is_loopback());
+        for config in [&freebsd, &linux] {
+            assert_eq!(config.instances.run_dir, InstancesConfig::default().run_dir);
+            assert_eq!(config.warnings(|_| true), Vec::<String>::new(), "nothing to warn about");
+        }
     }
 
     #[test]
@@ -639,12 +707,14 @@ mod tests {
         assert!(config.deprecations()[0].contains("move it to commands.qemu"));
         // Both, disagreeing: which one is meant?
         let both = r#", "commands": {"qemu": "/new/q"}, "instances": {"qemu": {"binary": "/old/q"}}"#;
-        assert!(parse(both).unwrap_err().to_string().contains("disagree"));
+        assert!(service_kit::ErrorChain(&parse(both).unwrap_err()).to_string().contains("disagree"));
         for bad in [r#", "commands": {"qemu": "q"}"#, r#", "instances": {"bhyve": {"ps": "ps"}}"#] {
-            assert!(parse(bad).unwrap_err().to_string().contains("absolute path"), "{bad}");
+            assert!(
+                service_kit::ErrorChain(&parse(bad).unwrap_err()).to_string().contains("absolute path"),
+                "{bad}"
+            );
         }
-        assert!(parse(r#", "commands": {"qemu_system": "/q"}"#)
-            .unwrap_err()
+        assert!(service_kit::ErrorChain(&parse(r#", "commands": {"qemu_system": "/q"}"#).unwrap_err())
             .to_string()
             .contains("unknown field"));
     }
@@ -662,8 +732,34 @@ mod tests {
                 "16 characters",
             ),
         ] {
-            let err = Config::from_json(text, Path::new("t")).unwrap_err().to_string();
+            let err =
+                service_kit::ErrorChain(&Config::from_json(text, Path::new("t")).unwrap_err()).to_string();
             assert!(err.contains(needle), "{text}: {err}");
         }
+    }
+
+    #[test]
+    fn a_config_that_cannot_work_is_warned_about() {
+        let config = Config::from_json(
+            r#"{"storage": {"backend": "files", "dir": "/x"}, "instances": {"hypervisor": "qemu"}}"#,
+            Path::new("t"),
+        )
+        .unwrap();
+        let warnings = config.warnings(|path| path != Path::new("/usr/bin/qemu-system-x86_64"));
+        assert_eq!(warnings.len(), 2, "{warnings:?}");
+        assert!(warnings[0].contains("every change") && warnings[0].contains("401"), "{warnings:?}");
+        assert!(
+            warnings[1].starts_with(
+                "commands.qemu: /usr/bin/qemu-system-x86_64 does not exist: instances cannot start"
+            ),
+            "{warnings:?}"
+        );
+        let config = Config::from_json(
+            r#"{"storage": {"backend": "files", "dir": "/x"}, "auth": {"tokens": ["0123456789abcdef"]},
+                "instances": {"hypervisor": "qemu"}}"#,
+            Path::new("t"),
+        )
+        .unwrap();
+        assert_eq!(config.warnings(|_| true), Vec::<String>::new());
     }
 }

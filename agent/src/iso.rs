@@ -27,7 +27,7 @@ pub enum IsoError {
     Download(String),
     #[error("checksum mismatch: expected sha256 {expected}, got {actual}")]
     Checksum { expected: String, actual: String },
-    #[error("ISO storage: {context}: {source}")]
+    #[error("ISO storage: {context}")]
     Io {
         context: String,
         #[source]
@@ -254,9 +254,9 @@ impl IsoStore {
                 match result {
                     Ok(_) => status.state = "done",
                     Err(error) => {
-                        tracing::warn!(%name, %url, %error, "ISO fetch failed");
+                        tracing::warn!(%name, %url, error = %service_kit::ErrorChain(&error), "ISO fetch failed");
                         status.state = "failed";
-                        status.error = Some(error.to_string());
+                        status.error = Some(service_kit::ErrorChain(&error).to_string());
                     }
                 }
             }

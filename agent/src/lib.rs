@@ -150,6 +150,9 @@ pub fn bind(config: Config) -> Result<Bound, StartError> {
     for deprecation in config.deprecations() {
         tracing::warn!("config: {deprecation}");
     }
+    for warning in config.warnings(std::path::Path::exists) {
+        tracing::warn!("config: {warning}");
+    }
     let runner: Arc<dyn CommandRunner> = Arc::new(HostRunner);
     let storage = open_storage(&config, runner.clone())?;
     let instances = open_instances(&config, runner, storage.clone())?;

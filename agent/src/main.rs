@@ -34,11 +34,7 @@ fn serve(path: &std::path::Path) -> ExitCode {
             return ExitCode::from(cli::exit::USAGE);
         }
     };
-    let filter = std::env::var("RUST_LOG")
-        .ok()
-        .and_then(|v| tracing_subscriber::EnvFilter::try_new(v).ok())
-        .unwrap_or_else(|| tracing_subscriber::EnvFilter::new(&config.log_level));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    service_kit::logging::init(&config.log_level, service_kit::logging::Format::Text);
     let result = actix_web::rt::System::new().block_on(async move {
         let server = agent::bind(config).map_err(|e| service_kit::ErrorChain(&e).to_string())?;
         for addr in &server.addrs {

@@ -22,7 +22,7 @@ pub enum PublishError {
     /// The image server refused or could not be reached (the message names it).
     #[error(transparent)]
     Server(#[from] ClientError),
-    #[error("reading the disk: {0}")]
+    #[error("cannot read the disk")]
     Disk(#[source] io::Error),
     #[error("the server stored sha1 {stored}, but {sent} was sent")]
     Mismatch { stored: String, sent: String },

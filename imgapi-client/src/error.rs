@@ -55,7 +55,7 @@ pub enum ClientError {
     #[error("{url} sent an invalid answer: {message}")]
     BadAnswer { url: String, message: String },
     /// The manifest's file entry cannot be used.
-    #[error("the manifest of {uuid} on {url} is unusable: {source}")]
+    #[error("the manifest of {uuid} on {url} is unusable")]
     BadManifest {
         url: String,
         uuid: Uuid,

@@ -35,6 +35,10 @@ pub struct Config {
     /// (`$argon2id$...`) or bcrypt (`$2b$...`) hash, which `imgapi hash-password` prints.
     #[serde(default)]
     pub userdb: Vec<UserEntry>,
+    /// Serve with the example's `admin`/`secret` user on an address other machines can reach.
+    /// Refused unless set: anyone who read the example could change the images.
+    #[serde(default)]
+    pub allow_example_credentials: bool,
     /// OpenSSH public keys per user name, for HTTP Signature auth (what Triton tools send).
     #[serde(default)]
     pub auth_keys: BTreeMap<String, Vec<String>>,
@@ -183,6 +187,17 @@ impl Config {
                 return Err(format!("userdb: user {:?} is listed twice", user.name));
             }
         }
+        if self.has_example_credentials() && !self.allow_example_credentials {
+            let addr = self.listen_addr();
+            if !addr.ip().is_loopback() {
+                return Err(format!(
+                    "userdb has the example user admin/secret and the server would listen on {addr}, \
+                     where other machines reach it: anyone could change the images. Give admin a \
+                     password of your own (`imgapi --hash-password` hashes it), listen on 127.0.0.1, \
+                     or set \"allow_example_credentials\": true"
+                ));
+            }
+        }
         let mut defaults = 0;
         let mut channel_names = std::collections::HashSet::new();
         for channel in &self.channels {
@@ -214,6 +229,12 @@ impl Config {
         tracing_subscriber::EnvFilter::try_new(&self.log_level)
             .map_err(|e| format!("invalid \"log_level\" {:?}: {e}", self.log_level))?;
         Ok(())
+    }
+
+    /// Whether a writer is the example config's `admin`/`secret` (for a warning at start-up,
+    /// and refused on a reachable address).
+    pub fn has_example_credentials(&self) -> bool {
+        self.userdb.iter().any(|u| u.name == "admin" && u.password == "secret")
     }
 
     /// The socket address to bind.
@@ -269,10 +290,12 @@ mod tests {
 
     #[test]
     fn unknown_keys_are_named() {
-        let err = parse(r#"{"datadir": "d", "prot": 80}"#).unwrap_err().to_string();
+        let err = service_kit::ErrorChain(&parse(r#"{"datadir": "d", "prot": 80}"#).unwrap_err()).to_string();
         assert!(err.contains("unknown field `prot`"), "{err}");
-        let err =
-            parse(r#"{"datadir": "d", "userdb": [{"name": "a", "pasword": "x"}]}"#).unwrap_err().to_string();
+        let err = service_kit::ErrorChain(
+            &parse(r#"{"datadir": "d", "userdb": [{"name": "a", "pasword": "x"}]}"#).unwrap_err(),
+        )
+        .to_string();
         assert!(err.contains("unknown field `pasword`"), "{err}");
     }
 
@@ -295,7 +318,7 @@ mod tests {
             (r#"{"datadir": "d", "log_level": "[[["}"#, "log_level"),
             (r#"{"datadir": "d", "port": 70000}"#, "port"),
         ] {
-            let err = parse(text).unwrap_err().to_string();
+            let err = service_kit::ErrorChain(&parse(text).unwrap_err()).to_string();
             assert!(err.contains(needle) || err.contains("invalid value"), "{text}: {err}");
         }
     }
@@ -305,5 +328,27 @@ mod tests {
         let config = Config::from_json(EMBEDDED_DEFAULT, Path::new("embedded"), Path::new(""))
             .expect("config.example.json must stay valid");
         assert_eq!(config.listen_addr(), "127.0.0.1:8080".parse().unwrap());
+    }
+
+    #[test]
+    fn the_example_credentials_stay_on_loopback_unless_allowed() {
+        let example = r#"{"datadir": "d", "userdb": [{"name": "admin", "password": "secret"}]"#;
+        let on = |rest: &str| parse(&format!("{example}{rest}}}"));
+        assert!(on(r#", "host": "127.0.0.1""#).unwrap().has_example_credentials());
+        assert!(on(r#", "listen": "::1""#).is_ok());
+        for reachable in
+            [r#", "host": "imgapi.example.com""#, r#", "listen": "0.0.0.0""#, r#", "host": "10.0.0.5""#]
+        {
+            let err = service_kit::ErrorChain(&on(reachable).unwrap_err()).to_string();
+            assert!(
+                err.contains("example user admin/secret") && err.contains("allow_example_credentials"),
+                "{err}"
+            );
+        }
+        assert!(on(r#", "listen": "0.0.0.0", "allow_example_credentials": true"#).is_ok());
+        let own = parse(
+            r#"{"datadir": "d", "listen": "0.0.0.0", "userdb": [{"name": "admin", "password": "mine"}]}"#,
+        );
+        assert!(!own.unwrap().has_example_credentials());
     }
 }

@@ -49,15 +49,11 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 }
 
 fn init_logging(config: &Config) {
-    let filter = std::env::var("RUST_LOG")
-        .ok()
-        .and_then(|v| tracing_subscriber::EnvFilter::try_new(v).ok())
-        .unwrap_or_else(|| tracing_subscriber::EnvFilter::new(&config.log_level));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    match config.log_format {
-        LogFormat::Json => builder.json().init(),
-        LogFormat::Text => builder.init(),
-    }
+    let format = match config.log_format {
+        LogFormat::Json => service_kit::logging::Format::Json,
+        LogFormat::Text => service_kit::logging::Format::Text,
+    };
+    service_kit::logging::init(&config.log_level, format);
 }
 
 fn main() -> ExitCode {
@@ -91,6 +87,13 @@ fn main() -> ExitCode {
     }
     init_logging(&config);
     tracing::info!(config = %origin, "starting");
+    if config.has_example_credentials() {
+        tracing::warn!(
+            "userdb has the example user admin/secret: anyone who can reach {} can change images; \
+             give admin a password of your own (imgapi --hash-password)",
+            config.listen_addr()
+        );
+    }
     let scheme = if config.tls.is_some() { "https" } else { "http" };
     let result = actix_web::rt::System::new().block_on(async move {
         let bound = imgapi::bind(config).map_err(|e| error_chain(&e))?;

@@ -113,11 +113,11 @@ impl Mirrors {
             let spawned = std::thread::Builder::new().name("mirror".into()).spawn(move || {
                 match tokio::runtime::Builder::new_current_thread().enable_all().build() {
                     Ok(runtime) => runtime.block_on(mirror.run(service, stop)),
-                    Err(error) => tracing::error!(%error, "cannot start a mirror runtime"),
+                    Err(error) => tracing::error!(error = %service_kit::ErrorChain(&error), "cannot start a mirror runtime"),
                 }
             });
             if let Err(error) = spawned {
-                tracing::error!(%error, "cannot start a mirror thread");
+                tracing::error!(error = %service_kit::ErrorChain(&error), "cannot start a mirror thread");
             }
         }
     }
@@ -165,7 +165,7 @@ impl Mirrors {
             let manifest = match mirror.upstream.get_image(uuid).await {
                 Err(ClientError::NotFound { .. }) => continue,
                 Err(error) => {
-                    tracing::warn!(image = %uuid, upstream = %mirror.upstream.url(), %error, "pull-through lookup failed");
+                    tracing::warn!(image = %uuid, upstream = %mirror.upstream.url(), error = %service_kit::ErrorChain(&error), "pull-through lookup failed");
                     last_error = Some(ImageError::from(error));
                     continue;
                 }
@@ -266,7 +266,7 @@ impl Mirror {
                 crate::store::disk::write_file(&dir.join(name), &bytes)
             });
         if let Err(error) = written {
-            tracing::warn!(file = %self.state_file.display(), %error, "cannot record mirrored images");
+            tracing::warn!(file = %self.state_file.display(), error = %service_kit::ErrorChain(&error), "cannot record mirrored images");
         }
     }
 
@@ -304,7 +304,7 @@ impl Mirror {
         let listed = match self.upstream.list_images(&filters).await {
             Ok(listed) => listed,
             Err(error) => {
-                tracing::warn!(upstream = %self.upstream.url(), %error, "mirror: cannot list the upstream");
+                tracing::warn!(upstream = %self.upstream.url(), error = %service_kit::ErrorChain(&error), "mirror: cannot list the upstream");
                 let mut status = lock(&self.status);
                 status.state = "idle";
                 status.last_finished = Some(now());
@@ -344,7 +344,7 @@ impl Mirror {
                 }
                 Err(error) => {
                     failed += 1;
-                    tracing::warn!(image = %uuid, upstream = %self.upstream.url(), %error, "mirror: copy failed");
+                    tracing::warn!(image = %uuid, upstream = %self.upstream.url(), error = %service_kit::ErrorChain(&error), "mirror: copy failed");
                     last_error = Some(format!("{uuid}: {error}"));
                 }
             }
@@ -372,7 +372,7 @@ impl Mirror {
                         }
                         Err(ImageError::HasDependents { .. }) => next.push(uuid),
                         Err(error) => {
-                            tracing::warn!(image = %uuid, %error, "mirror: cannot delete");
+                            tracing::warn!(image = %uuid, error = %service_kit::ErrorChain(&error), "mirror: cannot delete");
                             last_error = Some(format!("delete {uuid}: {error}"));
                         }
                     }

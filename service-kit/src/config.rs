@@ -17,7 +17,7 @@ pub enum ConfigError {
     },
     /// Not JSON, or not the config's shape. `key` is the path to the value at fault (empty at
     /// the top level).
-    #[error("invalid config file {path}: {}{source}", key_prefix(key))]
+    #[error("invalid config file {path}{}", key_suffix(key))]
     Parse {
         path: PathBuf,
         key: String,
@@ -29,11 +29,12 @@ pub enum ConfigError {
     Invalid { path: PathBuf, message: String },
 }
 
-fn key_prefix(key: &str) -> String {
-    if key.is_empty() {
+/// `, at KEY` when the fault is inside the config (serde's path: `.` or `?` when unknown).
+fn key_suffix(key: &str) -> String {
+    if key.is_empty() || key == "?" {
         String::new()
     } else {
-        format!("{key}: ")
+        format!(", at {key}")
     }
 }
 
@@ -87,16 +88,16 @@ mod tests {
     }
 
     fn error(text: &str) -> String {
-        parse::<Outer>(text, Path::new("/etc/x.json")).unwrap_err().to_string()
+        crate::ErrorChain(&parse::<Outer>(text, Path::new("/etc/x.json")).unwrap_err()).to_string()
     }
 
     #[test]
     fn errors_name_the_file_the_key_and_the_place() {
         let e = error(r#"{"name": "a", "inner": {"binary": 5}}"#);
-        assert!(e.starts_with("invalid config file /etc/x.json: inner.binary: invalid type"), "{e}");
+        assert!(e.starts_with("invalid config file /etc/x.json, at inner.binary: invalid type"), "{e}");
         assert!(e.contains("line 1 column"), "{e}");
         let e = error(r#"{"name": "a", "inner": {"bin": "x"}}"#);
-        assert!(e.contains("inner.bin: unknown field `bin`, expected `binary`"), "{e}");
+        assert!(e.contains("at inner.bin: unknown field `bin`, expected `binary`"), "{e}");
         let e = error(r#"{"inner": null}"#);
         assert!(e.contains(": missing field `name`"), "{e}");
         assert!(!e.contains(": : "), "{e}");

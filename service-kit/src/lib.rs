@@ -1,13 +1,14 @@
 //! What every service of the workspace is built from, written once: durable file writes
 //! ([`durable`]), sparse writes of disk images ([`sparse`]), config files with errors that
 //! name the key at fault ([`config`]), error chains for logs ([`ErrorChain`]), poison-tolerant
-//! locks ([`lock`]), reads in large blocks ([`read_full`]), request ids ([`request_id`]), OpenAPI
+//! locks ([`lock`]), log set-up ([`logging`]), reads in large blocks ([`read_full`]), request ids ([`request_id`]), OpenAPI
 //! documents ([`openapi`]) and a server on a thread of its own for tests and embedding
 //! ([`ServerThread`]).
 
 pub mod config;
 pub mod durable;
 mod error_chain;
+pub mod logging;
 pub mod openapi;
 mod read;
 pub mod request_id;

@@ -680,6 +680,11 @@ async fn console_write(
     web::block(move || console.write_input(&body))
         .await
         .map_err(|e| ApiError::from_error(ErrorCode::InternalError, &e))?
-        .map_err(|e| ApiError::new(ErrorCode::ConsoleNotConnected, format!("instance {uuid}: {e}")))?;
+        .map_err(|e| {
+            ApiError::new(
+                ErrorCode::ConsoleNotConnected,
+                format!("instance {uuid}: {}", service_kit::ErrorChain(&e)),
+            )
+        })?;
     Ok(HttpResponse::NoContent().finish())
 }

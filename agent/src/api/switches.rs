@@ -56,7 +56,7 @@ async fn interfaces(state: &web::Data<AgentState>) -> Option<Vec<String>> {
     match web::block(move || switches.host_interfaces()).await {
         Ok(Ok(list)) => Some(list),
         Ok(Err(error)) => {
-            tracing::warn!(%error, "cannot list the host's interfaces");
+            tracing::warn!(error = %service_kit::ErrorChain(&error), "cannot list the host's interfaces");
             None
         }
         Err(_) => None,

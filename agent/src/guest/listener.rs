@@ -48,7 +48,7 @@ impl MetadataListener {
                 let lookup = lookup.clone();
                 let _ = std::thread::Builder::new().name("metadata-conn".into()).spawn(move || {
                     if let Err(error) = serve(stream, &lookup) {
-                        tracing::debug!(%error, "metadata request failed");
+                        tracing::debug!(error = %service_kit::ErrorChain(&error), "metadata request failed");
                     }
                 });
             }

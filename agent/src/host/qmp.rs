@@ -101,7 +101,7 @@ impl Qmp {
                 Ok(stream) => break stream,
                 Err(_) if !give_up() => std::thread::sleep(Duration::from_millis(50)),
                 Err(error) => {
-                    tracing::warn!(socket = %self.socket.display(), %error, "cannot connect to QMP");
+                    tracing::warn!(socket = %self.socket.display(), error = %service_kit::ErrorChain(&error), "cannot connect to QMP");
                     return self.finish();
                 }
             }

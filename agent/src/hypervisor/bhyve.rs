@@ -64,14 +64,14 @@ impl Host {
     /// usual one is that the VM is already gone.
     fn destroy_vm(&self, vm: &str) {
         if let Err(error) = self.run(&bhyvectl(&self.paths, vm, BhyvectlAction::Destroy)) {
-            tracing::warn!(vm, %error, "bhyvectl --destroy failed (the VM may already be gone)");
+            tracing::warn!(vm, error = %service_kit::ErrorChain(&error), "bhyvectl --destroy failed (the VM may already be gone)");
         }
     }
 
     fn destroy_taps(&self, vm: &str, taps: &[String]) {
         for tap in taps {
             if let Err(error) = self.run(&ifconfig::destroy(&self.paths.ifconfig, tap)) {
-                tracing::warn!(vm, tap = %tap, %error, "cannot destroy a tap of the VM");
+                tracing::warn!(vm, tap = %tap, error = %service_kit::ErrorChain(&error), "cannot destroy a tap of the VM");
             }
         }
     }
@@ -97,7 +97,9 @@ impl Host {
                 Ok(true) => {}
                 Ok(false) => return,
                 // Cannot tell; the VM still exists, so keep assuming it runs.
-                Err(error) => tracing::warn!(vm, %error, "cannot check the bhyve process"),
+                Err(error) => {
+                    tracing::warn!(vm, error = %service_kit::ErrorChain(&error), "cannot check the bhyve process")
+                }
             }
             std::thread::sleep(poll_interval);
         }
@@ -231,7 +233,7 @@ impl Hypervisor for Bhyve {
                 Ok(Box::new(BhyveRun::new(&self.host, spec, pid, Watch::Child(process), created.taps)))
             }
             Err(error) => {
-                tracing::warn!(vm = %spec.name, %error, "bhyve start failed; undoing its preparations");
+                tracing::warn!(vm = %spec.name, error = %service_kit::ErrorChain(&error), "bhyve start failed; undoing its preparations");
                 if created.vm {
                     self.host.destroy_vm(&spec.name);
                 }
@@ -253,7 +255,7 @@ impl Hypervisor for Bhyve {
         let taps = match self.host.run(&ifconfig::list_all(&self.host.paths.ifconfig)) {
             Ok(listing) => taps_of(&spec.name, &listing),
             Err(error) => {
-                tracing::warn!(vm = %spec.name, %error, "cannot list interfaces: the VM's taps stay when it ends");
+                tracing::warn!(vm = %spec.name, error = %service_kit::ErrorChain(&error), "cannot list interfaces: the VM's taps stay when it ends");
                 Vec::new()
             }
         };
@@ -335,7 +337,7 @@ impl VmRun for BhyveRun {
                     RunEnd::Signaled
                 }
                 Err(error) => {
-                    tracing::error!(vm = %name, pid, %error, "cannot wait for bhyve");
+                    tracing::error!(vm = %name, pid, error = %service_kit::ErrorChain(&error), "cannot wait for bhyve");
                     RunEnd::Unknown
                 }
             },
@@ -399,7 +401,7 @@ impl VmControl for BhyveControl {
         match self.host.run(&bhyvectl(&self.host.paths, &self.name, BhyvectlAction::ForcePoweroff)) {
             Ok(_) => Ok(()),
             Err(error) => {
-                tracing::warn!(vm = %self.name, %error, "bhyvectl --force-poweroff failed; killing bhyve");
+                tracing::warn!(vm = %self.name, error = %service_kit::ErrorChain(&error), "bhyvectl --force-poweroff failed; killing bhyve");
                 self.signal(Signal::Kill)
             }
         }

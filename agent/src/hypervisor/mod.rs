@@ -120,7 +120,7 @@ pub enum RunEnd {
 
 #[derive(Debug, thiserror::Error)]
 pub enum HypervisorError {
-    #[error("{0}")]
+    #[error(transparent)]
     Command(#[from] ExecError),
     #[error("{context}")]
     Io {

@@ -284,7 +284,7 @@ impl Drop for Taps {
         }
         for tap in &self.names {
             if let Err(error) = self.runner.run(&iproute::link_del(&self.ip, tap)) {
-                tracing::warn!(%tap, %error, "cannot remove a tap");
+                tracing::warn!(%tap, error = %service_kit::ErrorChain(&error), "cannot remove a tap");
             }
         }
     }
@@ -349,7 +349,7 @@ impl VmControl for QemuControl {
         match self.execute("quit") {
             Ok(()) => Ok(()),
             Err(error) => {
-                tracing::warn!(pid = self.pid, %error, "QMP quit failed; killing QEMU");
+                tracing::warn!(pid = self.pid, error = %service_kit::ErrorChain(&error), "QMP quit failed; killing QEMU");
                 if is_qemu(self.pid) {
                     self.runner.signal(self.pid, Signal::Kill).map_err(|e| {
                         HypervisorError::io(format!("cannot kill QEMU (pid {})", self.pid), e)

@@ -38,7 +38,7 @@ pub enum ImportError {
     Manifest { uuid: Uuid, message: String },
     #[error("download of {uuid} from {source_url} failed: {message}")]
     Download { uuid: Uuid, source_url: String, message: String },
-    #[error("image {uuid} failed verification: {source}")]
+    #[error("image {uuid} failed verification")]
     Verification {
         uuid: Uuid,
         #[source]

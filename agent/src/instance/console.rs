@@ -48,7 +48,7 @@ const READ_CHUNK: usize = 4096;
 pub enum ConsoleError {
     #[error("the console is not connected to a running VM")]
     NotConnected,
-    #[error("writing to the console: {0}")]
+    #[error("cannot write to the console")]
     Io(#[from] io::Error),
 }
 
@@ -244,7 +244,7 @@ impl LogFile {
             Ok(()) => self.failing = false,
             Err(error) => {
                 if !self.failing {
-                    tracing::warn!(log = %self.path.display(), %error, "cannot write the console log");
+                    tracing::warn!(log = %self.path.display(), error = %service_kit::ErrorChain(&error), "cannot write the console log");
                 }
                 self.failing = true;
             }
@@ -326,7 +326,9 @@ fn run_pump(console: &Console, endpoint: &ConsoleEndpoint, stop: &AtomicBool) {
         tracing::debug!(?endpoint, "console connected");
         match connection.input_writer() {
             Ok(writer) => console.attach_input(writer),
-            Err(error) => tracing::warn!(?endpoint, %error, "console input unavailable"),
+            Err(error) => {
+                tracing::warn!(?endpoint, error = %service_kit::ErrorChain(&error), "console input unavailable")
+            }
         }
         copy_output(console, &mut connection, stop);
         console.detach_input();
@@ -345,7 +347,7 @@ fn connect(endpoint: &ConsoleEndpoint, stop: &AtomicBool) -> Option<Connection> 
             Err(e) if matches!(e.kind(), io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused) => {}
             Err(error) => {
                 if !warned {
-                    tracing::warn!(?endpoint, %error, "cannot connect to the console; retrying");
+                    tracing::warn!(?endpoint, error = %service_kit::ErrorChain(&error), "cannot connect to the console; retrying");
                     warned = true;
                 }
             }
@@ -367,7 +369,7 @@ fn copy_output(console: &Console, connection: &mut Connection, stop: &AtomicBool
                     io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut | io::ErrorKind::Interrupted
                 ) => {}
             Err(error) => {
-                tracing::debug!(%error, "console connection lost");
+                tracing::debug!(error = %service_kit::ErrorChain(&error), "console connection lost");
                 return;
             }
         }

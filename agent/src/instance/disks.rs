@@ -30,11 +30,11 @@ const MIB: u64 = 1024 * 1024;
 pub enum DiskError {
     #[error("{0}")]
     Zfs(Box<ZfsError>),
-    #[error("{0}")]
+    #[error(transparent)]
     Command(#[from] ExecError),
-    #[error("{0}")]
+    #[error(transparent)]
     QemuImg(#[from] QemuImgError),
-    #[error("{context}: {source}")]
+    #[error("{context}")]
     Io {
         context: String,
         #[source]
@@ -403,7 +403,7 @@ impl InstanceDisks for ZfsDisks {
             sized.and_then(|()| self.zfs.set(&dataset, RECORD_PROPERTY, &json).map_err(DiskError::from));
         if result.is_err() {
             if let Err(error) = self.zfs.destroy(&dataset, true) {
-                tracing::warn!(%dataset, %error, "cannot remove a failed instance clone");
+                tracing::warn!(%dataset, error = %service_kit::ErrorChain(&error), "cannot remove a failed instance clone");
             }
         }
         result
@@ -435,12 +435,12 @@ impl InstanceDisks for ZfsDisks {
             match value.map(|v| serde_json::from_str::<InstanceRecord>(&v)) {
                 Some(Ok(record)) => records.push(record),
                 Some(Err(error)) => {
-                    tracing::warn!(%dataset, %error, "skipping an unreadable instance record")
+                    tracing::warn!(%dataset, error = %service_kit::ErrorChain(&error), "skipping an unreadable instance record")
                 }
                 None => {
                     tracing::info!(%dataset, "removing an unfinished instance clone");
                     if let Err(error) = self.zfs.destroy(&dataset, true) {
-                        tracing::warn!(%dataset, %error, "cannot remove an unfinished instance clone");
+                        tracing::warn!(%dataset, error = %service_kit::ErrorChain(&error), "cannot remove an unfinished instance clone");
                     }
                 }
             }

@@ -66,13 +66,13 @@ pub enum SwitchError {
     Invalid(String),
     #[error("switch {0:?} is defined in the config file: change it there")]
     FromConfig(String),
-    #[error("switch {switch:?}: {source}")]
+    #[error("switch {switch:?}")]
     Host {
         switch: String,
         #[source]
         source: ExecError,
     },
-    #[error("cannot save {path}: {source}")]
+    #[error("cannot save {path}")]
     Save {
         path: PathBuf,
         #[source]
@@ -321,7 +321,7 @@ impl Switches {
         created.extend(switch.created_bridge.then(|| switch.bridge.clone()));
         for interface in created.iter().filter(|i| present.contains(i)) {
             if let Err(error) = self.host.destroy_interface(interface) {
-                tracing::warn!(switch = name, %interface, %error, "cannot destroy an interface of the switch");
+                tracing::warn!(switch = name, %interface, error = %service_kit::ErrorChain(&error), "cannot destroy an interface of the switch");
             }
         }
         tracing::info!(switch = name, "switch deleted");

@@ -43,8 +43,17 @@ fn every_documented_exit_code_is_reached_with_a_message_that_says_why() {
     let plain = Agent::start(&[imgapi.server.url()]);
     let plain_url = plain.base();
     let token = [("AGENT_TOKEN", TOKEN)];
-    let imported = run(&agent, &token, &["images", "import", &image]);
-    assert!(imported.status.success(), "{}", String::from_utf8_lossy(&imported.stderr));
+    // A SmartOS zone's file system: it imports, but no VM can boot it.
+    let zone = imgapi.publish_manifest(
+        serde_json::json!({"name": "zone", "version": "1", "type": "zone-dataset", "os": "smartos"}),
+        &compress(&disk(), "gzip"),
+        "gzip",
+        None,
+    );
+    for uuid in [&image, &zone] {
+        let imported = run(&agent, &token, &["images", "import", uuid]);
+        assert!(imported.status.success(), "{}", String::from_utf8_lossy(&imported.stderr));
+    }
     let created = run(&agent, &token, &["--json", "instances", "create", "--image", &image, "--no-start"]);
     assert!(created.status.success(), "{}", String::from_utf8_lossy(&created.stderr));
     let instance: Value = serde_json::from_slice(&created.stdout).unwrap();
@@ -61,6 +70,8 @@ fn every_documented_exit_code_is_reached_with_a_message_that_says_why() {
         ("a read", vec![], vec!["images", "list"], 0, ""),
         ("a refused parameter names the flag", token.to_vec(),
             vec!["instances", "create", "--image", &image, "--memory", "1"], 1, "--memory must be between"),
+        ("an image no VM can boot", token.to_vec(), vec!["instances", "create", "--image", &zone], 1,
+            "UnsupportedImage: image"),
         ("a bad uuid names the argument", vec![], vec!["images", "get", "nope"], 2, "<UUID>"),
         ("a bad image uuid names the flag", token.to_vec(), vec!["instances", "create", "--image", "x"], 2, "--image"),
         ("a user without a password", vec![("AGENT_USER", "admin")], vec!["images", "delete", &image], 2,
@@ -150,4 +161,53 @@ fn a_ctrl_c_exits_130_and_says_the_agent_goes_on() {
     assert_eq!(fetches[0]["state"], "running", "{fetches}");
     end.send(()).unwrap();
     server.join().unwrap();
+}
+
+#[test]
+fn serve_says_what_cannot_work_once_and_without_colour() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("agent.json");
+    // No credentials, and a QEMU that is not there.
+    std::fs::write(
+        &config,
+        serde_json::json!({"listen": "127.0.0.1:0", "storage": {"backend": "files", "dir": dir.path().join("images")},
+                           "commands": {"qemu": "/nonexistent/qemu-system-x86_64"},
+                           "instances": {"hypervisor": "qemu", "dir": dir.path().join("instances"),
+                                         "run_dir": dir.path().join("run")}})
+        .to_string(),
+    )
+    .unwrap();
+    #[allow(clippy::disallowed_methods)] // the test runs the agent binary as an operator would
+    let mut child = Command::new(env!("CARGO_BIN_EXE_agent"))
+        .args(["serve", "-c", config.to_str().unwrap()])
+        .env_remove("RUST_LOG")
+        .env_remove("NO_COLOR")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    assert!(line.starts_with("agent listening on http://127.0.0.1:"), "{line}");
+    // Only the child this test started.
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let mut log = String::new();
+    child.stderr.take().unwrap().read_to_string(&mut log).unwrap();
+    assert!(!log.contains('\x1b'), "escapes in a piped log: {log:?}");
+    let warned = |needle: &str| log.lines().any(|l| l.contains(" WARN ") && l.contains(needle));
+    assert!(warned("auth has no tokens and no users"), "{log}");
+    assert!(warned("commands.qemu: /nonexistent/qemu-system-x86_64 does not exist"), "{log}");
+
+    // A bad config: one line that says it once.
+    std::fs::write(&config, r#"{"storage": {"backend": "lvm"}}"#).unwrap();
+    #[allow(clippy::disallowed_methods)]
+    let output = Command::new(env!("CARGO_BIN_EXE_agent"))
+        .args(["serve", "-c", config.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert_eq!((stderr.lines().count(), stderr.matches("unknown variant `lvm`").count()), (1, 1), "{stderr}");
 }

@@ -15,7 +15,7 @@ const BOOT_LIMIT: Duration = Duration::from_secs(120);
 const SSH_KEY: &str =
     "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGz3Fq0iHZ1gkqYQ0f9o7Y1C6oWkPxV2bOe1yXh3u9m5 test@agent";
 
-fn guest_dir() -> Option<PathBuf> {
+pub(crate) fn guest_dir() -> Option<PathBuf> {
     match std::env::var_os("AGENT_TEST_GUEST") {
         Some(dir) => Some(PathBuf::from(dir)),
         None if std::env::var_os("CI").is_some() => panic!("AGENT_TEST_GUEST is not set in CI"),

@@ -17,4 +17,5 @@ mod openapi;
 // The same statistical timing check as the imgapi suite: one file, shared by path.
 #[path = "../../../imgapi/tests/integration/timing.rs"]
 mod timing;
+mod walkthrough;
 mod zfs_fuse;

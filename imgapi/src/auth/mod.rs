@@ -14,7 +14,7 @@ use signature::{AuthKeys, KeyParseError, SignatureError, SignedRequest};
 pub enum AuthSetupError {
     #[error(transparent)]
     UserDb(#[from] BadHash),
-    #[error("auth_keys: {0}")]
+    #[error("auth_keys")]
     Keys(#[from] KeyParseError),
 }
 

@@ -209,7 +209,7 @@ impl Service {
                 }
                 Err(error) if attempt < ATTEMPTS => {
                     let pause = Duration::from_millis(200 << attempt);
-                    tracing::warn!(image = %uuid, source = %upstream.url(), %error, received = sink.received(),
+                    tracing::warn!(image = %uuid, source = %upstream.url(), error = %service_kit::ErrorChain(&error), received = sink.received(),
                                    ?pause, "download broke; resuming");
                     tokio::time::sleep(pause).await;
                 }
@@ -331,7 +331,7 @@ impl Service {
             let stored = match &result {
                 Ok(_) => true,
                 Err(error) => {
-                    tracing::warn!(image = %uuid, source = %upstream.url(), %error, "pull-through copy failed");
+                    tracing::warn!(image = %uuid, source = %upstream.url(), error = %service_kit::ErrorChain(&error), "pull-through copy failed");
                     false
                 }
             };

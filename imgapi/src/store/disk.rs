@@ -49,7 +49,7 @@ pub fn remove_image_dir(root: &Path, dir: &Path, uuid: &str) -> io::Result<()> {
     sync_dir(root)?;
     // The image is gone from here on; a failed clean-up is retried at the next start-up.
     if let Err(error) = fs::remove_dir_all(&graveyard) {
-        tracing::warn!(path = %graveyard.display(), %error, "cannot remove a deleted image's files yet");
+        tracing::warn!(path = %graveyard.display(), error = %service_kit::ErrorChain(&error), "cannot remove a deleted image's files yet");
     }
     Ok(())
 }

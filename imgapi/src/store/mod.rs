@@ -312,7 +312,7 @@ impl Store {
             for path in stale {
                 if let Err(error) = fs::remove_file(&path) {
                     // Harmless: start-up removes unreferenced files.
-                    tracing::warn!(path = %path.display(), %error, "cannot remove replaced file");
+                    tracing::warn!(path = %path.display(), error = %service_kit::ErrorChain(&error), "cannot remove replaced file");
                 }
             }
             Ok(())
@@ -549,7 +549,7 @@ fn remove_unreferenced(dir: &Path, image: &Image) {
             match fs::remove_file(entry.path()) {
                 Ok(()) => tracing::info!(image = %image.uuid, file = %name, "removed unreferenced file"),
                 Err(error) => {
-                    tracing::warn!(image = %image.uuid, file = %name, %error, "cannot remove unreferenced file")
+                    tracing::warn!(image = %image.uuid, file = %name, error = %service_kit::ErrorChain(&error), "cannot remove unreferenced file")
                 }
             }
         }

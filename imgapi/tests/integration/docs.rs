@@ -117,3 +117,32 @@ fn anchors_follow_github() {
     }
     assert!(!heads.contains("not-a-heading"));
 }
+
+/// The binaries `cargo build` makes, by package (`[[bin]]` names default to the package's).
+const BINARIES: [&str; 2] = ["imgapi", "agent"];
+
+#[test]
+fn service_files_run_the_binaries_the_build_makes_with_the_default_configs() {
+    let dir = repository().join("support-files");
+    let mut checked = 0;
+    for entry in std::fs::read_dir(&dir).unwrap().flatten() {
+        let text = std::fs::read_to_string(entry.path()).unwrap();
+        // Every `.../sbin/NAME` a service file runs is a binary of this workspace.
+        for (at, _) in text.match_indices("/sbin/") {
+            let name: String = text[at + 6..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
+                .collect();
+            if name.starts_with("imgapi") || name.starts_with("agent") {
+                assert!(BINARIES.contains(&name.as_str()), "{}: runs {name:?}", entry.path().display());
+                checked += 1;
+            }
+        }
+    }
+    assert!(checked >= 6, "{checked} binary paths");
+    // The agent's service files pass the path `agent serve` reads by default on their platform.
+    let systemd = std::fs::read_to_string(dir.join("agent.service")).unwrap();
+    assert!(systemd.contains("agent serve -c /etc/agent/config.json"), "{systemd}");
+    let rc = std::fs::read_to_string(dir.join("agent.rc")).unwrap();
+    assert!(rc.contains(r#"agent_config:="/usr/local/etc/agent/config.json""#), "{rc}");
+}

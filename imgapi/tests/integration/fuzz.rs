@@ -351,7 +351,7 @@ fn authenticator() -> &'static Authenticator {
     static AUTH: OnceLock<Authenticator> = OnceLock::new();
     AUTH.get_or_init(|| {
         let key = include_str!("../fixtures/keys/tester_rsa.pub").trim();
-        let config = json!({"datadir": "/nonexistent", "userdb": [{"name": "admin", "password": "secret"}],
+        let config = json!({"datadir": "/nonexistent", "host": "127.0.0.1", "userdb": [{"name": "admin", "password": "secret"}],
                             "auth_keys": {"tester": [key]}});
         Authenticator::from_config(
             &Config::from_json(&config.to_string(), Path::new("t"), Path::new("")).unwrap(),

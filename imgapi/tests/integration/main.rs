@@ -5,6 +5,7 @@ mod common;
 
 mod auth;
 mod auth_table;
+mod binary;
 mod crash;
 mod disk_full;
 mod docs;

@@ -49,6 +49,12 @@ fn check_request(request: &CreateRequest, image: Option<&LocalImage>) -> Result<
         nic.check().map_err(InstanceError::Invalid)?;
     }
     request.guest.validate().map_err(InstanceError::Invalid)?;
+    if let Some(image) = image.filter(|i| i.meta.image_type != "zvol") {
+        return Err(InstanceError::UnsupportedImage(format!(
+            "image {} is a {:?} image, not a disk: instances boot only \"zvol\" images",
+            image.meta.uuid, image.meta.image_type
+        )));
+    }
     let Some(image) = image else {
         return match request.disk_mib {
             Some(disk) if (1..=MAX_DISK_MIB).contains(&disk) => Ok(disk),
@@ -230,6 +236,20 @@ mod tests {
         let nics = vec![NicRequest::on("user"); 9];
         assert!(refused(CreateRequest { nics, ..request() }, None).contains("nics: at most 8"));
         assert_eq!(check_request(&request(), None).unwrap(), 1024);
+    }
+
+    #[test]
+    fn only_disk_images_make_instances() {
+        let mut zone = image(Some(100), 200 * MIB);
+        zone.meta.image_type = "zone-dataset".into();
+        let request = CreateRequest { disk_mib: None, ..request() };
+        match check_request(&request, Some(&zone)) {
+            Err(e @ InstanceError::UnsupportedImage(_)) => {
+                assert_eq!(e.code(), ErrorCode::UnsupportedImage);
+                assert!(e.to_string().contains("\"zone-dataset\" image, not a disk"), "{e}");
+            }
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

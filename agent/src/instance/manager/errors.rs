@@ -8,9 +8,12 @@ pub enum InstanceError {
     NotFound(Uuid),
     #[error("image {0} is not on this host (import it first)")]
     ImageNotFound(Uuid),
+    /// An image no instance of this host can boot.
+    #[error("{0}")]
+    UnsupportedImage(String),
     #[error("{0}")]
     Invalid(String),
-    #[error("{0}")]
+    #[error(transparent)]
     Refused(#[from] Refused),
     #[error("image {image} is used by instances {instances:?}")]
     ImageInUse { image: Uuid, instances: Vec<Uuid> },
@@ -22,17 +25,17 @@ pub enum InstanceError {
     Storage(Box<StorageError>),
     #[error("{0}")]
     Console(String),
-    #[error("{0}")]
+    #[error(transparent)]
     Iso(#[from] IsoError),
     #[error("instance {instance} has no snapshot named {name:?}")]
     SnapshotNotFound { instance: Uuid, name: String },
     #[error("instance {instance} already has a snapshot named {name:?}")]
     SnapshotExists { instance: Uuid, name: String },
-    #[error("publishing: {0}")]
+    #[error("publishing failed")]
     Publish(#[from] crate::publish::PublishError),
     #[error("ISO {iso:?} is attached to instances {instances:?}")]
     IsoInUse { iso: String, instances: Vec<Uuid> },
-    #[error("{0}")]
+    #[error(transparent)]
     Switch(#[from] SwitchError),
     #[error("switch {switch:?} has NICs of instances {instances:?}")]
     SwitchInUse { switch: String, instances: Vec<Uuid> },
@@ -43,6 +46,7 @@ impl InstanceError {
         use crate::hypervisor::HypervisorError;
         match self {
             InstanceError::NotFound(_) => ErrorCode::InstanceNotFound,
+            InstanceError::UnsupportedImage(_) => ErrorCode::UnsupportedImage,
             InstanceError::ImageNotFound(_) => ErrorCode::ImageNotFound,
             InstanceError::Invalid(_) => ErrorCode::InvalidParameter,
             InstanceError::Refused(refused) => refused.code(),

@@ -57,7 +57,7 @@ impl History {
         match written {
             Ok(lines) => self.lines = lines,
             Err(error) => {
-                tracing::warn!(path = %self.path.display(), %error, "cannot record a destroyed instance")
+                tracing::warn!(path = %self.path.display(), error = %service_kit::ErrorChain(&error), "cannot record a destroyed instance")
             }
         }
     }

@@ -87,10 +87,10 @@ impl Instances {
             (_, false) => control.request_poweroff(),
         };
         if let Err(error) = pressed {
-            tracing::warn!(%uuid, %error, "the VM did not take the request; forcing it off");
+            tracing::warn!(%uuid, error = %service_kit::ErrorChain(&error), "the VM did not take the request; forcing it off");
             *lock(&slot.forced) = Some(Forced::ButtonRefused);
             if let Err(error) = control.force_poweroff() {
-                tracing::warn!(%uuid, %error, "cannot force the VM off");
+                tracing::warn!(%uuid, error = %service_kit::ErrorChain(&error), "cannot force the VM off");
             }
             return;
         }
@@ -112,7 +112,7 @@ impl Instances {
                 tracing::warn!(%uuid, ?timeout, "the guest did not power off in time; forcing it");
                 *lock(&slot.forced) = Some(Forced::AfterTimeout(timeout));
                 if let Err(error) = control.force_poweroff() {
-                    tracing::warn!(%uuid, %error, "cannot force the VM off");
+                    tracing::warn!(%uuid, error = %service_kit::ErrorChain(&error), "cannot force the VM off");
                 }
             }
         });

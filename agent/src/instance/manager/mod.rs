@@ -213,7 +213,7 @@ impl Instances {
                     Ok(Some(run)) => Some((spec, run)),
                     Ok(None) => None,
                     Err(error) => {
-                        tracing::warn!(%uuid, %error, "cannot adopt a running VM");
+                        tracing::warn!(%uuid, error = %service_kit::ErrorChain(&error), "cannot adopt a running VM");
                         None
                     }
                 }
@@ -266,7 +266,9 @@ impl Instances {
         match listener {
             Ok(listener) => *lock(&slot.metadata) = Some(listener),
             // Not fatal: the guest still has its NoCloud seed.
-            Err(error) => tracing::warn!(dir = %run_dir.display(), %error, "no metadata service"),
+            Err(error) => {
+                tracing::warn!(dir = %run_dir.display(), error = %service_kit::ErrorChain(&error), "no metadata service")
+            }
         }
         Ok(slot)
     }

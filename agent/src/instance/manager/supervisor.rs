@@ -10,7 +10,7 @@ impl Instances {
         let spawned =
             std::thread::Builder::new().name(name).spawn(move || instances.supervisor(slot, spec, run));
         if let Err(error) = spawned {
-            tracing::error!(%error, "cannot start a supervisor thread");
+            tracing::error!(error = %service_kit::ErrorChain(&error), "cannot start a supervisor thread");
         }
     }
 
@@ -66,7 +66,7 @@ impl Instances {
                             record.pid = Some(next.pid());
                             record.set_state(InstanceState::Running, reason);
                             if let Err(error) = self.commit(&slot, record) {
-                                tracing::warn!(%uuid, %error, "cannot persist a reboot");
+                                tracing::warn!(%uuid, error = %service_kit::ErrorChain(&error), "cannot persist a reboot");
                             }
                             tracing::info!(%uuid, pid = next.pid(), "instance rebooted");
                             run = next;
@@ -89,7 +89,7 @@ impl Instances {
             record.set_state(next, reason);
             tracing::info!(%uuid, state = ?record.state, reason = %record.reason, "instance run ended");
             if let Err(error) = self.commit(&slot, record.clone()) {
-                tracing::error!(%uuid, %error, "cannot persist the end of a run");
+                tracing::error!(%uuid, error = %service_kit::ErrorChain(&error), "cannot persist the end of a run");
                 self.publish(&slot, record);
             }
             return;

@@ -310,7 +310,7 @@ impl ImageStorage for ZfsStorage {
             match destroy_if_exists(&self.zfs, &dataset) {
                 Ok(()) => removed.push(dataset),
                 Err(e) => {
-                    tracing::warn!(%dataset, error = %e, "cannot remove a partial import");
+                    tracing::warn!(%dataset, error = %service_kit::ErrorChain(&e), "cannot remove a partial import");
                     first_error.get_or_insert(e);
                 }
             }

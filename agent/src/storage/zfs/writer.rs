@@ -181,7 +181,7 @@ impl ZfsWriter {
         }
         if std::mem::take(&mut self.started) {
             if let Err(error) = destroy_if_exists(&self.zfs, &self.partial) {
-                tracing::warn!(dataset = %self.partial, %error, "cannot destroy a failed import");
+                tracing::warn!(dataset = %self.partial, error = %service_kit::ErrorChain(&error), "cannot destroy a failed import");
             }
         }
     }
