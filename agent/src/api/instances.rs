@@ -276,6 +276,9 @@ async fn stop(
     Ok(HttpResponse::Ok().json(InstanceView::of(&record)))
 }
 
+/// How long the run after a reboot must last before the reboot counts as done.
+const REBOOT_SETTLE: Duration = Duration::from_secs(2);
+
 /// Reboots and, with `wait`, waits until the new run is up: the instance then, or why it is not
 /// running again.
 async fn reboot(
@@ -292,7 +295,16 @@ async fn reboot(
     // The stop (forced after the timeout), then the start of the new run.
     let deadline = instances.stop_deadline() + Duration::from_secs(30);
     let pid = record.pid;
-    let after = blocking(move || instances.wait_for_reboot(&uuid, pid, deadline)).await?;
+    let after = blocking(move || {
+        let after = instances.wait_for_reboot(&uuid, pid, deadline)?;
+        if after.state != InstanceState::Running || after.pid == pid {
+            return Ok(after);
+        }
+        // A hypervisor that cannot run the guest exits at once: the new run counts as up once
+        // it has lasted a moment (QEMU is not waited for beyond its start).
+        instances.wait_for_reboot(&uuid, after.pid, REBOOT_SETTLE)
+    })
+    .await?;
     match after.state {
         InstanceState::Running if after.pid != pid => Ok(HttpResponse::Ok().json(InstanceView::of(&after))),
         InstanceState::Running => Err(ApiError::new(

@@ -211,3 +211,44 @@ fn serve_says_what_cannot_work_once_and_without_colour() {
     assert_eq!(output.status.code(), Some(2), "{stderr}");
     assert_eq!((stderr.lines().count(), stderr.matches("unknown variant `lvm`").count()), (1, 1), "{stderr}");
 }
+
+#[test]
+fn a_job_started_without_waiting_is_followed_to_its_end() {
+    let imgapi = Imgapi::start();
+    let good = imgapi.publish("good", &compress(&disk(), "gzip"), "gzip", None);
+    // A file damaged behind the server's back (one byte flipped): the job fails its sha1 check.
+    let file = compress(&[disk(), vec![1]].concat(), "gzip");
+    let bad = imgapi.publish("bad", &file, "gzip", None);
+    let stored = imgapi.dir.path().join("data").join(&bad).join(format!("file.{}", sha1_hex(&file)));
+    let mut damaged = std::fs::read(&stored).unwrap();
+    let middle = damaged.len() / 2;
+    damaged[middle] ^= 0xff;
+    std::fs::write(&stored, damaged).unwrap();
+    let agent = Agent::start(&[imgapi.server.url()]);
+    let token = [("AGENT_TOKEN", TOKEN)];
+    let job_of = |uuid: &str| {
+        let started = run(&agent, &token, &["--json", "images", "import", uuid, "--no-wait"]);
+        assert!(started.status.success(), "{}", String::from_utf8_lossy(&started.stderr));
+        let job: Value = serde_json::from_slice(&started.stdout).unwrap();
+        job["id"].as_str().unwrap().to_string()
+    };
+
+    let job = job_of(&good);
+    let waited = run(&agent, &[], &["jobs", "wait", &job]);
+    let printed = String::from_utf8_lossy(&waited.stdout);
+    assert!(waited.status.success(), "{}", String::from_utf8_lossy(&waited.stderr));
+    assert!(printed.contains(&format!("Imported good 1.0 ({good})")), "{printed}");
+    let got = run(&agent, &[], &["jobs", "get", &job]);
+    let got = String::from_utf8_lossy(&got.stdout);
+    assert!(got.contains("succeeded") && got.contains(&good), "{got}");
+
+    // A job that fails: `jobs wait` exits as the import would have (5: verification failed).
+    let job = job_of(&bad);
+    let waited = run(&agent, &[], &["jobs", "wait", &job]);
+    let stderr = String::from_utf8_lossy(&waited.stderr);
+    assert_eq!(waited.status.code(), Some(5), "{stderr}");
+    assert!(stderr.contains("VerificationFailed"), "{stderr}");
+    let listed = run(&agent, &[], &["jobs", "list"]);
+    let table = String::from_utf8_lossy(&listed.stdout);
+    assert!(table.contains(&job) && table.contains("failed") && table.contains("succeeded"), "{table}");
+}

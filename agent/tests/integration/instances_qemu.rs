@@ -540,3 +540,50 @@ fn a_booting_guest_is_deleted_at_once_and_a_stop_says_what_it_waits_for() {
     assert_eq!(status, 404);
     eprintln!("delete of a booting guest: {took:?} (stop timeout {timeout} s)");
 }
+
+#[test]
+fn a_reboot_that_does_not_come_back_is_reported() {
+    let Some(guest) = guest_dir() else { return };
+    let disk = std::fs::read(guest.join("disk.raw")).unwrap();
+    let imgapi = Imgapi::start();
+    let image = imgapi.publish("test-guest", &compress(&disk, "gzip"), "gzip", None);
+    let dir = tempfile::tempdir().unwrap();
+    // QEMU that runs once: the run after the reboot cannot start.
+    let wrapper = dir.path().join("qemu-once");
+    let qemu = agent::hypervisor::qemu::QemuSettings::default().binary;
+    let started = dir.path().join("started");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\nif [ -e {0} ]; then echo 'qemu: no second run' >&2; exit 1; fi\ntouch {0}\nexec {1} \"$@\"\n",
+            started.display(),
+            qemu.display()
+        ),
+    )
+    .unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let agent = Agent::start_in(dir.path(), &[format!("http://admin:secret@{}", imgapi.server.addr)], |c| {
+        c["commands"] = json!({"qemu": wrapper});
+    });
+    use reqwest::Method as M;
+    let (status, body) = agent.send(M::POST, "/images", Some(json!({"uuid": image})));
+    assert_eq!(status, 200, "{body}");
+    let (_, created) = agent.send(M::POST, "/instances", Some(json!({"image": image, "memory_mib": 256})));
+    let id = created["uuid"].as_str().unwrap().to_string();
+    assert_eq!(created["state"], "running", "{created}");
+
+    // A hard reset ends the run at once; the new one fails to start, and the answer says so.
+    let output = agent.cli(&["instances", "reboot", &id, "--force"]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(1), "{stdout}{stderr}\n{}", agent.instance(&id));
+    assert!(
+        stderr.contains("RebootFailed") && stderr.contains("did not come back after its reboot"),
+        "{stderr}"
+    );
+    let instance = agent.instance(&id);
+    assert_eq!(instance["state"], "failed", "{instance}");
+}
