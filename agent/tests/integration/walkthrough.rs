@@ -1,12 +1,16 @@
-//! docs/agent/walkthrough.md, run as written: its `sh` blocks in order, in a temp directory,
-//! with the real `imgapi` and `agent` binaries, the test guest and QEMU. Only ports,
-//! directories and the binaries' directory are changed, and the builds skipped; each of those
-//! substitutions must still match the page, so an edit of the page cannot dodge the test.
+//! The README's "Zero to a running VM on Linux", run as written: the section's `sh` blocks in
+//! order, in a temp directory, with the real `imgapi` and `agent` binaries, the test guest and
+//! QEMU. Only ports, directories and the binaries' directory are changed, and the builds
+//! skipped; each of those substitutions must still match the text, so an edit of the README
+//! cannot dodge the test.
 
 use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+
+/// The README section this test runs.
+const SECTION: &str = "## Zero to a running VM on Linux";
 
 /// How long the whole walk-through may take (a TCG boot is most of it).
 const LIMIT: Duration = Duration::from_secs(300);
@@ -59,7 +63,10 @@ fn the_linux_walkthrough_runs_as_written() {
         return;
     }
     let repo = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
-    let page = std::fs::read_to_string(repo.join("docs/agent/walkthrough.md")).unwrap();
+    let readme = std::fs::read_to_string(repo.join("README.md")).unwrap();
+    let start = readme.find(SECTION).expect("the README has the walk-through");
+    let page = &readme[start..];
+    let page = &page[..page[SECTION.len()..].find("\n## ").map_or(page.len(), |end| end + SECTION.len())];
     let work = tempfile::tempdir().unwrap();
     let (imgapi_port, agent_port) = (free_port(), free_port());
     let at = |p: &str| work.path().join(p).to_string_lossy().into_owned();
@@ -78,11 +85,14 @@ fn the_linux_walkthrough_runs_as_written() {
          # The servers the page starts in the background end with the script.\n\
          trap 'kill $(jobs -p) 2>/dev/null; wait' EXIT\n",
     );
-    let blocks = sh_blocks(&page);
+    let blocks = sh_blocks(page);
     assert!(blocks.len() >= 5, "{} sh blocks", blocks.len());
     let mut body = blocks.join("\n");
     for (from, to) in &substitutions {
-        assert!(body.contains(from), "the page no longer has {from:?}: update the test's substitutions");
+        assert!(
+            body.contains(from),
+            "the README's walk-through no longer has {from:?}: update the test's substitutions"
+        );
         body = body.replace(from, to);
     }
     script.push_str(&body);
