@@ -39,6 +39,8 @@ error_codes! {
     // The request itself.
     /// A request body that is not JSON of the expected shape.
     InvalidContent,
+    /// A request body larger than any the API accepts (4 MiB).
+    PayloadTooLarge,
     /// A parameter, query value or action that is not acceptable.
     InvalidParameter,
     /// No such route, or no such job.

@@ -2,8 +2,14 @@
 //! where it came from), fetched from a URL in the background (progress kept, checksum
 //! checked) or uploaded, renamed and removed. Every write goes to a temp file in the same
 //! directory and is renamed into place once complete and synced: a crash leaves no half ISO.
+//!
+//! Names are one name space under one lock: an upload or a fetch *claims* its name before a
+//! byte arrives (a second one of the same name is refused at once, and cannot touch the first
+//! one's file or record), a rename never replaces an ISO (a hard link, which fails on an
+//! existing name), and renames, deletes and the instance changes that attach an ISO
+//! ([`IsoStore::while_present`]) see each other whole, so that an attached ISO cannot go.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
@@ -21,6 +27,10 @@ pub enum IsoError {
     NotFound(String),
     #[error("ISO {0:?} already exists")]
     Exists(String),
+    #[error("ISO {0:?} is being uploaded or fetched")]
+    Arriving(String),
+    #[error("ISO {iso:?} is attached to instances {instances:?}")]
+    InUse { iso: String, instances: Vec<uuid::Uuid> },
     #[error("{0}")]
     Invalid(String),
     #[error("the download failed: {0}")]
@@ -39,7 +49,8 @@ impl IsoError {
     pub fn code(&self) -> ErrorCode {
         match self {
             IsoError::NotFound(_) => ErrorCode::IsoNotFound,
-            IsoError::Exists(_) => ErrorCode::IsoExists,
+            IsoError::Exists(_) | IsoError::Arriving(_) => ErrorCode::IsoExists,
+            IsoError::InUse { .. } => ErrorCode::IsoInUse,
             IsoError::Invalid(_) => ErrorCode::InvalidParameter,
             IsoError::Checksum { .. } => ErrorCode::ChecksumMismatch,
             IsoError::Download(_) => ErrorCode::DownloadFailed,
@@ -109,7 +120,24 @@ fn check_sha256(sha256: &str) -> Result<String, IsoError> {
 pub struct IsoStore {
     dir: PathBuf,
     fetches: Mutex<BTreeMap<String, FetchStatus>>,
+    /// The name space's lock, and the names claimed by uploads and fetches still arriving.
+    names: Arc<Mutex<BTreeSet<String>>>,
 }
+
+/// A name taken by an upload or a fetch until its ISO is in place or it failed.
+pub struct Claim {
+    names: Arc<Mutex<BTreeSet<String>>>,
+    name: String,
+}
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        lock(&self.names).remove(&self.name);
+    }
+}
+
+/// Who has an ISO attached: the instance manager answers, under the name space's lock.
+pub type Users<'a> = &'a dyn Fn(&str) -> Vec<uuid::Uuid>;
 
 impl IsoStore {
     /// Opens the directory, removing what interrupted writes left.
@@ -121,7 +149,38 @@ impl IsoStore {
                 let _ = fs::remove_file(entry.path());
             }
         }
-        Ok(Arc::new(IsoStore { dir: dir.to_owned(), fetches: Mutex::new(BTreeMap::new()) }))
+        Ok(Arc::new(IsoStore {
+            dir: dir.to_owned(),
+            fetches: Mutex::new(BTreeMap::new()),
+            names: Arc::default(),
+        }))
+    }
+
+    /// Takes `name` for an ISO about to arrive: refused while an ISO or another arrival has it.
+    pub fn claim(&self, name: &str) -> Result<Claim, IsoError> {
+        check_name(name)?;
+        let mut names = lock(&self.names);
+        if self.dir.join(name).exists() {
+            return Err(IsoError::Exists(name.to_string()));
+        }
+        if !names.insert(name.to_string()) {
+            return Err(IsoError::Arriving(name.to_string()));
+        }
+        Ok(Claim { names: self.names.clone(), name: name.to_string() })
+    }
+
+    /// Runs `change` (an instance attaching the ISO `name`, or detaching with `None`) while
+    /// `name` exists and no rename or delete can run.
+    pub fn while_present<T, E: From<IsoError>>(
+        &self,
+        name: Option<&str>,
+        change: impl FnOnce() -> Result<T, E>,
+    ) -> Result<T, E> {
+        let _names = lock(&self.names);
+        if let Some(name) = name {
+            self.path(name)?;
+        }
+        change()
     }
 
     /// The path an instance's CD drive opens.
@@ -168,13 +227,23 @@ impl IsoStore {
         reader: &mut dyn Read,
         sha256: Option<&str>,
         source: Option<&str>,
+        progress: impl FnMut(u64),
+    ) -> Result<IsoInfo, IsoError> {
+        let expected = sha256.map(check_sha256).transpose()?;
+        let claim = self.claim(name)?;
+        self.add_claimed(&claim, reader, expected, source, progress)
+    }
+
+    /// [`IsoStore::add`] for a name already claimed.
+    fn add_claimed(
+        &self,
+        claim: &Claim,
+        reader: &mut dyn Read,
+        expected: Option<String>,
+        source: Option<&str>,
         mut progress: impl FnMut(u64),
     ) -> Result<IsoInfo, IsoError> {
-        check_name(name)?;
-        let expected = sha256.map(check_sha256).transpose()?;
-        if self.dir.join(name).exists() {
-            return Err(IsoError::Exists(name.to_string()));
-        }
+        let name = claim.name.as_str();
         let mut temp = durable::temp_file(&self.dir).map_err(io_error("create a temp file"))?;
         let mut hasher = Sha256::new();
         let mut size = 0u64;
@@ -205,11 +274,16 @@ impl IsoStore {
             source: source.map(str::to_owned),
             added_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
         };
-        // The record first: an ISO file is only listed once its record exists.
+        // The record first: an ISO file is only listed once its record exists. Both are this
+        // claim's: no other upload, fetch or rename can take the name meanwhile.
+        let _names = lock(&self.names);
         write_record(&self.record_path(name), &info)?;
         durable::persist_new(temp, &self.dir.join(name)).map_err(|e| {
             let _ = fs::remove_file(self.record_path(name));
-            IsoError::Exists(format!("{name} ({e})"))
+            match e.kind() {
+                io::ErrorKind::AlreadyExists => IsoError::Exists(name.to_string()),
+                _ => IsoError::Io { context: format!("put {name} in place"), source: e },
+            }
         })?;
         Ok(info)
     }
@@ -227,9 +301,7 @@ impl IsoStore {
         if !matches!(parsed.scheme(), "http" | "https") {
             return Err(IsoError::Invalid(format!("URL {url:?}: only http and https")));
         }
-        if self.dir.join(name).exists() {
-            return Err(IsoError::Exists(name.to_string()));
-        }
+        let claim = self.claim(name)?;
         let status = FetchStatus {
             name: name.to_string(),
             url: url.to_string(),
@@ -238,17 +310,11 @@ impl IsoStore {
             total: None,
             error: None,
         };
-        {
-            let mut fetches = lock(&self.fetches);
-            if fetches.get(name).is_some_and(|f| f.state == "running") {
-                return Err(IsoError::Exists(format!("{name} (being fetched)")));
-            }
-            fetches.insert(name.to_string(), status.clone());
-        }
+        lock(&self.fetches).insert(name.to_string(), status.clone());
         let store = self.clone();
         let (url, name) = (url.to_string(), name.to_string());
         let thread = std::thread::Builder::new().name("iso-fetch".into()).spawn(move || {
-            let result = store.download(&url, &name, sha256.as_deref());
+            let result = store.download(&url, &claim, sha256);
             let mut fetches = lock(&store.fetches);
             if let Some(status) = fetches.get_mut(&name) {
                 match result {
@@ -268,7 +334,8 @@ impl IsoStore {
         Ok(status)
     }
 
-    fn download(&self, url: &str, name: &str, sha256: Option<&str>) -> Result<IsoInfo, IsoError> {
+    fn download(&self, url: &str, claim: &Claim, sha256: Option<String>) -> Result<IsoInfo, IsoError> {
+        let name = claim.name.as_str();
         let client = reqwest::blocking::Client::builder()
             .timeout(None)
             .connect_timeout(std::time::Duration::from_secs(30))
@@ -282,7 +349,7 @@ impl IsoStore {
         self.update_fetch(name, |s| s.total = total);
         // A body shorter than its Content-Length is a read error here (the client checks it),
         // so nothing short is ever kept.
-        self.add(name, &mut response, sha256, Some(url), |bytes| {
+        self.add_claimed(claim, &mut response, sha256, Some(url), |bytes| {
             self.update_fetch(name, |s| s.bytes = bytes);
         })
     }
@@ -297,26 +364,55 @@ impl IsoStore {
         lock(&self.fetches).values().cloned().collect()
     }
 
-    pub fn rename(&self, from: &str, to: &str) -> Result<IsoInfo, IsoError> {
-        let mut info = self.get(from)?;
+    /// Renames `from` to `to`, never over an existing ISO; refused while `users` has it
+    /// attached.
+    pub fn rename(&self, from: &str, to: &str, users: Users) -> Result<IsoInfo, IsoError> {
         check_name(to)?;
+        let names = lock(&self.names);
+        let mut info = self.get(from)?;
+        if names.contains(to) {
+            return Err(IsoError::Arriving(to.to_string()));
+        }
         if self.dir.join(to).exists() {
             return Err(IsoError::Exists(to.to_string()));
         }
+        check_unused(from, users)?;
         info.name = to.to_string();
+        // The new record, then the new name as a hard link (which, unlike rename(2), fails
+        // on an existing name), then the old name goes: a crash leaves the ISO under its old
+        // name, or under both, never under neither.
         write_record(&self.record_path(to), &info)?;
-        fs::rename(self.dir.join(from), self.dir.join(to)).map_err(io_error(format!("rename {from}")))?;
+        if let Err(e) = fs::hard_link(self.dir.join(from), self.dir.join(to)) {
+            let _ = fs::remove_file(self.record_path(to));
+            return Err(match e.kind() {
+                io::ErrorKind::AlreadyExists => IsoError::Exists(to.to_string()),
+                _ => IsoError::Io { context: format!("rename {from}"), source: e },
+            });
+        }
+        fs::remove_file(self.dir.join(from)).map_err(io_error(format!("rename {from}")))?;
         let _ = fs::remove_file(self.record_path(from));
         durable::sync_dir(&self.dir).map_err(io_error("sync the ISO directory"))?;
         Ok(info)
     }
 
-    pub fn remove(&self, name: &str) -> Result<(), IsoError> {
+    /// Deletes `name`; refused while `users` has it attached.
+    pub fn remove(&self, name: &str, users: Users) -> Result<(), IsoError> {
+        let _names = lock(&self.names);
         let path = self.path(name)?;
+        check_unused(name, users)?;
         fs::remove_file(&path).map_err(io_error(format!("remove {name}")))?;
         let _ = fs::remove_file(self.record_path(name));
         lock(&self.fetches).remove(name);
         durable::sync_dir(&self.dir).map_err(io_error("sync the ISO directory"))
+    }
+}
+
+fn check_unused(name: &str, users: Users) -> Result<(), IsoError> {
+    let instances = users(name);
+    if instances.is_empty() {
+        Ok(())
+    } else {
+        Err(IsoError::InUse { iso: name.to_string(), instances })
     }
 }
 
@@ -328,6 +424,10 @@ fn write_record(path: &Path, info: &IsoInfo) -> Result<(), IsoError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn unused(_: &str) -> Vec<uuid::Uuid> {
+        Vec::new()
+    }
 
     fn sha(bytes: &[u8]) -> String {
         hex::encode(Sha256::digest(bytes))
@@ -379,13 +479,16 @@ mod tests {
         assert!(!dir.path().join(".tmpXYZ").exists(), "leftovers of interrupted writes go");
         store.add("one.iso", &mut &b"1"[..], None, Some("http://x/one.iso"), |_| {}).unwrap();
         store.add("two.iso", &mut &b"22"[..], None, None, |_| {}).unwrap();
-        assert!(matches!(store.rename("one.iso", "two.iso"), Err(IsoError::Exists(_))));
-        let renamed = store.rename("one.iso", "uno.iso").unwrap();
+        assert!(matches!(store.rename("one.iso", "two.iso", &unused), Err(IsoError::Exists(_))));
+        let renamed = store.rename("one.iso", "uno.iso", &unused).unwrap();
         assert_eq!((renamed.name.as_str(), renamed.source.as_deref()), ("uno.iso", Some("http://x/one.iso")));
         let names: Vec<String> = store.list().unwrap().into_iter().map(|i| i.name).collect();
         assert_eq!(names, ["two.iso", "uno.iso"]);
-        store.remove("two.iso").unwrap();
-        assert!(matches!(store.remove("two.iso"), Err(IsoError::NotFound(_))));
+        let attached = |_: &str| vec![uuid::Uuid::nil()];
+        assert!(matches!(store.remove("two.iso", &attached), Err(IsoError::InUse { .. })));
+        assert!(matches!(store.rename("two.iso", "dos.iso", &attached), Err(IsoError::InUse { .. })));
+        store.remove("two.iso", &unused).unwrap();
+        assert!(matches!(store.remove("two.iso", &unused), Err(IsoError::NotFound(_))));
         assert_eq!(store.list().unwrap().len(), 1);
     }
 }

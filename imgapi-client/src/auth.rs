@@ -2,12 +2,16 @@
 //! Joyent HTTP Signature (what Triton's tools send): a `Date` header, and
 //!
 //! ```text
-//! Authorization: Signature keyId="<user>",algorithm="rsa-sha256",signature="<base64>"
+//! Authorization: Signature keyId="<user>",algorithm="rsa-sha256",
+//!     headers="(request-target) host date",signature="<base64>"
 //! ```
 //!
-//! signed over `date: <the Date value>` with the user's SSH key (RSA, PKCS#1 v1.5 with SHA-256).
-//! The key id is the bare user name, as sdc-clients sends it and as sdc-imgapi parses it; the
-//! server tries every public key it has for that user.
+//! with the user's SSH key (RSA, PKCS#1 v1.5 with SHA-256). Triton's tools sign the date only
+//! (no `headers`), so that anyone who sees one of their requests can replay it, as any other
+//! request, until the clock-skew window closes; signing the method, path, query and host too
+//! binds a signature to the one request it was made for. The key id is the bare user name, as
+//! sdc-clients sends it and as sdc-imgapi parses it; the server tries every public key it has
+//! for that user.
 
 use std::fmt;
 use std::path::Path;
@@ -93,15 +97,38 @@ impl SigningKey {
         Ok(SigningKey { key })
     }
 
-    /// The `Authorization` header value for a request whose `Date` header is `date`.
-    pub fn authorization(&self, user: &str, date: &str) -> Result<String, KeyError> {
-        let digest = Sha256::digest(format!("date: {date}").as_bytes());
+    /// The `Authorization` header value for a request.
+    pub fn authorization(&self, user: &str, parts: &SignedParts<'_>) -> Result<String, KeyError> {
+        let digest = Sha256::digest(parts.signing_string().as_bytes());
         let signature = self
             .key
             .sign(Pkcs1v15Sign::new::<Sha256>(), &digest)
             .map_err(|e| KeyError::Unsupported(e.to_string()))?;
         let signature = base64::engine::general_purpose::STANDARD.encode(signature);
-        Ok(format!("Signature keyId=\"{user}\",algorithm=\"rsa-sha256\",signature=\"{signature}\""))
+        Ok(format!(
+            "Signature keyId=\"{user}\",algorithm=\"rsa-sha256\",headers=\"{}\",signature=\"{signature}\"",
+            SignedParts::HEADERS
+        ))
+    }
+}
+
+/// What a signature covers.
+pub struct SignedParts<'a> {
+    /// `get /images/UUID/file?channel=dev`: the lower-cased method, the path and query.
+    pub target: &'a str,
+    /// The `Host` header sent.
+    pub host: &'a str,
+    /// The `Date` header sent.
+    pub date: &'a str,
+}
+
+impl SignedParts<'_> {
+    /// The `headers` parameter: what is signed, in order.
+    pub const HEADERS: &'static str = "(request-target) host date";
+
+    /// The signing string, as the draft defines it for [`Self::HEADERS`].
+    pub fn signing_string(&self) -> String {
+        format!("(request-target): {}\nhost: {}\ndate: {}", self.target, self.host, self.date)
     }
 }
 
@@ -145,8 +172,19 @@ mod tests {
         let pkcs1 = include_str!("../../imgapi/tests/fixtures/keys/tester_rsa");
         let key = SigningKey::from_pem(pkcs1).unwrap();
         assert_eq!(key.key.size(), 256);
-        let header = key.authorization("admin", "Sun, 22 Nov 2026 12:13:36 GMT").unwrap();
-        assert!(header.starts_with("Signature keyId=\"admin\",algorithm=\"rsa-sha256\",signature=\""));
+        let parts = SignedParts {
+            target: "get /ping",
+            host: "127.0.0.1:8080",
+            date: "Sun, 22 Nov 2026 12:13:36 GMT",
+        };
+        let header = key.authorization("admin", &parts).unwrap();
+        assert!(header.starts_with(
+            "Signature keyId=\"admin\",algorithm=\"rsa-sha256\",headers=\"(request-target) host date\",signature=\""
+        ));
+        assert_eq!(
+            parts.signing_string(),
+            "(request-target): get /ping\nhost: 127.0.0.1:8080\ndate: Sun, 22 Nov 2026 12:13:36 GMT"
+        );
         assert!(matches!(SigningKey::from_pem("hello"), Err(KeyError::Unsupported(_))));
         let missing = SigningKey::from_file(Path::new("/nonexistent/id_rsa")).unwrap_err();
         assert!(missing.to_string().contains("/nonexistent/id_rsa"));

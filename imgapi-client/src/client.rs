@@ -12,8 +12,8 @@ use reqwest::{header, Method, StatusCode};
 use serde_json::Value;
 use uuid::Uuid;
 
-use crate::auth::http_date;
-use crate::{Auth, ClientError, Compression, ErrorAnswer, ErrorBody, Source};
+use crate::auth::{http_date, SignedParts};
+use crate::{Auth, ClientError, Compression, ErrorAnswer, ErrorBody, KeyError, Source};
 
 /// The most images an IMGAPI server returns in one ListImages page (sdc-imgapi's limit).
 pub const PAGE_SIZE: usize = 1000;
@@ -137,9 +137,33 @@ impl Client {
             Auth::None => request,
             Auth::Basic { user, password } => request.basic_auth(user, password.as_deref()),
             Auth::Signature { user, key } => {
+                // The method, path, query and host are signed with the date, so that a captured
+                // request cannot be replayed as another one (the reference signs the date only).
+                let (http, built) = request.build_split();
+                let mut built = built.map_err(ClientError::Setup)?;
+                let url = built.url();
+                let target = match url.query() {
+                    Some(query) => {
+                        format!("{} {}?{query}", built.method().as_str().to_ascii_lowercase(), url.path())
+                    }
+                    None => format!("{} {}", built.method().as_str().to_ascii_lowercase(), url.path()),
+                };
+                let host = match url.port() {
+                    Some(port) => format!("{}:{port}", url.host_str().unwrap_or_default()),
+                    None => url.host_str().unwrap_or_default().to_string(),
+                };
                 let date = http_date();
-                let authorization = key.authorization(user, &date)?;
-                request.header(header::DATE, date).header(header::AUTHORIZATION, authorization)
+                let authorization =
+                    key.authorization(user, &SignedParts { target: &target, host: &host, date: &date })?;
+                let headers = built.headers_mut();
+                for (name, value) in
+                    [(header::HOST, host), (header::DATE, date), (header::AUTHORIZATION, authorization)]
+                {
+                    let value = header::HeaderValue::from_str(&value)
+                        .map_err(|e| KeyError::Unsupported(format!("cannot send the {name} header: {e}")))?;
+                    headers.insert(name, value);
+                }
+                reqwest::RequestBuilder::from_parts(http, built)
             }
         })
     }

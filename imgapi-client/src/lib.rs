@@ -38,7 +38,7 @@ mod error;
 mod manifest;
 mod source;
 
-pub use auth::{Auth, KeyError, SigningKey};
+pub use auth::{Auth, KeyError, SignedParts, SigningKey};
 pub use client::{Client, ClientOptions, FileDownload, FileUpload, PAGE_SIZE};
 pub use compression::Compression;
 pub use error::{ClientError, ErrorAnswer, ErrorBody};

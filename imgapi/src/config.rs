@@ -48,6 +48,9 @@ pub struct Config {
     /// Largest image file accepted by AddImageFile, in bytes.
     #[serde(default = "default_max_file_size")]
     pub max_file_size: u64,
+    /// A download whose client took nothing for this long is cut off (its connection reset).
+    #[serde(default = "default_download_stall_secs")]
+    pub download_stall_timeout_secs: u64,
     /// `error`, `warn`, `info`, `debug` or `trace`, or any `tracing` filter directive.
     #[serde(default = "default_log_level")]
     pub log_level: String,
@@ -148,6 +151,9 @@ fn default_port() -> u16 {
 fn default_max_file_size() -> u64 {
     DEFAULT_MAX_FILE_SIZE
 }
+fn default_download_stall_secs() -> u64 {
+    60
+}
 fn default_log_level() -> String {
     "info".to_string()
 }
@@ -225,6 +231,9 @@ impl Config {
         }
         if self.max_file_size == 0 {
             return Err("\"max_file_size\" must be positive".into());
+        }
+        if self.download_stall_timeout_secs == 0 {
+            return Err("\"download_stall_timeout_secs\" must be positive".into());
         }
         tracing_subscriber::EnvFilter::try_new(&self.log_level)
             .map_err(|e| format!("invalid \"log_level\" {:?}: {e}", self.log_level))?;

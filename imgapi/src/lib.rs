@@ -93,6 +93,7 @@ pub fn bind(config: Config) -> Result<Bound, StartError> {
             .wrap(from_fn(http::middleware::standard))
             .configure(http::configure)
     })
+    .on_connect(http::stall::on_connect)
     // Clients keep connections open between the requests of an import.
     .keep_alive(std::time::Duration::from_secs(75))
     .shutdown_timeout(5);

@@ -127,8 +127,15 @@ impl Mirrors {
     }
 
     /// Pull-through: asks each pull-through upstream for an image this server lacks and
-    /// starts copying it from the first that has it. `None`: no upstream has it.
-    pub async fn pull_through(&self, service: &Service, uuid: Uuid) -> Result<Option<Pulled>, ImageError> {
+    /// starts copying it from the first that has it and whose manifest the caller `may_see`.
+    /// `None`: no upstream has one the caller may see (nothing is copied for a caller who
+    /// would not be shown the result).
+    pub async fn pull_through(
+        &self,
+        service: &Service,
+        uuid: Uuid,
+        may_see: &dyn Fn(&serde_json::Value) -> bool,
+    ) -> Result<Option<Pulled>, ImageError> {
         if !self.has_pull_through() {
             return Ok(None);
         }
@@ -136,7 +143,7 @@ impl Mirrors {
         let gate = self.starts.gate(uuid);
         let result = {
             let _turn = gate.lock().await;
-            self.pull(service, uuid).await
+            self.pull(service, uuid, may_see).await
         };
         self.starts.release(uuid, &gate);
         result
@@ -147,7 +154,12 @@ impl Mirrors {
         lock(&self.pulls).get(uuid).filter(|p| matches!(*p.written.borrow(), Written::Partial(_))).cloned()
     }
 
-    async fn pull(&self, service: &Service, uuid: Uuid) -> Result<Option<Pulled>, ImageError> {
+    async fn pull(
+        &self,
+        service: &Service,
+        uuid: Uuid,
+        may_see: &dyn Fn(&serde_json::Value) -> bool,
+    ) -> Result<Option<Pulled>, ImageError> {
         let under_way = lock(&self.pulls).get(&uuid).cloned();
         if let Some(pull) = under_way {
             if matches!(*pull.written.borrow(), Written::Partial(_)) {
@@ -169,7 +181,8 @@ impl Mirrors {
                     last_error = Some(ImageError::from(error));
                     continue;
                 }
-                Ok(manifest) => manifest,
+                Ok(manifest) if may_see(&manifest) => manifest,
+                Ok(_) => continue,
             };
             let (pulls, done_mirror) = (self.pulls.clone(), mirror.clone());
             let on_end = Box::new(move |stored: bool| {

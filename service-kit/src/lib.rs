@@ -1,10 +1,12 @@
-//! What every service of the workspace is built from, written once: durable file writes
+//! What every service of the workspace is built from, written once: small request bodies read
+//! with a limit ([`body`]), durable file writes
 //! ([`durable`]), sparse writes of disk images ([`sparse`]), config files with errors that
 //! name the key at fault ([`config`]), error chains for logs ([`ErrorChain`]), poison-tolerant
 //! locks ([`lock`]), log set-up ([`logging`]), reads in large blocks ([`read_full`]), request ids ([`request_id`]), OpenAPI
 //! documents ([`openapi`]) and a server on a thread of its own for tests and embedding
 //! ([`ServerThread`]).
 
+pub mod body;
 pub mod config;
 pub mod durable;
 mod error_chain;

@@ -18,6 +18,7 @@ pub fn status(code: ErrorCode) -> StatusCode {
     use StatusCode as S;
     match code {
         C::InvalidContent => S::BAD_REQUEST,
+        C::PayloadTooLarge => S::PAYLOAD_TOO_LARGE,
         C::InvalidParameter | C::UnsupportedImage | C::NotSupported | C::ChecksumMismatch => {
             S::UNPROCESSABLE_ENTITY
         }

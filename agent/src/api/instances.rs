@@ -154,10 +154,11 @@ fn nic_request(value: serde_json::Value) -> Result<NicRequest, ApiError> {
     responses((status = 201, body = InstanceView), (status = "default", body = ErrorBody)))]
 async fn create(
     req: HttpRequest,
-    body: web::Bytes,
+    payload: web::Payload,
     state: web::Data<AgentState>,
 ) -> Result<HttpResponse, ApiError> {
     require_auth(&req, &state)?;
+    let body = super::read_body(&req, payload).await?;
     let body: CreateInstance = json_body(&body, "instance request")?;
     let instances = state.instances.clone();
     let boot_from_cdrom = super::isos::parse_boot(body.boot.as_deref())?;
@@ -397,19 +398,25 @@ pub struct InstanceView {
     boot_from_cdrom: bool,
 }
 
-/// The guest configuration without its secrets: the sizes of user-data and network config.
+/// The guest configuration without its values, which reads without credentials must not show
+/// (a metadata entry is often a password): how many SSH keys, the sizes of user-data and
+/// network config, the metadata keys. `GET /instances/:id/guest` (with credentials) has it all.
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct GuestSummary {
     #[serde(skip_serializing_if = "Option::is_none")]
     hostname: Option<String>,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    ssh_keys: Vec<String>,
+    #[serde(skip_serializing_if = "is_zero")]
+    ssh_key_count: usize,
     #[serde(skip_serializing_if = "Option::is_none")]
     user_data_bytes: Option<usize>,
     #[serde(skip_serializing_if = "Option::is_none")]
     network_config_bytes: Option<usize>,
-    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
-    metadata: std::collections::BTreeMap<String, String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    metadata_keys: Vec<String>,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 impl InstanceView {
@@ -452,10 +459,10 @@ impl InstanceView {
             history,
             guest: GuestSummary {
                 hostname: guest.hostname,
-                ssh_keys: guest.ssh_keys,
+                ssh_key_count: guest.ssh_keys.len(),
                 user_data_bytes: guest.user_data.as_deref().map(str::len),
                 network_config_bytes: guest.network_config.as_deref().map(str::len),
-                metadata: guest.metadata,
+                metadata_keys: guest.metadata.into_keys().collect(),
             },
             cdrom,
             boot_from_cdrom,
@@ -486,10 +493,11 @@ struct PublishBody {
 async fn publish(
     req: HttpRequest,
     path: web::Path<String>,
-    body: web::Bytes,
+    payload: web::Payload,
     state: web::Data<AgentState>,
 ) -> Result<HttpResponse, ApiError> {
     require_auth(&req, &state)?;
+    let body = super::read_body(&req, payload).await?;
     let uuid = instance_id(&path)?;
     let body: PublishBody = json_body(&body, "publish request")?;
     let mut sources = state.importer.sources().sources();
@@ -549,10 +557,11 @@ struct SnapshotBody {
 async fn snapshot_create(
     req: HttpRequest,
     path: web::Path<String>,
-    body: web::Bytes,
+    payload: web::Payload,
     state: web::Data<AgentState>,
 ) -> Result<HttpResponse, ApiError> {
     require_auth(&req, &state)?;
+    let body = super::read_body(&req, payload).await?;
     let body: SnapshotBody = json_body(&body, "snapshot request")?;
     Ok(HttpResponse::Created().json(change_snapshot(&state, &path, SnapshotChange::Create, body.name).await?))
 }
@@ -627,10 +636,11 @@ async fn guest_get(
 async fn guest_update(
     req: HttpRequest,
     path: web::Path<String>,
-    body: web::Bytes,
+    payload: web::Payload,
     state: web::Data<AgentState>,
 ) -> Result<HttpResponse, ApiError> {
     require_auth(&req, &state)?;
+    let body = super::read_body(&req, payload).await?;
     let uuid = instance_id(&path)?;
     let update: GuestUpdate = json_body(&body, "guest update")?;
     let instances = state.instances.clone();
@@ -682,10 +692,11 @@ async fn console_read(
 async fn console_write(
     req: HttpRequest,
     path: web::Path<String>,
-    body: web::Bytes,
+    payload: web::Payload,
     state: web::Data<AgentState>,
 ) -> Result<HttpResponse, ApiError> {
     require_auth(&req, &state)?;
+    let body = super::read_body(&req, payload).await?;
     let uuid = instance_id(&path)?;
     let console = state.instances.console(&uuid)?;
     // A write to a socket or tty that the guest may not be reading: off the async workers.

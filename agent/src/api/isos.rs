@@ -81,10 +81,11 @@ struct FetchBody {
     responses((status = 202, body = FetchStatus), (status = "default", body = ErrorBody)))]
 async fn fetch(
     req: HttpRequest,
-    body: web::Bytes,
+    payload: web::Payload,
     state: web::Data<AgentState>,
 ) -> Result<HttpResponse, ApiError> {
     require_auth(&req, &state)?;
+    let body = super::read_body(&req, payload).await?;
     let body: FetchBody = json_body(&body, "fetch request")?;
     let name = match body.name {
         Some(name) => name,
@@ -190,9 +191,9 @@ async fn rename(
     require_auth(&req, &state)?;
     let q: RenameQuery = query(&req)?;
     let IsoAction::Rename = q.action;
-    state.instances.check_iso_unused(&path)?;
-    let isos = state.instances.isos().clone();
-    let info = blocking(move || isos.rename(&path, &q.to)).await?;
+    let instances = state.instances.clone();
+    let info =
+        blocking(move || instances.isos().rename(&path, &q.to, &|name| instances.iso_users(name))).await?;
     Ok(HttpResponse::Ok().json(with_users(&state, info)))
 }
 
@@ -206,9 +207,8 @@ async fn delete(
     state: web::Data<AgentState>,
 ) -> Result<HttpResponse, ApiError> {
     require_auth(&req, &state)?;
-    state.instances.check_iso_unused(&path)?;
-    let isos = state.instances.isos().clone();
-    blocking(move || isos.remove(&path)).await?;
+    let instances = state.instances.clone();
+    blocking(move || instances.isos().remove(&path, &|name| instances.iso_users(name))).await?;
     Ok(HttpResponse::NoContent().finish())
 }
 
@@ -237,10 +237,11 @@ pub struct CdromView {
 async fn set_cdrom(
     req: HttpRequest,
     path: web::Path<String>,
-    body: web::Bytes,
+    payload: web::Payload,
     state: web::Data<AgentState>,
 ) -> Result<HttpResponse, ApiError> {
     require_auth(&req, &state)?;
+    let body = super::read_body(&req, payload).await?;
     let uuid = instance_id(&path)?;
     let body: CdromBody = json_body(&body, "cdrom request")?;
     let boot_from_cdrom = parse_boot(body.boot.as_deref())?;

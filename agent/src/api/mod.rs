@@ -206,6 +206,21 @@ async fn sources(state: web::Data<AgentState>) -> HttpResponse {
 /// Runs blocking work (host commands, file I/O) off the async workers; its domain error
 /// becomes the API's.
 /// A JSON request body, or a 400 that says what was wrong with it.
+/// The largest request body: every documented limit of a create at once (64 KiB of user-data,
+/// 64 metadata values of 4 KiB, 32 SSH keys of 16 KiB) fits, even with every byte escaped.
+pub(crate) const MAX_BODY: usize = 4 << 20;
+
+/// The whole request body, at most [`MAX_BODY`]; read after the credentials were checked, so
+/// that an anonymous client cannot make the agent buffer anything.
+pub(crate) async fn read_body(req: &HttpRequest, payload: web::Payload) -> Result<web::Bytes, ApiError> {
+    use service_kit::body::BodyError;
+    service_kit::body::read_limited(req, payload.into_inner(), MAX_BODY).await.map_err(|e| match &e {
+        BodyError::TooLarge { .. } => ApiError::new(ErrorCode::PayloadTooLarge, e.to_string()),
+        BodyError::BadLength => ApiError::new(ErrorCode::InvalidParameter, e.to_string()),
+        BodyError::Read(cause) => ApiError::new(ErrorCode::InvalidContent, format!("{e}: {cause}")),
+    })
+}
+
 pub(crate) fn json_body<T: serde::de::DeserializeOwned>(body: &[u8], what: &str) -> Result<T, ApiError> {
     serde_json::from_slice(body)
         .map_err(|e| ApiError::new(ErrorCode::InvalidContent, format!("invalid {what}: {e}")))
@@ -264,10 +279,11 @@ fn default_true() -> bool {
               (status = "default", body = ErrorBody)))]
 async fn import_image(
     req: HttpRequest,
-    body: web::Bytes,
+    payload: web::Payload,
     state: web::Data<AgentState>,
 ) -> Result<HttpResponse, ApiError> {
     require_auth(&req, &state)?;
+    let body = read_body(&req, payload).await?;
     let request: ImportRequest = json_body(&body, "import request")?;
     let importer = &state.importer;
     let storage = importer.storage().clone();

@@ -100,10 +100,11 @@ struct CreateSwitch {
     responses((status = 201, body = SwitchView), (status = "default", body = ErrorBody)))]
 async fn create(
     req: HttpRequest,
-    body: web::Bytes,
+    payload: web::Payload,
     state: web::Data<AgentState>,
 ) -> Result<HttpResponse, ApiError> {
     require_auth(&req, &state)?;
+    let body = super::read_body(&req, payload).await?;
     let body: CreateSwitch = json_body(&body, "switch")?;
     let switches = state.instances.switches().clone();
     let config = SwitchConfig { bridge: body.bridge, uplink: body.uplink };

@@ -2,22 +2,40 @@
 //! HTTP/1.x responder on it. The socket a request arrives on is what says which instance asks,
 //! so a guest can never be answered with another one's data whatever it sends. The guest
 //! reaches its socket through QEMU's `guestfwd` (see `proxy`).
+//!
+//! A guest is untrusted: it holds at most [`Limits::connections`] connections (and so threads,
+//! and `metadata-proxy` processes that live longer than a refusal), and each must have sent its
+//! request within [`Limits::deadline`] of connecting, however slowly it trickles.
 
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::imds::{self, Answer, GuestView};
 use super::GuestConfig;
 
 /// Longest request head read; metadata requests are one short line and a few headers.
 const MAX_HEAD: u64 = 8 * 1024;
-/// A guest that sends nothing is dropped after this long.
-const READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What one guest may hold of the metadata service.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Connections served at once; more are answered 503 and closed at once. cloud-init
+    /// asks one thing at a time.
+    pub connections: usize,
+    /// From connecting to the whole request read, and then to the answer written.
+    pub deadline: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits { connections: 8, deadline: Duration::from_secs(10) }
+    }
+}
 
 /// The instance's current data: updates are seen by the next request.
 pub type Lookup = Arc<dyn Fn() -> Option<(uuid::Uuid, String, GuestConfig)> + Send + Sync>;
@@ -31,6 +49,10 @@ pub struct MetadataListener {
 
 impl MetadataListener {
     pub fn start(path: &Path, lookup: Lookup) -> io::Result<Self> {
+        Self::start_with(path, lookup, Limits::default())
+    }
+
+    pub fn start_with(path: &Path, lookup: Lookup, limits: Limits) -> io::Result<Self> {
         // A socket left by an earlier run (or an agent that died) would refuse the bind.
         match std::fs::remove_file(path) {
             Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
@@ -39,18 +61,28 @@ impl MetadataListener {
         let listener = UnixListener::bind(path)?;
         let stop = Arc::new(AtomicBool::new(false));
         let stopping = stop.clone();
+        let open = Arc::new(AtomicUsize::new(0));
         let thread = std::thread::Builder::new().name("metadata".into()).spawn(move || {
             for stream in listener.incoming() {
                 if stopping.load(Ordering::SeqCst) {
                     break;
                 }
                 let Ok(stream) = stream else { continue };
-                let lookup = lookup.clone();
-                let _ = std::thread::Builder::new().name("metadata-conn".into()).spawn(move || {
-                    if let Err(error) = serve(stream, &lookup) {
+                if open.fetch_add(1, Ordering::SeqCst) >= limits.connections {
+                    open.fetch_sub(1, Ordering::SeqCst);
+                    refuse(&stream);
+                    continue;
+                }
+                let (lookup, held) = (lookup.clone(), open.clone());
+                let spawned = std::thread::Builder::new().name("metadata-conn".into()).spawn(move || {
+                    if let Err(error) = serve(stream, &lookup, Instant::now() + limits.deadline) {
                         tracing::debug!(error = %service_kit::ErrorChain(&error), "metadata request failed");
                     }
+                    held.fetch_sub(1, Ordering::SeqCst);
                 });
+                if spawned.is_err() {
+                    open.fetch_sub(1, Ordering::SeqCst);
+                }
             }
         })?;
         Ok(MetadataListener { path: path.to_owned(), stop, thread: Some(thread) })
@@ -75,9 +107,41 @@ impl Drop for MetadataListener {
     }
 }
 
-fn serve(stream: UnixStream, lookup: &Lookup) -> io::Result<()> {
-    stream.set_read_timeout(Some(READ_TIMEOUT))?;
-    let mut reader = BufReader::new((&stream).take(MAX_HEAD));
+/// A guest over its connection limit: told so in one small write that cannot block for long.
+fn refuse(stream: &UnixStream) {
+    // What already arrived is read first: closing on unread bytes would reset the connection
+    // and lose the answer. Nothing is waited for.
+    if stream.set_nonblocking(true).is_ok() {
+        let mut request = [0u8; 4096];
+        let _ = (&mut &*stream).read(&mut request);
+    }
+    let _ = stream.set_nonblocking(false);
+    let _ = stream.set_write_timeout(Some(Duration::from_millis(100)));
+    let mut out = stream;
+    let _ =
+        out.write_all(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+}
+
+/// Reads from a socket until `deadline`, whatever the pace of what arrives.
+struct BeforeDeadline<'a> {
+    stream: &'a UnixStream,
+    deadline: Instant,
+}
+
+impl Read for BeforeDeadline<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let left = self.deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(io::Error::new(io::ErrorKind::TimedOut, "the request took too long"));
+        }
+        self.stream.set_read_timeout(Some(left))?;
+        let mut stream = self.stream;
+        stream.read(buf)
+    }
+}
+
+fn serve(stream: UnixStream, lookup: &Lookup, deadline: Instant) -> io::Result<()> {
+    let mut reader = BufReader::new(BeforeDeadline { stream: &stream, deadline }.take(MAX_HEAD));
     let mut request_line = String::new();
     reader.read_line(&mut request_line)?;
     // The headers are read and ignored: nothing in them may choose the instance.
@@ -88,6 +152,9 @@ fn serve(stream: UnixStream, lookup: &Lookup) -> io::Result<()> {
         }
     }
     let (status, answer) = respond(&request_line, lookup);
+    // A guest that does not read its answer is not waited for past the deadline either.
+    let left = deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(100));
+    stream.set_write_timeout(Some(left))?;
     let mut out = &stream;
     let body = answer.as_ref().map_or("", |a| a.body.as_str());
     let content_type = answer.as_ref().map_or("text/plain", |a| a.content_type);
@@ -142,10 +209,20 @@ mod tests {
 
     fn get(socket: &Path, request: &str) -> String {
         let mut stream = UnixStream::connect(socket).unwrap();
-        stream.write_all(request.as_bytes()).unwrap();
-        let mut response = String::new();
-        stream.read_to_string(&mut response).unwrap();
-        response
+        // A refused connection may be answered and closed before the request is read: then
+        // the write fails, or the end of the answer is a reset.
+        let _ = stream.write_all(request.as_bytes());
+        let mut response = Vec::new();
+        let mut buf = [0u8; 4096];
+        loop {
+            match stream.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => response.extend_from_slice(&buf[..n]),
+                Err(e) if e.kind() == io::ErrorKind::ConnectionReset && !response.is_empty() => break,
+                Err(e) => panic!("{e}"),
+            }
+        }
+        String::from_utf8(response).unwrap()
     }
 
     fn lookup_for(hostname: &str) -> Lookup {
@@ -175,6 +252,40 @@ mod tests {
         let socket = a.path().to_owned();
         drop(a);
         assert!(!socket.exists(), "the socket is removed with its listener");
+    }
+
+    #[test]
+    fn a_guest_holds_a_bounded_number_of_connections_and_none_past_the_deadline() {
+        let dir = tempfile::tempdir().unwrap();
+        let limits = Limits { connections: 4, deadline: Duration::from_secs(1) };
+        let listener =
+            MetadataListener::start_with(&dir.path().join("m.sock"), lookup_for("alpha"), limits).unwrap();
+        let request = "GET /latest/meta-data/local-hostname HTTP/1.1\r\n\r\n";
+        // Four connections that send nothing hold every place: the next is refused at once.
+        let idle: Vec<UnixStream> = (0..4).map(|_| UnixStream::connect(listener.path()).unwrap()).collect();
+        std::thread::sleep(Duration::from_millis(200));
+        assert!(get(listener.path(), request).starts_with("HTTP/1.1 503"), "over the limit");
+        // Past the deadline they are closed, and the places are free again.
+        for mut stream in idle {
+            stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            let mut rest = Vec::new();
+            let _ = stream.read_to_end(&mut rest);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        assert!(get(listener.path(), request).ends_with("\r\n\r\nalpha"));
+        // A request trickled a byte at a time is cut off at the deadline, not served forever.
+        let mut slow = UnixStream::connect(listener.path()).unwrap();
+        let started = Instant::now();
+        let mut closed = false;
+        let endless = b"GET / HTTP/1.1\r\nX-Pad: ".iter().chain(std::iter::repeat(&b'a')).take(200);
+        for &byte in endless {
+            std::thread::sleep(Duration::from_millis(50));
+            if slow.write_all(&[byte]).is_err() {
+                closed = true;
+                break;
+            }
+        }
+        assert!(closed, "still open after {:?}", started.elapsed());
     }
 
     #[test]

@@ -384,10 +384,8 @@ fn a_blank_instance_boots_its_iso_from_slot_3_and_the_iso_cannot_go_while_attach
     let bhyve = host.runner.commands().into_iter().find(|c| c.starts_with(BHYVE)).unwrap();
     let iso = isos.path("installer.iso").unwrap();
     assert!(bhyve.contains(&format!(" -s 3:0,ahci-cd,{},ro -s 4:0,virtio-blk,", iso.display())), "{bhyve}");
-    assert!(matches!(
-        host.instances.check_iso_unused("installer.iso"),
-        Err(agent::instance::manager::InstanceError::IsoInUse { .. })
-    ));
+    let users = |name: &str| host.instances.iso_users(name);
+    assert!(matches!(isos.remove("installer.iso", &users), Err(agent::iso::IsoError::InUse { .. })));
     // The disk of a running guest is not snapshotted (nor rolled back under it).
     use agent::instance::manager::{InstanceError, SnapshotChange};
     assert!(matches!(
@@ -399,7 +397,7 @@ fn a_blank_instance_boots_its_iso_from_slot_3_and_the_iso_cannot_go_while_attach
     host.instances.change_snapshot(&record.uuid, SnapshotChange::Create, "installed").unwrap();
     assert_eq!(host.instances.snapshots(&record.uuid).unwrap(), ["installed"]);
     host.instances.set_cdrom(&record.uuid, None, false).unwrap();
-    host.instances.check_iso_unused("installer.iso").unwrap();
+    assert!(host.instances.iso_users("installer.iso").is_empty());
 }
 
 #[test]

@@ -10,10 +10,14 @@ mod cli;
 mod errors;
 mod fuzz_parsers;
 mod golden_image;
+mod hostile;
 mod import_files;
 mod instances_bhyve;
 mod instances_qemu;
+mod limits;
 mod openapi;
+#[path = "../../../imgapi/tests/integration/raw_http.rs"]
+mod raw_http;
 // The same statistical timing check as the imgapi suite: one file, shared by path.
 #[path = "../../../imgapi/tests/integration/timing.rs"]
 mod timing;

@@ -896,6 +896,39 @@ mod tests {
     }
 
     #[test]
+    fn our_clients_signatures_are_accepted_and_valid_for_their_own_request_only() {
+        let keys = test_keys();
+        let now = Utc.with_ymd_and_hms(2027, 1, 2, 3, 4, 5).unwrap();
+        let d = now.format("%a, %d %b %Y %H:%M:%S GMT").to_string();
+        let key = imgapi_client::SigningKey::from_pem(TESTER_RSA).unwrap();
+        let parts = imgapi_client::SignedParts {
+            target: "delete /images/abc",
+            host: "imgapi.example:8080",
+            date: &d,
+        };
+        let authz = key.authorization("tester", &parts).unwrap();
+        let headers = [("date", d.as_str()), ("host", "imgapi.example:8080")];
+        assert_eq!(
+            verify_with(&authz, "DELETE", "/images/abc", &headers, &keys, now),
+            Ok("tester".to_owned())
+        );
+        // Replayed within the skew window as another request, or to another server: refused.
+        for (method, url, host) in [
+            ("GET", "/images/abc", "imgapi.example:8080"),
+            ("DELETE", "/images/other", "imgapi.example:8080"),
+            ("DELETE", "/images/abc?force=true", "imgapi.example:8080"),
+            ("DELETE", "/images/abc", "mirror.example:8080"),
+        ] {
+            let headers = [("date", d.as_str()), ("host", host)];
+            assert_eq!(
+                verify_with(&authz, method, url, &headers, &keys, now),
+                Err(SignatureError::BadSignature),
+                "{method} {url} to {host}"
+            );
+        }
+    }
+
+    #[test]
     fn signed_headers_list_and_request_target() {
         let keys = test_keys();
         let now = Utc.with_ymd_and_hms(2027, 1, 2, 3, 4, 5).unwrap();

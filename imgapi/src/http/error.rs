@@ -105,10 +105,9 @@ impl From<ImageError> for ApiError {
         use StatusCode as S;
         let message = e.to_string();
         let (status, code) = match &e {
-            ImageError::NotFound(_)
-            | ImageError::NotVisible
-            | ImageError::NoFile(_)
-            | ImageError::NoIcon(_) => (S::NOT_FOUND, "ResourceNotFound"),
+            ImageError::NotFound(_) | ImageError::NoFile(_) | ImageError::NoIcon(_) => {
+                (S::NOT_FOUND, "ResourceNotFound")
+            }
             ImageError::InvalidParameter { errors, .. } => {
                 return ApiError {
                     errors: Some(errors.clone()),

@@ -102,7 +102,7 @@ struct Served<'a> {
     content_type: &'a str,
 }
 
-async fn serve(req: &HttpRequest, file: Served<'_>) -> Result<HttpResponse, ApiError> {
+async fn serve(req: &HttpRequest, state: &AppState, file: Served<'_>) -> Result<HttpResponse, ApiError> {
     let last_modified = HttpDate::from(file.modified);
     if not_modified(req, &file.etag, file.modified) {
         return Ok(HttpResponse::NotModified()
@@ -145,8 +145,10 @@ async fn serve(req: &HttpRequest, file: Served<'_>) -> Result<HttpResponse, ApiE
         return Ok(builder.body(FileBody::head(len)));
     }
     let path = file.path;
-    // Opening is disk I/O: off the async workers.
-    let opened = web::block(move || std::fs::File::open(path))
+    // Opening is disk I/O: off the async workers, on the file readers' pool (not the one
+    // password checks and uploads use).
+    let opened = super::body::read_pool()
+        .spawn_blocking(move || std::fs::File::open(path))
         .await
         .map_err(|e| ApiError::internal("cannot open a stored file", &e))?;
     let handle = opened.map_err(|e| match e.kind() {
@@ -156,7 +158,8 @@ async fn serve(req: &HttpRequest, file: Served<'_>) -> Result<HttpResponse, ApiE
         }
         _ => ApiError::internal("cannot open a stored file", &e),
     })?;
-    Ok(builder.body(FileBody::new(handle, offset, len)))
+    let stall = std::time::Duration::from_secs(state.config.download_stall_timeout_secs);
+    Ok(builder.body(FileBody::new(handle, offset, len, super::stall::watch(req, stall))))
 }
 
 /// GetImageFile (and HEAD).
@@ -185,6 +188,7 @@ pub async fn get_file(
     }
     serve(
         &req,
+        &state,
         Served {
             path: state.service.store.path_of(&image.uuid, &file.path),
             size: file.size,
@@ -302,6 +306,7 @@ pub async fn get_icon(
     let icon = image.icon.as_ref().ok_or(ImageError::NoIcon(image.uuid))?;
     serve(
         &req,
+        &state,
         Served {
             path: state.service.store.path_of(&image.uuid, &icon.path),
             size: icon.size,
@@ -332,7 +337,7 @@ pub async fn put_icon(
         .into());
     }
     state.service.find_owned(&path, &caller)?;
-    let body = read_body(payload, MAX_ICON_SIZE as usize).await.map_err(|e| {
+    let body = read_body(&req, payload, MAX_ICON_SIZE as usize).await.map_err(|e| {
         if e.status == StatusCode::PAYLOAD_TOO_LARGE {
             ImageError::Upload(format!("icon is larger than the maximum of {MAX_ICON_SIZE} bytes")).into()
         } else {

@@ -17,28 +17,25 @@ use crate::service::ImageError;
 const MAX_JSON_BODY: usize = 1 << 20;
 
 /// Reads a whole (small) request body, refusing more than `limit` bytes.
-pub async fn read_body(mut payload: web::Payload, limit: usize) -> Result<web::Bytes, ApiError> {
-    use futures_util::StreamExt;
-    let mut body = web::BytesMut::new();
-    while let Some(chunk) = payload.next().await {
-        let chunk =
-            chunk.map_err(|e| ApiError::invalid_content(format!("cannot read the request body: {e}")))?;
-        if body.len() + chunk.len() > limit {
-            return Err(ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "RequestEntityTooLarge",
-                format!("request body is larger than {limit} bytes"),
-            ));
+pub async fn read_body(
+    req: &HttpRequest,
+    payload: web::Payload,
+    limit: usize,
+) -> Result<web::Bytes, ApiError> {
+    use service_kit::body::BodyError;
+    service_kit::body::read_limited(req, payload.into_inner(), limit).await.map_err(|e| match &e {
+        BodyError::TooLarge { .. } => {
+            ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "RequestEntityTooLarge", e.to_string())
         }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(body.freeze())
+        BodyError::BadLength => ApiError::new(StatusCode::BAD_REQUEST, "InvalidHeader", e.to_string()),
+        BodyError::Read(cause) => ApiError::invalid_content(format!("{e}: {cause}")),
+    })
 }
 
 /// Parses a JSON request body whatever its `Content-Type` (curl's `-d` sends a form type),
 /// checking `Content-MD5` when the client sent one. An empty body is `null`.
 pub async fn json_body(req: &HttpRequest, payload: web::Payload) -> Result<Value, ApiError> {
-    let body = read_body(payload, MAX_JSON_BODY).await?;
+    let body = read_body(req, payload, MAX_JSON_BODY).await?;
     if let Some(want) = req.headers().get("content-md5").and_then(|v| v.to_str().ok()) {
         let got = base64::engine::general_purpose::STANDARD.encode(Md5::digest(&body));
         if want.trim() != got {

@@ -9,6 +9,7 @@ pub mod middleware;
 pub mod misc;
 pub mod openapi;
 pub mod pull;
+pub mod stall;
 
 use std::sync::Arc;
 
@@ -160,12 +161,11 @@ pub enum Found {
     Pulling(Arc<crate::service::remote::Pull>),
 }
 
-/// The read policy applied to an upstream manifest: anonymous callers of a `public` server see
-/// public images only (a `none` server never gets this far without credentials).
-fn pull_visible(state: &AppState, pull: &crate::service::remote::Pull, caller: &Caller) -> bool {
-    caller.user.is_some()
-        || state.config.anonymous_reads != AnonymousReads::Public
-        || pull.manifest.get("public") == Some(&serde_json::Value::Bool(true))
+/// Whether `caller` may see an upstream's manifest: the rules of local images (account
+/// scoping, the anonymous read policy) applied to it.
+fn upstream_visible(state: &AppState, manifest: &serde_json::Value, caller: &Caller) -> bool {
+    crate::manifest::Image::from_disk(manifest.clone())
+        .is_ok_and(|image| state.service.visible(&image, caller))
 }
 
 /// GetImage's and GetImageFile's lookup: a local image, or, when a mirror pulls through, one
@@ -174,16 +174,17 @@ pub async fn find_or_pull(state: &AppState, uuid: &uuid::Uuid, caller: &Caller) 
     use crate::mirror::Pulled;
     match state.service.find(uuid, caller, true) {
         Err(crate::service::ImageError::NotFound(_)) if state.mirrors.has_pull_through() => {
-            match state.mirrors.pull_through(&state.service, *uuid).await? {
+            let may_see = |manifest: &serde_json::Value| upstream_visible(state, manifest, caller);
+            match state.mirrors.pull_through(&state.service, *uuid, &may_see).await? {
                 Some(Pulled::Here(_)) => Ok(Found::Local(state.service.find(uuid, caller, true)?)),
-                Some(Pulled::Coming(pull)) if pull_visible(state, &pull, caller) => Ok(Found::Pulling(pull)),
+                Some(Pulled::Coming(pull)) if may_see(&pull.manifest) => Ok(Found::Pulling(pull)),
                 Some(Pulled::Coming(_)) => Err(crate::service::ImageError::NotFound(*uuid).into()),
                 None => Err(crate::service::ImageError::NotFound(*uuid).into()),
             }
         }
         // A copy that is still arriving shows as what the upstream has (active).
         Ok(image) if !image.activated => match state.mirrors.pull_under_way(uuid) {
-            Some(pull) if pull_visible(state, &pull, caller) => Ok(Found::Pulling(pull)),
+            Some(pull) if upstream_visible(state, &pull.manifest, caller) => Ok(Found::Pulling(pull)),
             _ => Ok(Found::Local(image)),
         },
         other => Ok(Found::Local(other?)),

@@ -160,7 +160,8 @@ impl ListQuery {
             None => Marker::None,
             Some(raw) => match parse_lower_uuid(raw) {
                 Some(uuid) => {
-                    let image = service.store.get(&uuid).ok_or(ImageError::NotFound(uuid))?;
+                    // An image the caller may not see is no marker: its `published_at` would leak.
+                    let image = service.find(&uuid, caller, true)?;
                     Marker::Image(image.published_ms(), uuid)
                 }
                 None => Marker::Time(parse_timestamp_ms(raw).ok_or_else(|| {

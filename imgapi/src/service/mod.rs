@@ -21,12 +21,10 @@ use crate::store::{Store, StoreError};
 /// Everything that can go wrong in an image operation, in IMGAPI's vocabulary.
 #[derive(Debug, thiserror::Error)]
 pub enum ImageError {
-    /// No image with this uuid.
+    /// No image with this uuid, or one the caller may not see (account, channel or read
+    /// policy): the two must look alike, or a caller could probe for private images.
     #[error("image {0} not found")]
     NotFound(Uuid),
-    /// The image exists but the caller may not see it (account, channel or read policy).
-    #[error("image not found")]
-    NotVisible,
     #[error("image \"{0}\" has no file")]
     NoFile(Uuid),
     #[error("image \"{0}\" has no icon")]
@@ -210,16 +208,14 @@ impl Service {
         allow_all_channels: bool,
     ) -> Result<Arc<Image>, ImageError> {
         let scope = self.channel_scope(caller, allow_all_channels)?;
-        let image = self.store.get(uuid).ok_or(ImageError::NotFound(*uuid))?;
-        if let ChannelScope::One(channel) = &scope {
-            if !image.in_channel(channel) {
-                return Err(ImageError::NotVisible);
-            }
-        }
-        if !self.visible(&image, caller) {
-            return Err(ImageError::NotVisible);
-        }
-        Ok(image)
+        let in_scope = |image: &Image| match &scope {
+            ChannelScope::One(channel) => image.in_channel(channel),
+            ChannelScope::Any => true,
+        };
+        self.store
+            .get(uuid)
+            .filter(|image| in_scope(image) && self.visible(image, caller))
+            .ok_or(ImageError::NotFound(*uuid))
     }
 
     /// Like [`find`](Self::find), for changes: with `?account=` the account must own the image.

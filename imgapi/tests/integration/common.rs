@@ -103,6 +103,13 @@ impl Env {
         expect_json(self.admin(Method::POST, &format!("/images/{uuid}?action={action}")).send().unwrap(), 200)
     }
 
+    /// AddImageIcon with a (tiny, fake) PNG; panics unless it succeeds.
+    pub fn put_icon(&self, uuid: &str, png: &'static str) -> Value {
+        let request =
+            self.admin(Method::PUT, &format!("/images/{uuid}/icon")).header("content-type", "image/png");
+        expect_json(request.body(png).send().unwrap(), 200)
+    }
+
     /// Create, upload and activate: returns the active manifest.
     pub fn publish(&self, body: Value, bytes: &[u8]) -> Value {
         let created = self.create(body);
@@ -153,8 +160,13 @@ pub struct ChildServer {
 
 impl ChildServer {
     pub fn start(config: &Path) -> ChildServer {
+        ChildServer::start_binary(Path::new(env!("CARGO_BIN_EXE_imgapi")), config)
+    }
+
+    /// [`ChildServer::start`] with another build of the binary (the release one, say).
+    pub fn start_binary(binary: &Path, config: &Path) -> ChildServer {
         use std::io::BufRead;
-        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_imgapi"))
+        let mut child = std::process::Command::new(binary)
             .args(["-s", "-c"])
             .arg(config)
             .stdout(std::process::Stdio::piped())
@@ -195,13 +207,22 @@ impl ChildServer {
 
     /// Resident set size in KiB.
     pub fn rss_kib(&self) -> u64 {
+        self.status_field("VmRSS:")
+    }
+
+    /// Threads of the server.
+    pub fn threads(&self) -> u64 {
+        self.status_field("Threads:")
+    }
+
+    fn status_field(&self, name: &str) -> u64 {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
         status
             .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .find_map(|l| l.strip_prefix(name))
             .and_then(|v| v.split_whitespace().next())
             .and_then(|v| v.parse().ok())
-            .expect("VmRSS in /proc/PID/status")
+            .unwrap_or_else(|| panic!("{name} in /proc/PID/status"))
     }
 }
 

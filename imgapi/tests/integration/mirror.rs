@@ -203,12 +203,21 @@ struct Fake {
 
 impl Fake {
     fn start(break_first: bool, delay: Duration, hold: bool) -> Fake {
+        Fake::serving(break_first, delay, hold, true)
+    }
+
+    /// An upstream whose one image is private (`public: false`).
+    fn private() -> Fake {
+        Fake::serving(false, Duration::ZERO, false, false)
+    }
+
+    fn serving(break_first: bool, delay: Duration, hold: bool, public: bool) -> Fake {
         let uuid = uuid::Uuid::new_v4().to_string();
         let file = bytes(19, 3 << 20);
         let manifest = json!({
             "v": 2, "uuid": uuid, "owner": "00000000-0000-0000-0000-000000000000", "name": "fake",
             "version": "1.0.0", "type": "zone-dataset", "os": "smartos", "state": "active",
-            "disabled": false, "public": true, "published_at": "2026-01-02T03:04:05.678Z",
+            "disabled": false, "public": public, "published_at": "2026-01-02T03:04:05.678Z",
             "files": [{"sha1": sha1_hex(&file), "size": file.len(), "compression": "gzip"}],
         });
         let downloads = Arc::new(AtomicUsize::new(0));
@@ -372,6 +381,42 @@ fn pull_through_serves_while_it_copies_with_one_shared_download() {
     );
     let status = expect_json(local.admin(Method::GET, "/mirrors").send().unwrap(), 200);
     assert_eq!(status[0]["pulled_through"], 1, "{status}");
+}
+
+#[test]
+fn an_anonymous_request_on_a_public_mirror_never_copies_a_private_upstream_image() {
+    let fake = Fake::private();
+    let local = Env::with(json!({
+        "anonymous_reads": "public",
+        "mirrors": [{"url": fake.url, "interval_secs": 0, "pull_through": true}],
+    }));
+    let uuid = fake.uuid.clone();
+    let missing = uuid::Uuid::new_v4().to_string();
+    for path in ["/images/U", "/images/U/file"] {
+        let hidden = local.anon(Method::GET, &path.replace('U', &uuid)).send().unwrap();
+        let body = expect_error(hidden, 404, "ResourceNotFound");
+        let absent = local.anon(Method::GET, &path.replace('U', &missing)).send().unwrap();
+        let absent = expect_error(absent, 404, "ResourceNotFound");
+        assert_eq!(
+            body["message"].as_str().unwrap().replace(&uuid, "U"),
+            absent["message"].as_str().unwrap().replace(&missing, "U")
+        );
+    }
+    // Nothing was downloaded, stored or started.
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(fake.downloads.load(Ordering::SeqCst), 0, "the upstream's file was asked for");
+    assert_eq!(
+        walk(&local.datadir()).iter().filter(|p| p.contains(&uuid)).count(),
+        0,
+        "{:?}",
+        walk(&local.datadir())
+    );
+    let status = expect_json(local.admin(Method::GET, "/mirrors").send().unwrap(), 200);
+    assert_eq!(status[0]["pulled_through"], 0, "{status}");
+    // An authenticated caller may see it: then it is pulled through.
+    let file = local.admin(Method::GET, &format!("/images/{uuid}/file")).send().unwrap();
+    assert_eq!(file.status(), 200);
+    assert_eq!(file.bytes().unwrap().to_vec(), fake.file);
 }
 
 #[test]

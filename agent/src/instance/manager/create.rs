@@ -84,78 +84,80 @@ impl Instances {
             None => None,
         };
         let disk_mib = check_request(&request, image.as_ref())?;
-        self.check_cdrom(request.cdrom.as_deref(), request.boot_from_cdrom)?;
-        let (uuid, record, slot) = {
-            let mut table = lock(&self.table);
-            let existing: Vec<InstanceRecord> = table.values().map(|s| s.snapshot()).collect();
-            let mut uuid = Uuid::new_v4();
-            while existing.iter().any(|r| r.vm_name == InstanceRecord::vm_name_for(&uuid)) {
-                uuid = Uuid::new_v4();
-            }
-            let owner_of = |mac: &str| existing.iter().find(|r| r.nics.iter().any(|n| n.mac == mac));
-            let mut nics: Vec<NicRecord> = Vec::new();
-            for nic in &request.nics {
-                if let NicNetwork::Switch(name) = nic.target() {
-                    // Under the table lock, which a switch's deletion holds.
-                    self.switches.get(name).map_err(|e| InstanceError::Invalid(e.to_string()))?;
+        // The record goes into the table while its ISO cannot be renamed or deleted.
+        let (uuid, record, slot) =
+            self.with_cdrom(request.cdrom.as_deref(), request.boot_from_cdrom, || {
+                let mut table = lock(&self.table);
+                let existing: Vec<InstanceRecord> = table.values().map(|s| s.snapshot()).collect();
+                let mut uuid = Uuid::new_v4();
+                while existing.iter().any(|r| r.vm_name == InstanceRecord::vm_name_for(&uuid)) {
+                    uuid = Uuid::new_v4();
                 }
-                let mac = match nic.check().map_err(InstanceError::Invalid)? {
-                    Some(mac) if nics.iter().any(|n| n.mac == mac) => {
-                        return Err(InstanceError::Invalid(format!("MAC {mac} is given to two NICs")));
+                let owner_of = |mac: &str| existing.iter().find(|r| r.nics.iter().any(|n| n.mac == mac));
+                let mut nics: Vec<NicRecord> = Vec::new();
+                for nic in &request.nics {
+                    if let NicNetwork::Switch(name) = nic.target() {
+                        // Under the table lock, which a switch's deletion holds.
+                        self.switches.get(name).map_err(|e| InstanceError::Invalid(e.to_string()))?;
                     }
-                    Some(mac) => match owner_of(&mac) {
-                        Some(owner) => {
-                            return Err(InstanceError::Invalid(format!(
-                                "MAC {mac} is taken by instance {}",
-                                owner.uuid
-                            )));
+                    let mac = match nic.check().map_err(InstanceError::Invalid)? {
+                        Some(mac) if nics.iter().any(|n| n.mac == mac) => {
+                            return Err(InstanceError::Invalid(format!("MAC {mac} is given to two NICs")));
                         }
-                        None => mac,
-                    },
-                    None => {
-                        let asked = |mac: &str| {
-                            request
-                                .nics
-                                .iter()
-                                .any(|n| n.mac.as_deref().is_some_and(|m| m.eq_ignore_ascii_case(mac)))
-                        };
-                        let mut mac = record::random_mac();
-                        while owner_of(&mac).is_some() || nics.iter().any(|n| n.mac == mac) || asked(&mac) {
-                            mac = record::random_mac();
+                        Some(mac) => match owner_of(&mac) {
+                            Some(owner) => {
+                                return Err(InstanceError::Invalid(format!(
+                                    "MAC {mac} is taken by instance {}",
+                                    owner.uuid
+                                )));
+                            }
+                            None => mac,
+                        },
+                        None => {
+                            let asked = |mac: &str| {
+                                request
+                                    .nics
+                                    .iter()
+                                    .any(|n| n.mac.as_deref().is_some_and(|m| m.eq_ignore_ascii_case(mac)))
+                            };
+                            let mut mac = record::random_mac();
+                            while owner_of(&mac).is_some() || nics.iter().any(|n| n.mac == mac) || asked(&mac)
+                            {
+                                mac = record::random_mac();
+                            }
+                            mac
                         }
-                        mac
-                    }
+                    };
+                    nics.push(NicRecord { mac, network: nic.network.clone(), vlan: nic.vlan });
+                }
+                let mut record = InstanceRecord {
+                    uuid,
+                    alias: request.alias.clone().unwrap_or_else(|| InstanceRecord::vm_name_for(&uuid)),
+                    image: image.as_ref().map(|i| i.meta.uuid),
+                    vcpus: request.vcpus,
+                    memory_mib: request.memory_mib,
+                    disk_mib,
+                    nics,
+                    firmware: request.firmware.unwrap_or_default(),
+                    vm_name: InstanceRecord::vm_name_for(&uuid),
+                    state: InstanceState::Provisioning,
+                    reason: String::new(),
+                    pid: None,
+                    created_at: record::now(),
+                    history: Vec::new(),
+                    guest: request.guest.clone(),
+                    cdrom: request.cdrom.clone(),
+                    boot_from_cdrom: request.boot_from_cdrom,
                 };
-                nics.push(NicRecord { mac, network: nic.network.clone(), vlan: nic.vlan });
-            }
-            let mut record = InstanceRecord {
-                uuid,
-                alias: request.alias.clone().unwrap_or_else(|| InstanceRecord::vm_name_for(&uuid)),
-                image: image.as_ref().map(|i| i.meta.uuid),
-                vcpus: request.vcpus,
-                memory_mib: request.memory_mib,
-                disk_mib,
-                nics,
-                firmware: request.firmware.unwrap_or_default(),
-                vm_name: InstanceRecord::vm_name_for(&uuid),
-                state: InstanceState::Provisioning,
-                reason: String::new(),
-                pid: None,
-                created_at: record::now(),
-                history: Vec::new(),
-                guest: request.guest.clone(),
-                cdrom: request.cdrom.clone(),
-                boot_from_cdrom: request.boot_from_cdrom,
-            };
-            let from = match &image {
-                Some(image) => format!("creating from image {}", image.meta.uuid),
-                None => format!("creating with a blank {disk_mib} MiB disk"),
-            };
-            record.set_state(InstanceState::Provisioning, from);
-            let slot = self.new_slot(record.clone())?;
-            table.insert(uuid, slot.clone());
-            (uuid, record, slot)
-        };
+                let from = match &image {
+                    Some(image) => format!("creating from image {}", image.meta.uuid),
+                    None => format!("creating with a blank {disk_mib} MiB disk"),
+                };
+                record.set_state(InstanceState::Provisioning, from);
+                let slot = self.new_slot(record.clone())?;
+                table.insert(uuid, slot.clone());
+                Ok((uuid, record, slot))
+            })?;
         let mut provisioned = record;
         let next = provisioned.state.apply(Event::Provisioned)?;
         provisioned.set_state(next, "created");

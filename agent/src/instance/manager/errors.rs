@@ -33,8 +33,6 @@ pub enum InstanceError {
     SnapshotExists { instance: Uuid, name: String },
     #[error("publishing failed")]
     Publish(#[from] crate::publish::PublishError),
-    #[error("ISO {iso:?} is attached to instances {instances:?}")]
-    IsoInUse { iso: String, instances: Vec<Uuid> },
     #[error(transparent)]
     Switch(#[from] SwitchError),
     #[error("switch {switch:?} has NICs of instances {instances:?}")]
@@ -51,7 +49,6 @@ impl InstanceError {
             InstanceError::Invalid(_) => ErrorCode::InvalidParameter,
             InstanceError::Refused(refused) => refused.code(),
             InstanceError::ImageInUse { .. } => ErrorCode::ImageInUse,
-            InstanceError::IsoInUse { .. } => ErrorCode::IsoInUse,
             InstanceError::SwitchInUse { .. } => ErrorCode::SwitchInUse,
             InstanceError::Switch(switch) => switch.code(),
             InstanceError::SnapshotNotFound { .. } => ErrorCode::SnapshotNotFound,

@@ -12,28 +12,18 @@ impl Instances {
         self.instances_where(|r| r.cdrom.as_deref() == Some(name))
     }
 
-    /// Fails with `IsoInUse` while an instance has the ISO attached.
-    pub fn check_iso_unused(&self, name: &str) -> Result<(), InstanceError> {
-        let instances = self.iso_users(name);
-        if instances.is_empty() {
-            Ok(())
-        } else {
-            Err(InstanceError::IsoInUse { iso: name.to_string(), instances })
-        }
-    }
-
-    pub(super) fn check_cdrom(
+    /// Runs `attach` (a change that gives an instance the CD `cdrom`) while that ISO exists
+    /// and cannot be renamed or deleted, once the CD settings are checked.
+    pub(super) fn with_cdrom<T>(
         &self,
         cdrom: Option<&str>,
         boot_from_cdrom: bool,
-    ) -> Result<(), InstanceError> {
-        match cdrom {
-            Some(name) => self.isos.path(name).map(drop).map_err(InstanceError::from),
-            None if boot_from_cdrom => {
-                Err(InstanceError::Invalid("booting from the CD needs an ISO attached".into()))
-            }
-            None => Ok(()),
+        attach: impl FnOnce() -> Result<T, InstanceError>,
+    ) -> Result<T, InstanceError> {
+        if cdrom.is_none() && boot_from_cdrom {
+            return Err(InstanceError::Invalid("booting from the CD needs an ISO attached".into()));
         }
+        self.isos.while_present(cdrom, attach)
     }
 
     /// Attaches an ISO as the instance's CD (or detaches it with `None`), and says whether to
@@ -46,11 +36,12 @@ impl Instances {
     ) -> Result<InstanceRecord, InstanceError> {
         let slot = self.slot(uuid)?;
         let _op = lock(&slot.op);
-        self.check_cdrom(cdrom.as_deref(), boot_from_cdrom)?;
-        let mut record = slot.snapshot();
-        record.cdrom = cdrom;
-        record.boot_from_cdrom = boot_from_cdrom;
-        self.commit(&slot, record.clone())?;
-        Ok(record)
+        self.with_cdrom(cdrom.clone().as_deref(), boot_from_cdrom, || {
+            let mut record = slot.snapshot();
+            record.cdrom = cdrom;
+            record.boot_from_cdrom = boot_from_cdrom;
+            self.commit(&slot, record.clone())?;
+            Ok(record)
+        })
     }
 }
