@@ -1,8 +1,8 @@
 //! Downloads whose client stopped reading are cut off. actix has no write timeout, and a body
 //! is not polled while its socket is full, so a body cannot notice by itself: each connection
 //! keeps a duplicate of its socket's descriptor (taken in [`on_connect`]), each download a
-//! [`Progress`] that its body touches for every slice it hands out, and a watchdog task per
-//! download shuts the socket down (with a reset) once no slice went out for the timeout. actix
+//! [`Progress`] that its body touches for every block it hands out, and a watchdog task per
+//! download shuts the socket down (with a reset) once no block went out for the timeout. actix
 //! then sees the connection end and drops it, with everything the download held.
 
 use std::any::Any;
@@ -34,7 +34,7 @@ pub fn on_connect(conn: &dyn Any, data: &mut Extensions) {
     }
 }
 
-/// When a download last handed a slice to its connection.
+/// When a download last handed a block to its connection.
 pub struct Progress {
     started: Instant,
     last_ms: AtomicU64,

@@ -98,7 +98,7 @@ fn a_thousand_stalled_downloads_hold_little_and_delay_no_one() {
 
     let stalled: Vec<socket2::Socket> = (0..STALLED).map(|_| stalled_download(addr, &big)).collect();
     // Let every one of them be answered until its socket is full.
-    std::thread::sleep(Duration::from_secs(1));
+    std::thread::sleep(Duration::from_secs(2));
     let (threads, rss) = (server.threads(), server.rss_kib());
 
     let mut times = Vec::new();
@@ -110,7 +110,6 @@ fn a_thousand_stalled_downloads_hold_little_and_delay_no_one() {
         assert!(body == small_bytes, "download {i}: wrong bytes");
         times.push(took);
     }
-    eprintln!("times: {times:?}");
     let slowest = times.iter().max().copied().unwrap_or_default();
     let upload_started = Instant::now();
     publish("during", &random_bytes(1 << 20));
@@ -127,7 +126,7 @@ fn a_thousand_stalled_downloads_hold_little_and_delay_no_one() {
     // Past the timeout each stalled connection is reset, and what it held goes.
     std::thread::sleep(Duration::from_secs(STALL_TIMEOUT_SECS + 3));
     let mut cut = 0;
-    let mut open = Vec::new();
+    let mut still_open = Vec::new();
     for socket in &stalled {
         socket.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
         let mut buf = vec![0u8; 1 << 16];
@@ -145,18 +144,21 @@ fn a_thousand_stalled_downloads_hold_little_and_delay_no_one() {
                     break;
                 }
                 Err(e) => {
-                    open.push((got, e.kind()));
+                    still_open.push((got, e.kind()));
                     break;
                 }
             }
         }
     }
     drop(stalled);
-    assert_eq!(cut, STALLED, "stalled downloads still open after the timeout: {open:?}");
+    assert_eq!(
+        cut, STALLED,
+        "stalled downloads still open after the timeout (bytes read, error): {still_open:?}"
+    );
     let fds_after = server.open_fds();
     assert!(fds_after <= fds_before + 4, "descriptors: {fds_before} before, {fds_after} after");
     let rss_after = server.rss_kib();
     eprintln!("after the cut: RSS {} MiB, {fds_after} descriptors", rss_after >> 10);
-    // The allocator keeps some of what it freed (about 40 to 60 MiB here), not what it held.
-    assert!(rss_after < rss_before + (128 << 10), "{} MiB still held after the cut", rss_after >> 10);
+    // The allocator keeps some of what it freed (50 to 110 MiB here), not what it held.
+    assert!(rss_after < 160 << 10, "{} MiB still held after the cut", rss_after >> 10);
 }
