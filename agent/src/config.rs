@@ -4,6 +4,7 @@
 //! refused by name; keys that moved are still read, with a warning (see
 //! [`Config::deprecations`]).
 
+pub use service_kit::auth::{AuthConfig, User};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
@@ -208,24 +209,6 @@ impl Default for InstancesConfig {
             bhyve: Default::default(),
         }
     }
-}
-
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AuthConfig {
-    /// Bearer tokens (`Authorization: Bearer <token>`).
-    #[serde(default)]
-    pub tokens: Vec<String>,
-    /// Basic credentials.
-    #[serde(default)]
-    pub users: Vec<User>,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct User {
-    pub name: String,
-    pub password: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -455,9 +438,7 @@ impl Config {
                 return Err(invalid(format!("storage.parent {parent:?} is not a dataset name")));
             }
         }
-        if config.auth.tokens.iter().any(|t| t.len() < 16) {
-            return Err(invalid("auth.tokens must be at least 16 characters long".into()));
-        }
+        config.auth.check().map_err(invalid)?;
         Ok(config)
     }
 

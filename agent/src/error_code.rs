@@ -7,35 +7,11 @@
 //! the request nor an image source. Their details (argv, stderr, paths) go to the log only;
 //! clients get [`ErrorCode::internal_message`].
 
-use serde::{Deserialize, Serialize};
-
-macro_rules! error_codes {
-    ($($(#[$doc:meta])* $code:ident,)*) => {
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
-        pub enum ErrorCode {
-            $($(#[$doc])* $code,)*
-        }
-
-        impl ErrorCode {
-            /// Every code, in declaration order.
-            pub const ALL: &'static [ErrorCode] = &[$(ErrorCode::$code),*];
-
-            /// The code as it appears in answers (`InstanceNotFound`).
-            pub fn as_str(self) -> &'static str {
-                match self {
-                    $(ErrorCode::$code => stringify!($code),)*
-                }
-            }
-
-            /// The code named `name`, as a client reads it from an answer.
-            pub fn parse(name: &str) -> Option<ErrorCode> {
-                ErrorCode::ALL.iter().copied().find(|c| c.as_str() == name)
-            }
-        }
-    };
-}
+use service_kit::error_codes;
 
 error_codes! {
+    service(realm: "agent", log: "the agent's log", invalid: InvalidParameter,
+            status: crate::api::error::status, internal: ErrorCode::internal_message);
     // The request itself.
     /// A request body that is not JSON of the expected shape.
     InvalidContent,
@@ -130,12 +106,6 @@ impl ErrorCode {
             ErrorCode::InternalError => "the operation failed on the host",
             _ => return None,
         })
-    }
-}
-
-impl std::fmt::Display for ErrorCode {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
     }
 }
 

@@ -21,7 +21,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use actix_web::{web, App, HttpServer};
+use actix_web::web;
 
 use api::{AgentState, Credentials};
 use config::{Config, HypervisorKind, StorageConfig, ZfsDialectConfig};
@@ -163,16 +163,8 @@ pub fn bind(config: Config) -> Result<Bound, StartError> {
         auth: Credentials::new(&config.auth),
     });
     let addr = config.listen;
-    let server = HttpServer::new(move || {
-        App::new()
-            .wrap(actix_web::middleware::from_fn(service_kit::request_id::middleware))
-            .app_data(state.clone())
-            .configure(api::configure)
-    })
-    .bind(addr)
-    .map_err(|source| StartError::Bind { addr, source })?;
-    let addrs = server.addrs();
-    Ok(Bound { server: server.run(), addrs, after_stop: Box::new(move || instances.detach_all()) })
+    service_kit::server::bind_api(addr, state, api::configure, Box::new(move || instances.detach_all()))
+        .map_err(|source| StartError::Bind { addr, source })
 }
 
 /// An agent running on its own thread (see [`start`]). Stops when dropped; its VMs go on.

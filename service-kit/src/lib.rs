@@ -1,11 +1,13 @@
-//! What every service of the workspace is built from, written once: small request bodies read
-//! with a limit ([`body`]), durable file writes
+//! What every service of the workspace is built from, written once: API credentials
+//! ([`auth`]), error answers ([`api_error`]), small request bodies read with a limit ([`body`]), durable file writes
 //! ([`durable`]), sparse writes of disk images ([`sparse`]), config files with errors that
 //! name the key at fault ([`config`]), error chains for logs ([`ErrorChain`]), poison-tolerant
 //! locks ([`lock`]), log set-up ([`logging`]), reads in large blocks ([`read_full`]), request ids ([`request_id`]), OpenAPI
 //! documents ([`openapi`]) and a server on a thread of its own for tests and embedding
 //! ([`ServerThread`]).
 
+pub mod api_error;
+pub mod auth;
 pub mod body;
 pub mod config;
 pub mod durable;
@@ -14,7 +16,7 @@ pub mod logging;
 pub mod openapi;
 mod read;
 pub mod request_id;
-mod server;
+pub mod server;
 pub mod sparse;
 mod sync;
 

@@ -27,6 +27,25 @@ impl Bound {
     }
 }
 
+/// Binds a service's API on `addr`: request ids, `state` for the handlers, the routes of
+/// `configure`; `after_stop` runs once the server has stopped.
+pub fn bind_api<T: Send + Sync + 'static>(
+    addr: SocketAddr,
+    state: actix_web::web::Data<T>,
+    configure: fn(&mut actix_web::web::ServiceConfig),
+    after_stop: Box<dyn FnOnce() + Send>,
+) -> io::Result<Bound> {
+    let server = actix_web::HttpServer::new(move || {
+        actix_web::App::new()
+            .wrap(actix_web::middleware::from_fn(crate::request_id::middleware))
+            .app_data(state.clone())
+            .configure(configure)
+    })
+    .bind(addr)?;
+    let addrs = server.addrs();
+    Ok(Bound { server: server.run(), addrs, after_stop })
+}
+
 /// A running server; see the module docs.
 pub struct ServerThread {
     pub addr: SocketAddr,
@@ -40,10 +59,19 @@ impl ServerThread {
     pub fn start<E: Send + 'static>(
         bind: impl FnOnce() -> Result<Bound, E> + Send + 'static,
     ) -> Result<Self, E> {
+        Self::start_async(move || async move { bind() })
+    }
+
+    /// [`ServerThread::start`] for a `bind` that awaits (a database connection, say).
+    pub fn start_async<E, F>(bind: impl FnOnce() -> F + Send + 'static) -> Result<Self, E>
+    where
+        E: Send + 'static,
+        F: std::future::Future<Output = Result<Bound, E>> + 'static,
+    {
         let (tx, rx) = mpsc::channel();
         let thread = std::thread::spawn(move || {
             actix_web::rt::System::new().block_on(async move {
-                match bind() {
+                match bind().await {
                     Ok(bound) => {
                         let _ = tx.send(Ok((bound.addrs[0], bound.server.handle())));
                         bound.run().await

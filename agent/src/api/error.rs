@@ -5,10 +5,7 @@
 //! [`ErrorCode::internal_message`]) is answered with a curated message and the request id; its
 //! whole chain, argv and stderr included, goes to the log with that id, never to the client.
 
-use actix_web::http::{header, StatusCode};
-use actix_web::{HttpResponse, ResponseError};
-use imgapi_client::ErrorBody;
-use service_kit::ErrorChain;
+use actix_web::http::StatusCode;
 
 use crate::error_code::ErrorCode;
 
@@ -62,94 +59,14 @@ pub fn status(code: ErrorCode) -> StatusCode {
 }
 
 /// An error answer.
-#[derive(Debug)]
-pub struct ApiError {
-    pub code: ErrorCode,
-    /// What the client reads.
-    pub message: String,
-    /// An internal failure's whole chain, for the log only.
-    detail: Option<String>,
-}
+pub type ApiError = service_kit::api_error::ApiError<ErrorCode>;
 
-impl ApiError {
-    /// An answer whose message is for the client.
-    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        ApiError { code, message: message.into(), detail: None }
-    }
-
-    /// The answer for a domain error: its message, or, for an internal failure, the curated one
-    /// (the error itself goes to the log).
-    pub fn from_error(code: ErrorCode, error: &(dyn std::error::Error + 'static)) -> Self {
-        let chain = ErrorChain(error).to_string();
-        match code.internal_message() {
-            Some(message) => ApiError { code, message: message.into(), detail: Some(chain) },
-            None => ApiError::new(code, chain),
-        }
-    }
-
-    /// `InvalidParameter`: a query, parameter or action that is not acceptable.
-    pub fn invalid(message: impl Into<String>) -> Self {
-        Self::new(ErrorCode::InvalidParameter, message)
-    }
-
-    pub fn status(&self) -> StatusCode {
-        status(self.code)
-    }
-}
-
-impl std::fmt::Display for ApiError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}: {}", self.code, self.message)
-    }
-}
-
-impl ResponseError for ApiError {
-    fn status_code(&self) -> StatusCode {
-        self.status()
-    }
-
-    fn error_response(&self) -> HttpResponse {
-        let request_id = service_kit::request_id::current();
-        let message = match &self.detail {
-            Some(detail) => {
-                tracing::error!(req_id = %request_id, code = %self.code, error = %detail, "request failed");
-                format!("{} (request {request_id}: the agent's log has the details)", self.message)
-            }
-            None => self.message.clone(),
-        };
-        let mut response = HttpResponse::build(self.status());
-        if self.status() == StatusCode::UNAUTHORIZED {
-            response.insert_header((header::WWW_AUTHENTICATE, "Basic realm=\"agent\""));
-        }
-        response.json(ErrorBody { code: self.code.as_str().into(), message, errors: None })
-    }
-}
-
-/// Lets a handler return a bare error (the fallback route).
-impl actix_web::Responder for ApiError {
-    type Body = actix_web::body::BoxBody;
-
-    fn respond_to(self, _req: &actix_web::HttpRequest) -> HttpResponse {
-        self.error_response()
-    }
-}
-
-/// A domain error that names its code.
-pub trait Coded: std::error::Error + 'static {
-    fn code(&self) -> ErrorCode;
-}
-
-impl<E: Coded> From<E> for ApiError {
-    fn from(e: E) -> Self {
-        ApiError::from_error(e.code(), &e)
-    }
-}
-
+/// Domain errors that name their code become answers.
 macro_rules! coded {
     ($($error:ty),*) => {
-        $(impl Coded for $error {
-            fn code(&self) -> ErrorCode {
-                <$error>::code(self)
+        $(impl From<$error> for ApiError {
+            fn from(e: $error) -> Self {
+                ApiError::from_error(e.code(), &e)
             }
         })*
     };
@@ -168,6 +85,7 @@ coded!(
 mod tests {
     use super::*;
     use actix_web::body::MessageBody;
+    use actix_web::{HttpResponse, ResponseError};
 
     fn body_of(response: HttpResponse) -> serde_json::Value {
         let bytes = response.into_body().try_into_bytes().expect("a sized body");

@@ -46,11 +46,7 @@ pub(super) fn instance_id(text: &str) -> Result<Uuid, ApiError> {
         .map_err(|_| ApiError::new(ErrorCode::InstanceNotFound, format!("{text:?} is not an instance uuid")))
 }
 
-pub(super) fn query<T: serde::de::DeserializeOwned>(req: &HttpRequest) -> Result<T, ApiError> {
-    web::Query::<T>::from_query(req.query_string())
-        .map(web::Query::into_inner)
-        .map_err(|e| ApiError::invalid(format!("invalid query: {e}")))
-}
+pub(super) use service_kit::api_error::query;
 
 #[derive(Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]

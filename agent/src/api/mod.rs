@@ -13,14 +13,10 @@ use std::sync::Arc;
 
 use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
-use base64::Engine;
 use imgapi_client::ErrorBody;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
-use subtle::ConstantTimeEq;
 use uuid::Uuid;
 
-use crate::config::AuthConfig;
 use crate::error_code::ErrorCode;
 use crate::import::{Importer, JobStatus};
 use crate::storage::LocalImage;
@@ -33,91 +29,7 @@ pub struct AgentState {
     pub auth: Credentials,
 }
 
-/// Accepted credentials, kept as SHA-256 digests so comparisons take constant time whatever
-/// the input length.
-pub struct Credentials {
-    tokens: Vec<[u8; 32]>,
-    users: Vec<([u8; 32], [u8; 32])>,
-}
-
-fn digest(s: &str) -> [u8; 32] {
-    Sha256::digest(s.as_bytes()).into()
-}
-
-impl Credentials {
-    pub fn new(config: &AuthConfig) -> Self {
-        Credentials {
-            tokens: config.tokens.iter().map(|t| digest(t)).collect(),
-            users: config.users.iter().map(|u| (digest(&u.name), digest(&u.password))).collect(),
-        }
-    }
-
-    /// Checks an `Authorization` header value.
-    pub fn accepts(&self, authorization: &str) -> bool {
-        self.check(Some(authorization.as_bytes())).is_ok()
-    }
-
-    /// Checks the `Authorization` header of a request (`None`: it has none), and says what is
-    /// wrong with it. Which user name or token was wrong is never said: the answer must not
-    /// tell whether a user exists.
-    pub fn check(&self, authorization: Option<&[u8]>) -> Result<(), Refusal> {
-        let Some(authorization) = authorization else { return Err(Refusal::Missing) };
-        let authorization = std::str::from_utf8(authorization).map_err(|_| Refusal::Malformed)?;
-        let (scheme, rest) = authorization.trim().split_once(' ').unwrap_or((authorization, ""));
-        if scheme.eq_ignore_ascii_case("bearer") {
-            let offered = digest(rest.trim());
-            // Every entry is compared, so the time does not tell which one matched.
-            let ok = self.tokens.iter().fold(false, |ok, t| ok | bool::from(t.ct_eq(&offered)));
-            ok.then_some(()).ok_or(Refusal::WrongToken)
-        } else if scheme.eq_ignore_ascii_case("basic") {
-            let text = base64::engine::general_purpose::STANDARD
-                .decode(rest.trim())
-                .ok()
-                .and_then(|b| String::from_utf8(b).ok())
-                .ok_or(Refusal::Malformed)?;
-            let (user, password) = text.split_once(':').ok_or(Refusal::NoPassword)?;
-            let (user, password) = (digest(user), digest(password));
-            let ok = self
-                .users
-                .iter()
-                .fold(false, |ok, (u, p)| ok | (bool::from(u.ct_eq(&user)) & bool::from(p.ct_eq(&password))));
-            ok.then_some(()).ok_or(Refusal::WrongUser)
-        } else {
-            Err(Refusal::Malformed)
-        }
-    }
-
-    /// Whether any credentials are configured (without, every change is refused).
-    pub fn is_empty(&self) -> bool {
-        self.tokens.is_empty() && self.users.is_empty()
-    }
-}
-
-/// Why credentials were refused.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Refusal {
-    Missing,
-    Malformed,
-    NoPassword,
-    WrongToken,
-    WrongUser,
-}
-
-impl Refusal {
-    pub fn message(self) -> &'static str {
-        match self {
-            Refusal::Missing => {
-                "this call needs credentials: a token (Authorization: Bearer) or a user and password (Basic)"
-            }
-            Refusal::Malformed => {
-                "the Authorization header is neither \"Bearer TOKEN\" nor Basic credentials"
-            }
-            Refusal::NoPassword => "Basic credentials must be USER:PASSWORD",
-            Refusal::WrongToken => "the token is not accepted",
-            Refusal::WrongUser => "the user name or the password is not accepted",
-        }
-    }
-}
+pub use service_kit::auth::{Credentials, Refusal};
 
 pub(crate) fn require_auth(req: &HttpRequest, state: &AgentState) -> Result<(), ApiError> {
     let header = req.headers().get(header::AUTHORIZATION).map(|v| v.as_bytes());
@@ -341,7 +253,8 @@ async fn get_job(path: web::Path<String>, state: web::Data<AgentState>) -> Resul
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::User;
+    use crate::config::{AuthConfig, User};
+    use base64::Engine;
 
     #[test]
     fn tokens_and_basic_credentials() {

@@ -5,7 +5,7 @@
 //! authenticated requests and uploads answered meanwhile, and the stalled connections cut off
 //! after `download_stall_timeout_secs`, their memory given back.
 //!
-//! Bounded: 1,000 connections, about 20 s in all.
+//! Bounded: 1,000 connections, about 20 s in all (at most 90 s).
 
 use std::io::{Read, Write};
 use std::net::SocketAddr;
@@ -55,6 +55,25 @@ fn stalled_download(addr: SocketAddr, uuid: &str) -> socket2::Socket {
     socket
 }
 
+/// Waits (at most 60 s) until the server has used under 20 ms of CPU in half a second.
+fn wait_until_quiet(server: &ChildServer) {
+    let cpu_ticks = || -> u64 {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", server.pid())).unwrap();
+        // utime and stime, the 14th and 15th fields, after the parenthesised command name.
+        let fields: Vec<&str> = stat.rsplit_once(')').unwrap().1.split_whitespace().collect();
+        fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+    };
+    let started = Instant::now();
+    loop {
+        let before = cpu_ticks();
+        std::thread::sleep(Duration::from_millis(500));
+        if cpu_ticks() - before <= 2 {
+            return;
+        }
+        assert!(started.elapsed() < Duration::from_secs(60), "the server never settled");
+    }
+}
+
 /// Times an authenticated request; panics if it fails or takes over 5 s.
 fn timed(what: &str, request: reqwest::blocking::RequestBuilder) -> (Duration, Vec<u8>) {
     let started = Instant::now();
@@ -97,8 +116,9 @@ fn a_thousand_stalled_downloads_hold_little_and_delay_no_one() {
     let (threads_before, rss_before, fds_before) = (server.threads(), server.rss_kib(), server.open_fds());
 
     let stalled: Vec<socket2::Socket> = (0..STALLED).map(|_| stalled_download(addr, &big)).collect();
-    // Let every one of them be answered until its socket is full.
-    std::thread::sleep(Duration::from_secs(2));
+    // Let every one of them be answered until its socket is full (the kernel takes up to a few
+    // MiB of each: on a busy machine that is seconds of work).
+    wait_until_quiet(&server);
     let (threads, rss) = (server.threads(), server.rss_kib());
 
     let mut times = Vec::new();
@@ -123,7 +143,8 @@ fn a_thousand_stalled_downloads_hold_little_and_delay_no_one() {
     assert!(threads < threads_before + 16, "a thread per stalled client: {threads_before} -> {threads}");
     assert!(rss < 300 << 10, "{} MiB held for {STALLED} stalled downloads", rss >> 10);
 
-    // Past the timeout each stalled connection is reset, and what it held goes.
+    // Past the timeout each stalled connection is reset, and what it held goes. (Reading a
+    // connection that is not cut yet would make it progress again: wait first.)
     std::thread::sleep(Duration::from_secs(STALL_TIMEOUT_SECS + 3));
     let mut cut = 0;
     let mut still_open = Vec::new();

@@ -1,0 +1,192 @@
+//! cloudapi's REST API under `/api/v1`: the routes, who may call each, and the handlers, which
+//! only translate between HTTP and the domain ([`crate::hosts`]).
+
+pub mod error;
+
+use actix_web::http::header;
+use actix_web::{web, HttpRequest, HttpResponse};
+use serde::de::DeserializeOwned;
+use service_kit::auth::Credentials;
+use uuid::Uuid;
+
+use crate::error_code::ErrorCode;
+use crate::hosts::{Heartbeat, Hosts, Registration};
+use error::ApiError;
+
+/// Shared state of the API.
+pub struct CloudState {
+    pub hosts: Hosts,
+    /// Users and tokens of the config: everything that changes the fleet.
+    pub users: Credentials,
+    /// The join tokens: registration only.
+    pub join: Credentials,
+}
+
+/// The largest request body.
+const MAX_BODY: usize = 4 << 20;
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(
+        web::scope("/api/v1")
+            .route("/ping", web::get().to(ping))
+            .route("/hosts", web::get().to(list_hosts))
+            .route("/hosts", web::post().to(register))
+            .route("/hosts/{id}", web::get().to(get_host))
+            .route("/hosts/{id}", web::post().to(host_action))
+            .route("/hosts/{id}", web::delete().to(remove_host))
+            .route("/hosts/{id}/heartbeat", web::put().to(heartbeat)),
+    )
+    .default_service(web::to(|req: HttpRequest| async move {
+        ApiError::new(ErrorCode::ResourceNotFound, format!("{} {} does not exist", req.method(), req.path()))
+    }));
+}
+
+fn authorization(req: &HttpRequest) -> Option<&[u8]> {
+    req.headers().get(header::AUTHORIZATION).map(|v| v.as_bytes())
+}
+
+/// A user or token of the config.
+fn require_user(req: &HttpRequest, state: &CloudState) -> Result<(), ApiError> {
+    state
+        .users
+        .check(authorization(req))
+        .map_err(|refusal| ApiError::new(ErrorCode::UnauthorizedError, refusal.message()))
+}
+
+/// The bearer token of a request, if it has one.
+fn bearer(req: &HttpRequest) -> Option<&str> {
+    let value = req.headers().get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.trim().split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+}
+
+/// The credential of host `id`.
+async fn require_host(req: &HttpRequest, state: &CloudState, id: &Uuid) -> Result<(), ApiError> {
+    let refused = || {
+        ApiError::new(
+            ErrorCode::UnauthorizedError,
+            "this call needs the host's own credential (Authorization: Bearer)",
+        )
+    };
+    let offered = bearer(req).ok_or_else(refused)?;
+    if state.hosts.authenticate(id, offered).await? {
+        Ok(())
+    } else {
+        Err(refused())
+    }
+}
+
+async fn json_body<T: DeserializeOwned>(
+    req: &HttpRequest,
+    payload: web::Payload,
+    what: &str,
+) -> Result<T, ApiError> {
+    use service_kit::body::BodyError;
+    let body =
+        service_kit::body::read_limited(req, payload.into_inner(), MAX_BODY).await.map_err(|e| match &e {
+            BodyError::TooLarge { .. } => ApiError::new(ErrorCode::PayloadTooLarge, e.to_string()),
+            BodyError::BadLength => ApiError::invalid(e.to_string()),
+            BodyError::Read(cause) => ApiError::new(ErrorCode::InvalidContent, format!("{e}: {cause}")),
+        })?;
+    serde_json::from_slice(&body)
+        .map_err(|e| ApiError::new(ErrorCode::InvalidContent, format!("invalid {what}: {e}")))
+}
+
+fn host_id(text: &str) -> Result<Uuid, ApiError> {
+    Uuid::parse_str(text)
+        .map_err(|_| ApiError::new(ErrorCode::HostNotFound, format!("{text:?} is not a host id")))
+}
+
+async fn ping() -> HttpResponse {
+    HttpResponse::Ok().json(serde_json::json!({"ping": "pong", "version": env!("CARGO_PKG_VERSION")}))
+}
+
+async fn list_hosts(state: web::Data<CloudState>) -> Result<HttpResponse, ApiError> {
+    Ok(HttpResponse::Ok().json(state.hosts.list().await?))
+}
+
+async fn get_host(path: web::Path<String>, state: web::Data<CloudState>) -> Result<HttpResponse, ApiError> {
+    Ok(HttpResponse::Ok().json(state.hosts.get(&host_id(&path)?).await?))
+}
+
+/// Registers a host: with a join token a new one (201), with a host's own credential that
+/// host again (200).
+async fn register(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<CloudState>,
+) -> Result<HttpResponse, ApiError> {
+    let joining = state.join.check(authorization(&req)).is_ok();
+    let Some(offered) = bearer(&req) else {
+        return Err(ApiError::new(
+            ErrorCode::UnauthorizedError,
+            "registering needs a join token or the host's credential (Authorization: Bearer)",
+        ));
+    };
+    let body: Registration = json_body(&req, payload, "registration").await?;
+    let credential = (!joining).then_some(offered);
+    let registered = state.hosts.register(&body, credential).await.map_err(|e| match e {
+        // A credential that is no host's is as bad as no credential.
+        crate::hosts::HostError::NotFound(_) | crate::hosts::HostError::Exists(_) if !joining => {
+            ApiError::new(
+                ErrorCode::UnauthorizedError,
+                "the token is neither a join token nor this host's credential",
+            )
+        }
+        other => other.into(),
+    })?;
+    tracing::info!(host = %registered.id, name = %body.name, url = %body.url, rejoined = !joining, "host registered");
+    Ok(if joining { HttpResponse::Created() } else { HttpResponse::Ok() }.json(registered))
+}
+
+async fn heartbeat(
+    req: HttpRequest,
+    path: web::Path<String>,
+    payload: web::Payload,
+    state: web::Data<CloudState>,
+) -> Result<HttpResponse, ApiError> {
+    let id = host_id(&path)?;
+    require_host(&req, &state, &id).await?;
+    let beat: Heartbeat = json_body(&req, payload, "heartbeat").await?;
+    state.hosts.heartbeat(&id, &beat).await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+#[derive(serde::Deserialize)]
+struct ActionQuery {
+    action: String,
+}
+
+async fn host_action(
+    req: HttpRequest,
+    path: web::Path<String>,
+    state: web::Data<CloudState>,
+) -> Result<HttpResponse, ApiError> {
+    require_user(&req, &state)?;
+    let id = host_id(&path)?;
+    let query: ActionQuery = service_kit::api_error::query(&req)?;
+    let draining = match query.action.as_str() {
+        "drain" => true,
+        "undrain" => false,
+        other => return Err(ApiError::invalid(format!("unknown action {other:?}: drain or undrain"))),
+    };
+    Ok(HttpResponse::Ok().json(state.hosts.set_draining(&id, draining).await?))
+}
+
+#[derive(serde::Deserialize)]
+struct RemoveQuery {
+    #[serde(default)]
+    force: bool,
+}
+
+async fn remove_host(
+    req: HttpRequest,
+    path: web::Path<String>,
+    state: web::Data<CloudState>,
+) -> Result<HttpResponse, ApiError> {
+    require_user(&req, &state)?;
+    let id = host_id(&path)?;
+    let query: RemoveQuery = service_kit::api_error::query(&req)?;
+    state.hosts.remove(&id, query.force).await?;
+    Ok(HttpResponse::NoContent().finish())
+}

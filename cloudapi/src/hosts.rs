@@ -1,0 +1,400 @@
+//! The hosts of the fleet: registration (a join token exchanged for a credential of the
+//! host's own), heartbeats (capacity, allocations, images, instances), the state each is in,
+//! drain and removal. A host is `unknown` once it sent no heartbeat for the timeout: the
+//! state is derived from the last heartbeat's time, so that every replica sees the same.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use sqlx::Row;
+use uuid::Uuid;
+
+use crate::db::{now_ms, Db, DbError};
+use crate::error_code::ErrorCode;
+
+#[derive(Debug, thiserror::Error)]
+pub enum HostError {
+    #[error("host {0} does not exist")]
+    NotFound(String),
+    #[error("a host named {0:?} is registered already: remove it first, or register with its credential")]
+    Exists(String),
+    #[error("host {name} still has {count} instance(s); drain it first, or remove it with force once it is unknown")]
+    InUse { name: String, count: usize },
+    #[error("{0}")]
+    Invalid(String),
+    #[error(transparent)]
+    Db(#[from] DbError),
+}
+
+impl HostError {
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            HostError::NotFound(_) => ErrorCode::HostNotFound,
+            HostError::Exists(_) => ErrorCode::HostExists,
+            HostError::InUse { .. } => ErrorCode::HostInUse,
+            HostError::Invalid(_) => ErrorCode::InvalidParameter,
+            HostError::Db(_) => ErrorCode::DatabaseError,
+        }
+    }
+}
+
+impl From<sqlx::Error> for HostError {
+    fn from(e: sqlx::Error) -> Self {
+        HostError::Db(DbError::Query(e))
+    }
+}
+
+/// What a host can give.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Capacity {
+    pub vcpus: u32,
+    pub memory_mib: u64,
+    /// Free space of the host's image and instance storage.
+    pub disk_free_mib: u64,
+}
+
+/// What the instances on a host take.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Allocation {
+    pub vcpus: u64,
+    pub memory_mib: u64,
+    pub disk_mib: u64,
+}
+
+/// An image a host holds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CachedImage {
+    pub uuid: Uuid,
+    #[serde(default)]
+    pub origin: Option<Uuid>,
+    /// Bytes of its file.
+    #[serde(default)]
+    pub size: u64,
+}
+
+/// An instance as its host reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ReportedInstance {
+    pub uuid: Uuid,
+    pub alias: String,
+    pub state: String,
+    #[serde(default)]
+    pub image: Option<Uuid>,
+    pub vcpus: u32,
+    pub memory_mib: u64,
+    pub disk_mib: u64,
+}
+
+/// What an agent says when it registers.
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Registration {
+    /// Unique in the fleet (the agent's host name by default).
+    pub name: String,
+    /// Where cloudapi reaches the agent's API.
+    pub url: String,
+    /// `qemu` or `bhyve`.
+    pub hypervisor: String,
+    #[serde(default)]
+    pub tags: BTreeMap<String, String>,
+    pub capacity: Capacity,
+}
+
+/// What a registration returns: the host's id and its own credential.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Registered {
+    pub id: Uuid,
+    pub credential: String,
+}
+
+/// A heartbeat.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Heartbeat {
+    pub capacity: Capacity,
+    #[serde(default)]
+    pub allocated: Allocation,
+    #[serde(default)]
+    pub images: Vec<CachedImage>,
+    #[serde(default)]
+    pub instances: Vec<ReportedInstance>,
+}
+
+/// The state of a host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum HostState {
+    Running,
+    Draining,
+    /// No heartbeat for `host_timeout_secs`.
+    Unknown,
+}
+
+/// A host as the API shows it (never its credential).
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct HostView {
+    pub id: Uuid,
+    pub name: String,
+    pub url: String,
+    pub state: HostState,
+    pub hypervisor: String,
+    pub tags: BTreeMap<String, String>,
+    pub capacity: Capacity,
+    pub allocated: Allocation,
+    pub images: Vec<CachedImage>,
+    pub instances: Vec<ReportedInstance>,
+    pub registered_at: String,
+    pub last_heartbeat: String,
+}
+
+/// The host table.
+#[derive(Clone)]
+pub struct Hosts {
+    db: Db,
+    timeout: Duration,
+}
+
+/// A new credential: 256 random bits, hex.
+fn new_credential() -> String {
+    format!("{}{}", Uuid::new_v4().simple(), Uuid::new_v4().simple())
+}
+
+fn digest(s: &str) -> [u8; 32] {
+    Sha256::digest(s.as_bytes()).into()
+}
+
+/// Compares in constant time (digests of equal length).
+fn same_secret(a: &str, b: &str) -> bool {
+    use subtle::ConstantTimeEq;
+    bool::from(digest(a).ct_eq(&digest(b)))
+}
+
+fn rfc3339(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .unwrap_or_default()
+        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+/// The stored part of a heartbeat besides capacity.
+#[derive(Default, Serialize, Deserialize)]
+struct Inventory {
+    #[serde(default)]
+    allocated: Allocation,
+    #[serde(default)]
+    images: Vec<CachedImage>,
+    #[serde(default)]
+    instances: Vec<ReportedInstance>,
+}
+
+fn check_registration(r: &Registration) -> Result<(), HostError> {
+    let name_ok = (1..=253).contains(&r.name.len())
+        && r.name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._".contains(&b));
+    if !name_ok {
+        return Err(HostError::Invalid(format!(
+            "host name {:?} must be 1 to 253 of A-Z a-z 0-9 - . _",
+            r.name
+        )));
+    }
+    let url = url::Url::parse(&r.url).map_err(|e| HostError::Invalid(format!("url {:?}: {e}", r.url)))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(HostError::Invalid(format!("url {:?}: only http and https", r.url)));
+    }
+    if !matches!(r.hypervisor.as_str(), "qemu" | "bhyve") {
+        return Err(HostError::Invalid(format!("hypervisor {:?} must be qemu or bhyve", r.hypervisor)));
+    }
+    Ok(())
+}
+
+impl Hosts {
+    pub fn new(db: Db, timeout: Duration) -> Self {
+        Hosts { db, timeout }
+    }
+
+    /// Registers a new host (`credential` is `None`: the caller showed a join token), or a
+    /// known one again (`credential` is the one it got, and must match the host of that name).
+    pub async fn register(
+        &self,
+        registration: &Registration,
+        credential: Option<&str>,
+    ) -> Result<Registered, HostError> {
+        check_registration(registration)?;
+        let tags = serde_json::to_string(&registration.tags).expect("tags serialise");
+        let c = &registration.capacity;
+        let now = now_ms();
+        let existing = sqlx::query("SELECT id, credential FROM hosts WHERE name = $1")
+            .bind(&registration.name)
+            .fetch_optional(&self.db.pool)
+            .await?;
+        match (existing, credential) {
+            (Some(row), Some(offered)) => {
+                let (id, stored): (String, String) = (row.try_get("id")?, row.try_get("credential")?);
+                if !same_secret(&stored, offered) {
+                    return Err(HostError::Exists(registration.name.clone()));
+                }
+                sqlx::query("UPDATE hosts SET url = $1, hypervisor = $2, tags = $3, vcpus = $4, memory_mib = $5, disk_free_mib = $6, heartbeat_ms = $7 WHERE id = $8")
+                    .bind(&registration.url)
+                    .bind(&registration.hypervisor)
+                    .bind(&tags)
+                    .bind(c.vcpus as i64)
+                    .bind(c.memory_mib as i64)
+                    .bind(c.disk_free_mib as i64)
+                    .bind(now)
+                    .bind(&id)
+                    .execute(&self.db.pool)
+                    .await?;
+                let id = Uuid::parse_str(&id).map_err(|_| DbError::Corrupt(format!("host id {id:?}")))?;
+                Ok(Registered { id, credential: stored })
+            }
+            (Some(_), None) => Err(HostError::Exists(registration.name.clone())),
+            // A credential for a name nobody has: it was removed; a join token is needed.
+            (None, Some(_)) => Err(HostError::NotFound(registration.name.clone())),
+            (None, None) => {
+                let (id, credential) = (Uuid::new_v4(), new_credential());
+                let inserted = sqlx::query("INSERT INTO hosts (id, name, url, credential, admin_state, hypervisor, tags, vcpus, memory_mib, disk_free_mib, inventory, registered_ms, heartbeat_ms) VALUES ($1, $2, $3, $4, 'running', $5, $6, $7, $8, $9, '{}', $10, $11)")
+                    .bind(id.to_string())
+                    .bind(&registration.name)
+                    .bind(&registration.url)
+                    .bind(&credential)
+                    .bind(&registration.hypervisor)
+                    .bind(&tags)
+                    .bind(c.vcpus as i64)
+                    .bind(c.memory_mib as i64)
+                    .bind(c.disk_free_mib as i64)
+                    .bind(now)
+                    .bind(now)
+                    .execute(&self.db.pool)
+                    .await;
+                match inserted {
+                    Ok(_) => Ok(Registered { id, credential }),
+                    // Two registrations of one name at once: the unique index picked one.
+                    Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+                        Err(HostError::Exists(registration.name.clone()))
+                    }
+                    Err(e) => Err(e.into()),
+                }
+            }
+        }
+    }
+
+    /// The host whose credential `offered` is, if any.
+    pub async fn authenticate(&self, id: &Uuid, offered: &str) -> Result<bool, HostError> {
+        let row = sqlx::query("SELECT credential FROM hosts WHERE id = $1")
+            .bind(id.to_string())
+            .fetch_optional(&self.db.pool)
+            .await?;
+        Ok(match row {
+            Some(row) => same_secret(&row.try_get::<String, _>("credential")?, offered),
+            None => {
+                // The same work either way: the time does not tell whether the id exists.
+                let _ = same_secret("no such host", offered);
+                false
+            }
+        })
+    }
+
+    /// Records a heartbeat.
+    pub async fn heartbeat(&self, id: &Uuid, beat: &Heartbeat) -> Result<(), HostError> {
+        let inventory = serde_json::to_string(&Inventory {
+            allocated: beat.allocated,
+            images: beat.images.clone(),
+            instances: beat.instances.clone(),
+        })
+        .expect("inventories serialise");
+        let c = &beat.capacity;
+        let updated = sqlx::query("UPDATE hosts SET vcpus = $1, memory_mib = $2, disk_free_mib = $3, inventory = $4, heartbeat_ms = $5 WHERE id = $6")
+            .bind(c.vcpus as i64)
+            .bind(c.memory_mib as i64)
+            .bind(c.disk_free_mib as i64)
+            .bind(inventory)
+            .bind(now_ms())
+            .bind(id.to_string())
+            .execute(&self.db.pool)
+            .await?;
+        if updated.rows_affected() == 0 {
+            return Err(HostError::NotFound(id.to_string()));
+        }
+        Ok(())
+    }
+
+    pub async fn list(&self) -> Result<Vec<HostView>, HostError> {
+        let rows = sqlx::query(SELECT_VIEW).fetch_all(&self.db.pool).await?;
+        let now = now_ms();
+        rows.iter().map(|row| self.view(row, now)).collect()
+    }
+
+    pub async fn get(&self, id: &Uuid) -> Result<HostView, HostError> {
+        let query = format!("{SELECT_VIEW} WHERE id = $1");
+        let row = sqlx::query(&query).bind(id.to_string()).fetch_optional(&self.db.pool).await?;
+        let row = row.ok_or_else(|| HostError::NotFound(id.to_string()))?;
+        self.view(&row, now_ms())
+    }
+
+    /// Drains (`true`: no new instances are placed there) or undrains a host.
+    pub async fn set_draining(&self, id: &Uuid, draining: bool) -> Result<HostView, HostError> {
+        let state = if draining { "draining" } else { "running" };
+        let updated = sqlx::query("UPDATE hosts SET admin_state = $1 WHERE id = $2")
+            .bind(state)
+            .bind(id.to_string())
+            .execute(&self.db.pool)
+            .await?;
+        if updated.rows_affected() == 0 {
+            return Err(HostError::NotFound(id.to_string()));
+        }
+        self.get(id).await
+    }
+
+    /// Removes a host, and so revokes its credential. Refused while it has instances, unless
+    /// it is `unknown` and `force` is set (its instances are then forgotten).
+    pub async fn remove(&self, id: &Uuid, force: bool) -> Result<(), HostError> {
+        let host = self.get(id).await?;
+        let may_go = host.instances.is_empty() || (force && host.state == HostState::Unknown);
+        if !may_go {
+            return Err(HostError::InUse { name: host.name, count: host.instances.len() });
+        }
+        sqlx::query("DELETE FROM hosts WHERE id = $1").bind(id.to_string()).execute(&self.db.pool).await?;
+        Ok(())
+    }
+
+    fn view(&self, row: &sqlx::any::AnyRow, now: i64) -> Result<HostView, HostError> {
+        let corrupt = |what: &str| HostError::Db(DbError::Corrupt(what.to_string()));
+        let id: String = row.try_get("id")?;
+        let admin_state: String = row.try_get("admin_state")?;
+        let heartbeat_ms: i64 = row.try_get("heartbeat_ms")?;
+        let tags: String = row.try_get("tags")?;
+        let inventory: String = row.try_get("inventory")?;
+        let inventory: Inventory = serde_json::from_str(&inventory).map_err(|_| corrupt("inventory"))?;
+        let silent = Duration::from_millis(now.saturating_sub(heartbeat_ms).max(0) as u64);
+        let state = if silent > self.timeout {
+            HostState::Unknown
+        } else if admin_state == "draining" {
+            HostState::Draining
+        } else {
+            HostState::Running
+        };
+        Ok(HostView {
+            id: Uuid::parse_str(&id).map_err(|_| corrupt("host id"))?,
+            name: row.try_get("name")?,
+            url: row.try_get("url")?,
+            state,
+            hypervisor: row.try_get("hypervisor")?,
+            tags: serde_json::from_str(&tags).map_err(|_| corrupt("tags"))?,
+            capacity: Capacity {
+                vcpus: row.try_get::<i64, _>("vcpus")? as u32,
+                memory_mib: row.try_get::<i64, _>("memory_mib")? as u64,
+                disk_free_mib: row.try_get::<i64, _>("disk_free_mib")? as u64,
+            },
+            allocated: inventory.allocated,
+            images: inventory.images,
+            instances: inventory.instances,
+            registered_at: rfc3339(row.try_get("registered_ms")?),
+            last_heartbeat: rfc3339(heartbeat_ms),
+        })
+    }
+}
+
+const SELECT_VIEW: &str = "SELECT id, name, url, admin_state, hypervisor, tags, vcpus, memory_mib, disk_free_mib, inventory, registered_ms, heartbeat_ms FROM hosts";
