@@ -8,7 +8,13 @@ use crate::common::*;
 
 #[test]
 fn a_host_joins_heartbeats_and_is_listed_without_its_credential() {
-    let cloud = Cloud::start(json!({}));
+    for backend in backends() {
+        a_host_joins_heartbeats_and_is_listed_without_its_credential_on(backend);
+    }
+}
+
+fn a_host_joins_heartbeats_and_is_listed_without_its_credential_on(backend: Backend) {
+    let cloud = Cloud::start(backend, json!({}));
     let (status, body) =
         cloud.send(M::POST, "/hosts", Some(JOIN), Some(registration("h1", "http://127.0.0.2:9090")));
     assert_eq!(status, 201, "{body}");
@@ -43,7 +49,13 @@ fn a_host_joins_heartbeats_and_is_listed_without_its_credential() {
 
 #[test]
 fn registration_needs_a_join_token_or_the_hosts_own_credential() {
-    let cloud = Cloud::start(json!({}));
+    for backend in backends() {
+        registration_needs_a_join_token_or_the_hosts_own_credential_on(backend);
+    }
+}
+
+fn registration_needs_a_join_token_or_the_hosts_own_credential_on(backend: Backend) {
+    let cloud = Cloud::start(backend, json!({}));
     let body = registration("h1", "http://127.0.0.2:9090");
     for wrong in [None, Some(TOKEN), Some("not-a-join-token-at-all")] {
         assert_eq!(cloud.send(M::POST, "/hosts", wrong, Some(body.clone())).0, 401, "{wrong:?}");
@@ -74,7 +86,13 @@ fn registration_needs_a_join_token_or_the_hosts_own_credential() {
 
 #[test]
 fn a_silent_host_becomes_unknown_and_can_only_be_forced_out() {
-    let cloud = Cloud::start(json!({"host_timeout_secs": 1}));
+    for backend in backends() {
+        a_silent_host_becomes_unknown_and_can_only_be_forced_out_on(backend);
+    }
+}
+
+fn a_silent_host_becomes_unknown_and_can_only_be_forced_out_on(backend: Backend) {
+    let cloud = Cloud::start(backend, json!({"host_timeout_secs": 1}));
     let (_, joined) =
         cloud.send(M::POST, "/hosts", Some(JOIN), Some(registration("h1", "http://127.0.0.2:9090")));
     let (id, credential) = (joined["id"].as_str().unwrap(), joined["credential"].as_str().unwrap());

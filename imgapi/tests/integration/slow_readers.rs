@@ -7,7 +7,7 @@
 //!
 //! Bounded: 1,000 connections, about 20 s in all (at most 90 s).
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -143,39 +143,18 @@ fn a_thousand_stalled_downloads_hold_little_and_delay_no_one() {
     assert!(threads < threads_before + 16, "a thread per stalled client: {threads_before} -> {threads}");
     assert!(rss < 300 << 10, "{} MiB held for {STALLED} stalled downloads", rss >> 10);
 
-    // Past the timeout each stalled connection is reset, and what it held goes. (Reading a
-    // connection that is not cut yet would make it progress again: wait first.)
-    std::thread::sleep(Duration::from_secs(STALL_TIMEOUT_SECS + 3));
-    let mut cut = 0;
-    let mut still_open = Vec::new();
-    for socket in &stalled {
-        socket.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
-        let mut buf = vec![0u8; 1 << 16];
-        let mut stream = socket;
-        let mut got = 0;
-        loop {
-            match stream.read(&mut buf) {
-                Ok(0) => {
-                    cut += 1;
-                    break;
-                }
-                Ok(n) => got += n,
-                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {
-                    cut += 1;
-                    break;
-                }
-                Err(e) => {
-                    still_open.push((got, e.kind()));
-                    break;
-                }
-            }
-        }
+    // Past the timeout each stalled connection is reset, and what it held goes. The sockets
+    // are watched for the reset without reading them (a read would let the download move
+    // again); on a busy machine the last ones are filled, and so cut, seconds later.
+    let deadline = Instant::now() + Duration::from_secs(STALL_TIMEOUT_SECS + 40);
+    let mut open: Vec<&socket2::Socket> = stalled.iter().collect();
+    while !open.is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(250));
+        open.retain(|socket| !matches!(socket.take_error(), Ok(Some(_))));
     }
+    let still_open = open.len();
     drop(stalled);
-    assert_eq!(
-        cut, STALLED,
-        "stalled downloads still open after the timeout (bytes read, error): {still_open:?}"
-    );
+    assert_eq!(still_open, 0, "stalled downloads still open {}s after the timeout", STALL_TIMEOUT_SECS + 40);
     let fds_after = server.open_fds();
     assert!(fds_after <= fds_before + 4, "descriptors: {fds_before} before, {fds_after} after");
     let rss_after = server.rss_kib();
