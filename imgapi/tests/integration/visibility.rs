@@ -16,7 +16,7 @@ fn answer(request: reqwest::blocking::RequestBuilder, uuid: &str) -> (u16, Vec<S
         .headers()
         .iter()
         .filter(|(name, _)| {
-            !matches!(name.as_str(), "date" | "x-request-id" | "request-id" | "response-time")
+            !matches!(name.as_str(), "date" | "x-request-id" | "request-id" | "x-response-time")
         })
         .map(|(name, value)| format!("{name}: {}", value.to_str().unwrap_or("?").replace(uuid, "U")))
         .collect();
