@@ -50,6 +50,61 @@ pub struct Config {
     /// can be added through the API.
     #[serde(default)]
     pub switches: std::collections::BTreeMap<String, SwitchConfig>,
+    /// Membership of a fleet run by cloudapi; absent: a lone agent.
+    #[serde(default)]
+    pub cluster: Option<ClusterConfig>,
+}
+
+/// The `cluster` section: which cloudapi this host joins, and how it is known there.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// cloudapi's base URL (`http://cloud.example:9000`).
+    pub url: String,
+    /// One of cloudapi's `join_tokens`: exchanged, once, for this host's own credential.
+    pub join_token: String,
+    /// Where cloudapi reaches this agent's API: `listen` must answer there.
+    pub advertise_url: String,
+    /// The host's name in the fleet; the system's host name by default.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Tags that placement can ask for (`host_tags`).
+    #[serde(default)]
+    pub tags: std::collections::BTreeMap<String, String>,
+    /// Seconds between heartbeats.
+    #[serde(default = "default_heartbeat_secs")]
+    pub heartbeat_secs: u64,
+    /// Where the host's id and credential are kept (mode 0600); `cluster-identity.json` in
+    /// `instances.dir` by default.
+    #[serde(default)]
+    pub identity_file: Option<PathBuf>,
+}
+
+fn default_heartbeat_secs() -> u64 {
+    5
+}
+
+impl ClusterConfig {
+    fn check(&self) -> Result<(), String> {
+        for (key, value) in [("cluster.url", &self.url), ("cluster.advertise_url", &self.advertise_url)] {
+            let url = url::Url::parse(value).map_err(|e| format!("{key} {value:?}: {e}"))?;
+            if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
+                return Err(format!("{key} {value:?} must be an http:// or https:// URL with a host"));
+            }
+        }
+        if self.join_token.trim().is_empty() {
+            return Err("cluster.join_token must not be empty".into());
+        }
+        if !(1..=60).contains(&self.heartbeat_secs) {
+            return Err("cluster.heartbeat_secs must be 1 to 60".into());
+        }
+        if let Some(path) = &self.identity_file {
+            if !path.is_absolute() {
+                return Err(format!("cluster.identity_file must be an absolute path, not {path:?}"));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// The `instances` section.
@@ -316,6 +371,7 @@ struct CommandsConfig {
     bhyveload: Option<PathBuf>,
     ifconfig: Option<PathBuf>,
     ps: Option<PathBuf>,
+    sysctl: Option<PathBuf>,
 }
 
 /// The host commands the agent runs, each an absolute path.
@@ -335,6 +391,8 @@ pub struct Commands {
     pub ifconfig: PathBuf,
     /// `ps`, to check that an adopted pid is still a bhyve process.
     pub ps: PathBuf,
+    /// FreeBSD's `sysctl`, for the memory a host reports to cloudapi.
+    pub sysctl: PathBuf,
 }
 
 impl Default for Commands {
@@ -350,6 +408,7 @@ impl Default for Commands {
             bhyveload: bhyve.bhyveload,
             ifconfig: bhyve.ifconfig,
             ps: bhyve.ps,
+            sysctl: "/sbin/sysctl".into(),
         }
     }
 }
@@ -401,6 +460,7 @@ impl Config {
             ("commands.bhyveload", &commands.bhyveload),
             ("commands.ifconfig", &commands.ifconfig),
             ("commands.ps", &commands.ps),
+            ("commands.sysctl", &commands.sysctl),
             ("instances.dir", &config.instances.dir),
             ("instances.run_dir", &config.instances.run_dir),
         ] {
@@ -439,6 +499,9 @@ impl Config {
             }
         }
         config.auth.check().map_err(invalid)?;
+        if let Some(cluster) = &config.cluster {
+            cluster.check().map_err(invalid)?;
+        }
         Ok(config)
     }
 
@@ -501,10 +564,18 @@ impl Config {
                 defaults.ifconfig,
             )?,
             ps: pick("ps", &given.ps, "instances.bhyve.ps", &bhyve.ps, defaults.ps)?,
+            sysctl: given.sysctl.clone().unwrap_or(defaults.sysctl),
         };
         self.commands = commands;
         self.deprecated = deprecated;
         Ok(())
+    }
+
+    /// Where the cluster identity is kept: `cluster.identity_file`, or `cluster-identity.json`
+    /// in `instances.dir`.
+    pub fn cluster_identity_file(&self) -> PathBuf {
+        let given = self.cluster.as_ref().and_then(|c| c.identity_file.clone());
+        given.unwrap_or_else(|| self.instances.dir.join("cluster-identity.json"))
     }
 
     /// The old keys this config used, each with what replaces it: for warnings at start-up.
@@ -711,6 +782,22 @@ mod tests {
             (
                 r#"{"storage": {"backend": "files", "dir": "/x"}, "auth": {"tokens": ["short"]}}"#,
                 "16 characters",
+            ),
+            (
+                r#"{"storage": {"backend": "files", "dir": "/x"}, "cluster": {"url": "ftp://c", "join_token": "j", "advertise_url": "http://h:9090"}}"#,
+                "cluster.url \"ftp://c\" must be an http",
+            ),
+            (
+                r#"{"storage": {"backend": "files", "dir": "/x"}, "cluster": {"url": "http://c", "join_token": "j", "advertise_url": "http://h", "heartbeat_secs": 0}}"#,
+                "heartbeat_secs must be 1 to 60",
+            ),
+            (
+                r#"{"storage": {"backend": "files", "dir": "/x"}, "cluster": {"url": "http://c", "join_token": "j"}}"#,
+                "missing field `advertise_url`",
+            ),
+            (
+                r#"{"storage": {"backend": "files", "dir": "/x"}, "cluster": {"url": "http://c", "join_token": "", "advertise_url": "http://h"}}"#,
+                "join_token must not be empty",
             ),
         ] {
             let err =

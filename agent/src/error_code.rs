@@ -65,6 +65,8 @@ error_codes! {
     NotSupported,
     SnapshotNotFound,
     SnapshotExists,
+    /// An instance of the uuid asked for exists already (cloudapi retrying a create).
+    InstanceExists,
     /// The image server refused the published image, or could not be reached.
     PublishFailed,
 

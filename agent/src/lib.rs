@@ -4,6 +4,7 @@
 
 pub mod api;
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod error_code;
 pub mod guest;
@@ -155,16 +156,37 @@ pub fn bind(config: Config) -> Result<Bound, StartError> {
     }
     let runner: Arc<dyn CommandRunner> = Arc::new(HostRunner);
     let storage = open_storage(&config, runner.clone())?;
-    let instances = open_instances(&config, runner, storage.clone())?;
-    let importer = Importer::new(SourceClient::new(config.sources()?)?, storage);
+    let instances = open_instances(&config, runner.clone(), storage.clone())?;
+    let importer = Importer::new(SourceClient::new(config.sources()?)?, storage.clone());
+    let host_credential = cluster::HostCredential::default();
     let state = web::Data::new(AgentState {
         importer,
         instances: instances.clone(),
         auth: Credentials::new(&config.auth),
+        host_credential: host_credential.clone(),
     });
     let addr = config.listen;
-    service_kit::server::bind_api(addr, state, api::configure, Box::new(move || instances.detach_all()))
-        .map_err(|source| StartError::Bind { addr, source })
+    let bound = service_kit::server::bind_api(addr, state, api::configure, Box::new(|| {}))
+        .map_err(|source| StartError::Bind { addr, source })?;
+    // Joins once the socket is bound: cloudapi's first call back waits in its backlog.
+    let member = config.cluster.clone().map(|cluster| {
+        cluster::Member::start(cluster::Parts {
+            identity_file: config.cluster_identity_file(),
+            config: cluster,
+            hypervisor: instances.hypervisor_kind(),
+            meter: cluster::capacity::Meter::new(runner, config.commands.sysctl.clone(), storage.clone()),
+            storage,
+            instances: instances.clone(),
+            credential: host_credential,
+        })
+    });
+    Ok(Bound {
+        after_stop: Box::new(move || {
+            drop(member);
+            instances.detach_all()
+        }),
+        ..bound
+    })
 }
 
 /// An agent running on its own thread (see [`start`]). Stops when dropped; its VMs go on.

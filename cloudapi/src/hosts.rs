@@ -11,6 +11,10 @@ use sha2::{Digest, Sha256};
 use sqlx::Row;
 use uuid::Uuid;
 
+pub use service_kit::cluster::{
+    Allocation, CachedImage, Capacity, Heartbeat, Registered, Registration, ReportedInstance,
+};
+
 use crate::db::{now_ms, Db, DbError};
 use crate::error_code::ErrorCode;
 
@@ -44,85 +48,6 @@ impl From<sqlx::Error> for HostError {
     fn from(e: sqlx::Error) -> Self {
         HostError::Db(DbError::Query(e))
     }
-}
-
-/// What a host can give.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct Capacity {
-    pub vcpus: u32,
-    pub memory_mib: u64,
-    /// Free space of the host's image and instance storage.
-    pub disk_free_mib: u64,
-}
-
-/// What the instances on a host take.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct Allocation {
-    pub vcpus: u64,
-    pub memory_mib: u64,
-    pub disk_mib: u64,
-}
-
-/// An image a host holds.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct CachedImage {
-    pub uuid: Uuid,
-    #[serde(default)]
-    pub origin: Option<Uuid>,
-    /// Bytes of its file.
-    #[serde(default)]
-    pub size: u64,
-}
-
-/// An instance as its host reports it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct ReportedInstance {
-    pub uuid: Uuid,
-    pub alias: String,
-    pub state: String,
-    #[serde(default)]
-    pub image: Option<Uuid>,
-    pub vcpus: u32,
-    pub memory_mib: u64,
-    pub disk_mib: u64,
-}
-
-/// What an agent says when it registers.
-#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct Registration {
-    /// Unique in the fleet (the agent's host name by default).
-    pub name: String,
-    /// Where cloudapi reaches the agent's API.
-    pub url: String,
-    /// `qemu` or `bhyve`.
-    pub hypervisor: String,
-    #[serde(default)]
-    pub tags: BTreeMap<String, String>,
-    pub capacity: Capacity,
-}
-
-/// What a registration returns: the host's id and its own credential.
-#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct Registered {
-    pub id: Uuid,
-    pub credential: String,
-}
-
-/// A heartbeat.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct Heartbeat {
-    pub capacity: Capacity,
-    #[serde(default)]
-    pub allocated: Allocation,
-    #[serde(default)]
-    pub images: Vec<CachedImage>,
-    #[serde(default)]
-    pub instances: Vec<ReportedInstance>,
 }
 
 /// The state of a host.

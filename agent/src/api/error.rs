@@ -39,6 +39,7 @@ pub fn status(code: ErrorCode) -> StatusCode {
         | C::ConsoleNotConnected
         | C::RebootFailed
         | C::SnapshotExists
+        | C::InstanceExists
         | C::IsoExists
         | C::IsoInUse
         | C::SwitchExists

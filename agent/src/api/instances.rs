@@ -90,6 +90,10 @@ enum NicSpec {
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct CreateInstance {
+    /// The uuid to give the instance (for a caller that must be able to retry, such as
+    /// cloudapi); a new one by default. 409 `InstanceExists` if it is taken.
+    #[serde(default)]
+    uuid: Option<Uuid>,
     /// Absent or null: a blank disk of `disk_mib` (for an install from an ISO).
     #[serde(default, alias = "ima")]
     image: Option<Uuid>,
@@ -164,6 +168,7 @@ async fn create(
         None => Vec::new(),
     };
     let request = CreateRequest {
+        uuid: body.uuid,
         image: body.image,
         alias: body.alias,
         vcpus: body.vcpus.unwrap_or(1),

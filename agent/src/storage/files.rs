@@ -123,6 +123,12 @@ impl ImageStorage for FilesStorage {
         Ok(())
     }
 
+    fn free_bytes(&self) -> Result<u64, StorageError> {
+        let stats = nix::sys::statvfs::statvfs(&self.dir)
+            .map_err(|e| StorageError::io("measure the image directory", e.into()))?;
+        Ok((stats.blocks_available() as u64).saturating_mul(stats.fragment_size() as u64))
+    }
+
     fn recover(&self) -> Result<Vec<String>, StorageError> {
         let mut removed = Vec::new();
         let entries = fs::read_dir(&self.dir).map_err(|e| StorageError::io("scan images", e))?;

@@ -161,6 +161,8 @@ pub trait ImageStorage: Send + Sync {
     fn delete(&self, uuid: &Uuid) -> Result<(), StorageError>;
     /// Removes partial imports a crash left; returns what was removed (for the log).
     fn recover(&self) -> Result<Vec<String>, StorageError>;
+    /// Bytes still free for images and the instances cloned from them.
+    fn free_bytes(&self) -> Result<u64, StorageError>;
 }
 
 #[cfg(test)]

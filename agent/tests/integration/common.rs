@@ -4,13 +4,14 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
 
 use agent::RunningAgent;
 use imgapi::RunningServer;
 use reqwest::blocking::Client;
 use serde_json::{json, Value};
 use sha1::{Digest, Sha1};
+
+pub use service_kit::testing::wait_until;
 
 /// The bearer token of every test agent.
 pub const TOKEN: &str = "test-token-0123456789";
@@ -228,22 +229,4 @@ pub fn cli(url: &str, token: Option<&str>, args: &[&str]) -> std::process::Outpu
         command.args(["--token", token]);
     }
     command.args(args).env_remove("AGENT_TOKEN").env_remove("AGENT_URL").output().unwrap()
-}
-
-/// Waits until `check` gives a value, for at most `limit`; the value. Until then `check` says
-/// what it sees instead, for the failure message.
-pub fn wait_until<T>(what: &str, limit: Duration, mut check: impl FnMut() -> Result<T, String>) -> T {
-    let started = Instant::now();
-    // Quick checks first (a recorded run ends in microseconds), then every 200 ms at most.
-    let mut pause = Duration::from_millis(5);
-    loop {
-        match check() {
-            Ok(value) => return value,
-            Err(seen) => {
-                assert!(started.elapsed() < limit, "{what}: not after {limit:?}; last seen:\n{seen}")
-            }
-        }
-        std::thread::sleep(pause);
-        pause = (pause * 2).min(Duration::from_millis(200));
-    }
 }

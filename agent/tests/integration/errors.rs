@@ -62,3 +62,24 @@ fn every_answer_carries_a_request_id() {
     assert_eq!(missing.status(), 404);
     assert!(missing.headers().contains_key("x-request-id"));
 }
+
+#[test]
+fn a_create_with_a_uuid_that_is_taken_answers_409_and_changes_nothing() {
+    let imgapi = Imgapi::start();
+    let disk: Vec<u8> = (0..1u32 << 20).map(|i| (i % 251) as u8).collect();
+    let image = imgapi.publish("uuids", &compress(&disk, "gzip"), "gzip", None);
+    let agent = Agent::start(&[imgapi.server.url()]);
+    assert_eq!(agent.import(&image).status(), 200);
+    let uuid = uuid::Uuid::new_v4().to_string();
+    let body = json!({"uuid": uuid, "image": image, "alias": "first", "start": false});
+    let (status, created) = agent.send(reqwest::Method::POST, "/instances", Some(body));
+    assert_eq!(status, 201, "{created}");
+    assert_eq!(created["uuid"], uuid.as_str());
+    // A retry (cloudapi after a crash) or a clash: refused, and the first one is untouched.
+    let again = json!({"uuid": uuid, "image": image, "alias": "second", "start": false});
+    let (status, refused) = agent.send(reqwest::Method::POST, "/instances", Some(again));
+    assert_eq!((status, refused["code"].as_str()), (409, Some("InstanceExists")), "{refused}");
+    let (_, list) = agent.send(reqwest::Method::GET, "/instances", None);
+    assert_eq!(list.as_array().unwrap().len(), 1);
+    assert_eq!(list[0]["alias"], "first");
+}

@@ -101,6 +101,7 @@ impl Host {
 
     fn create_with_nics(&self, start: bool, nics: Vec<NicRequest>) -> Result<InstanceRecord, InstanceError> {
         self.instances.create(CreateRequest {
+            uuid: None,
             image: Some(self.image),
             alias: Some("vm".into()),
             vcpus: 2,
@@ -364,6 +365,7 @@ fn a_blank_instance_boots_its_iso_from_slot_3_and_the_iso_cannot_go_while_attach
     let record = host
         .instances
         .create(CreateRequest {
+            uuid: None,
             // An install from the ISO onto a blank disk.
             image: None,
             alias: Some("install".into()),

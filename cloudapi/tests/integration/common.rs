@@ -103,3 +103,84 @@ pub fn registration(name: &str, url: &str) -> Value {
     json!({"name": name, "url": url, "hypervisor": "qemu", "tags": {"rack": "a"},
            "capacity": {"vcpus": 8, "memory_mib": 16384, "disk_free_mib": 100000}})
 }
+
+pub use service_kit::testing::wait_until;
+
+/// The token of the test agents' own users.
+pub const AGENT_TOKEN: &str = "an-agent-token-for-tests";
+
+/// An agent on its own thread that joins the fleet of a test's cloudapi.
+pub struct HostAgent {
+    agent: Option<agent::RunningAgent>,
+    config: agent::config::Config,
+    pub url: String,
+    _dir: tempfile::TempDir,
+}
+
+/// A port nobody listens on now: the agent must know it before it starts, to advertise it.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+impl HostAgent {
+    /// An agent named `name` joining `cloud` (files storage, QEMU), its config changed by
+    /// `customize` first.
+    pub fn join(cloud: &Cloud, name: &str, customize: impl FnOnce(&mut Value)) -> HostAgent {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let url = format!("http://127.0.0.1:{port}");
+        let root = dir.path();
+        let mut config = json!({
+            "listen": format!("127.0.0.1:{port}"),
+            "auth": {"tokens": [AGENT_TOKEN]},
+            "storage": {"backend": "files", "dir": root.join("images")},
+            "instances": {"hypervisor": "qemu", "dir": root.join("instances"), "run_dir": root.join("run")},
+            "cluster": {"url": cloud.server.url(), "join_token": JOIN, "advertise_url": url,
+                        "name": name, "heartbeat_secs": 1},
+            "log_level": "warn",
+        });
+        customize(&mut config);
+        let config = agent::config::Config::from_json(&config.to_string(), Path::new("agent")).unwrap();
+        let agent = agent::start(config.clone()).unwrap();
+        HostAgent { agent: Some(agent), config, url, _dir: dir }
+    }
+
+    /// Stops the agent and starts it again on the same config.
+    pub fn restart(&mut self) {
+        drop(self.agent.take());
+        self.agent = Some(agent::start(self.config.clone()).unwrap());
+    }
+
+    pub fn identity_file(&self) -> std::path::PathBuf {
+        self.config.cluster_identity_file()
+    }
+
+    /// The identity the agent keeps (waiting for it to be written).
+    pub fn identity(&self) -> Value {
+        wait_until("the identity file", std::time::Duration::from_secs(10), || {
+            let text = std::fs::read(self.identity_file()).map_err(|e| e.to_string())?;
+            serde_json::from_slice(&text).map_err(|e| e.to_string())
+        })
+    }
+}
+
+impl Cloud {
+    /// The hosts cloudapi lists.
+    pub fn hosts(&self) -> Vec<Value> {
+        let (status, list) = self.send(reqwest::Method::GET, "/hosts", None, None);
+        assert_eq!(status, 200, "{list}");
+        list.as_array().cloned().unwrap_or_default()
+    }
+
+    /// Waits until host `name` is listed in a state `check` accepts; that host.
+    pub fn wait_for_host(&self, name: &str, what: &str, check: impl Fn(&Value) -> bool) -> Value {
+        wait_until(what, std::time::Duration::from_secs(20), || {
+            let hosts = self.hosts();
+            let host = hosts.iter().find(|h| h["name"] == name);
+            match host {
+                Some(host) if check(host) => Ok(host.clone()),
+                _ => Err(serde_json::to_string_pretty(&hosts).unwrap()),
+            }
+        })
+    }
+}

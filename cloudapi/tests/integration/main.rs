@@ -4,3 +4,4 @@
 mod common;
 
 mod hosts;
+mod membership;

@@ -6,6 +6,8 @@ use super::*;
 /// What `create` is asked for.
 #[derive(Debug, Clone)]
 pub struct CreateRequest {
+    /// The uuid to give it (cloudapi picks them, unique across its fleet); `None`: a new one.
+    pub uuid: Option<Uuid>,
     /// `None`: a blank disk of `disk_mib` (for an install from an ISO).
     pub image: Option<Uuid>,
     pub alias: Option<String>,
@@ -89,10 +91,20 @@ impl Instances {
             self.with_cdrom(request.cdrom.as_deref(), request.boot_from_cdrom, || {
                 let mut table = lock(&self.table);
                 let existing: Vec<InstanceRecord> = table.values().map(|s| s.snapshot()).collect();
-                let mut uuid = Uuid::new_v4();
-                while existing.iter().any(|r| r.vm_name == InstanceRecord::vm_name_for(&uuid)) {
-                    uuid = Uuid::new_v4();
-                }
+                let vm_name_taken =
+                    |uuid: &Uuid| existing.iter().any(|r| r.vm_name == InstanceRecord::vm_name_for(uuid));
+                let uuid = match request.uuid {
+                    // A retried create finds its instance; a clash of VM names is as bad.
+                    Some(uuid) if vm_name_taken(&uuid) => return Err(InstanceError::Exists(uuid)),
+                    Some(uuid) => uuid,
+                    None => {
+                        let mut uuid = Uuid::new_v4();
+                        while vm_name_taken(&uuid) {
+                            uuid = Uuid::new_v4();
+                        }
+                        uuid
+                    }
+                };
                 let owner_of = |mac: &str| existing.iter().find(|r| r.nics.iter().any(|n| n.mac == mac));
                 let mut nics: Vec<NicRecord> = Vec::new();
                 for nic in &request.nics {
@@ -185,6 +197,7 @@ mod tests {
 
     fn request() -> CreateRequest {
         CreateRequest {
+            uuid: None,
             image: None,
             alias: None,
             vcpus: 1,

@@ -6,6 +6,8 @@ use super::*;
 pub enum InstanceError {
     #[error("instance {0} does not exist")]
     NotFound(Uuid),
+    #[error("instance {0} exists already")]
+    Exists(Uuid),
     #[error("image {0} is not on this host (import it first)")]
     ImageNotFound(Uuid),
     /// An image no instance of this host can boot.
@@ -44,6 +46,7 @@ impl InstanceError {
         use crate::hypervisor::HypervisorError;
         match self {
             InstanceError::NotFound(_) => ErrorCode::InstanceNotFound,
+            InstanceError::Exists(_) => ErrorCode::InstanceExists,
             InstanceError::UnsupportedImage(_) => ErrorCode::UnsupportedImage,
             InstanceError::ImageNotFound(_) => ErrorCode::ImageNotFound,
             InstanceError::Invalid(_) => ErrorCode::InvalidParameter,

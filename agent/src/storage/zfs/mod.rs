@@ -320,6 +320,16 @@ impl ImageStorage for ZfsStorage {
             None => Ok(removed),
         }
     }
+
+    /// The parent's `available` (bytes, as `-p` prints it).
+    fn free_bytes(&self) -> Result<u64, StorageError> {
+        let rows = self.zfs.get(&self.parent, &["available"], Depth::Itself, None)?;
+        let value = rows.into_iter().find(|row| row.property == "available").and_then(|row| row.value);
+        value.as_deref().and_then(|v| v.parse().ok()).ok_or_else(|| StorageError::Parse {
+            what: format!("zfs get available {}", self.parent),
+            message: format!("expected a number of bytes, got {value:?}"),
+        })
+    }
 }
 
 impl From<ZfsError> for StorageError {
