@@ -15,7 +15,10 @@ use sqlx::migrate::{Migration, MigrationType, Migrator};
 use sqlx::AnyPool;
 
 /// The migrations, in order: (version, description, SQL).
-const MIGRATIONS: &[(i64, &str, &str)] = &[(1, "hosts", include_str!("../migrations/0001_hosts.sql"))];
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (1, "hosts", include_str!("../migrations/0001_hosts.sql")),
+    (2, "instances", include_str!("../migrations/0002_instances.sql")),
+];
 
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {

@@ -21,8 +21,21 @@ error_codes! {
     HostExists,
     /// The host still has instances.
     HostInUse,
-    /// The host sent no heartbeat for `host_timeout_secs`.
+    /// The host sent no heartbeat for `host_timeout_secs`, or cannot be reached.
     HostUnavailable,
+    InstanceNotFound,
+    /// An instance of that uuid or alias exists (uuids and aliases are unique in the fleet).
+    InstanceExists,
+    /// The instance is still being created: wait for it.
+    InstanceProvisioning,
+    /// No host passes placement's filters (the message has each host's reason).
+    NoCapacity,
+    /// No image source has the image, and no host holds it.
+    ImageNotFound,
+    /// An image no instance boots (not a `zvol`), or with an unusable origin chain.
+    UnsupportedImage,
+    /// An IMGAPI source of the config cannot be reached or failed.
+    SourceUnavailable,
     /// The database failed (details in the log).
     DatabaseError,
     /// Anything else that failed on cloudapi's side (details in the log).

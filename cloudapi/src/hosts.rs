@@ -218,7 +218,7 @@ impl Hosts {
         })
     }
 
-    /// Records a heartbeat.
+    /// Records a heartbeat, and reconciles the host's instances with it, in one transaction.
     pub async fn heartbeat(&self, id: &Uuid, beat: &Heartbeat) -> Result<(), HostError> {
         let inventory = serde_json::to_string(&Inventory {
             allocated: beat.allocated,
@@ -227,19 +227,99 @@ impl Hosts {
         })
         .expect("inventories serialise");
         let c = &beat.capacity;
+        let now = now_ms();
+        let mut tx = self.db.pool.begin().await?;
         let updated = sqlx::query("UPDATE hosts SET vcpus = $1, memory_mib = $2, disk_free_mib = $3, inventory = $4, heartbeat_ms = $5 WHERE id = $6")
             .bind(c.vcpus as i64)
             .bind(c.memory_mib as i64)
             .bind(c.disk_free_mib as i64)
             .bind(inventory)
-            .bind(now_ms())
+            .bind(now)
             .bind(id.to_string())
-            .execute(&self.db.pool)
+            .execute(&mut *tx)
             .await?;
         if updated.rows_affected() == 0 {
             return Err(HostError::NotFound(id.to_string()));
         }
+        crate::instances::reconcile(&mut tx, id, &beat.instances, now).await?;
+        tx.commit().await?;
         Ok(())
+    }
+
+    /// Where host `id` is and its credential, to call it.
+    pub async fn target(&self, id: &Uuid) -> Result<crate::remote::HostTarget, HostError> {
+        let row = sqlx::query("SELECT name, url, credential FROM hosts WHERE id = $1")
+            .bind(id.to_string())
+            .fetch_optional(&self.db.pool)
+            .await?
+            .ok_or_else(|| HostError::NotFound(id.to_string()))?;
+        Ok(crate::remote::HostTarget {
+            id: *id,
+            name: row.try_get("name")?,
+            url: row.try_get("url")?,
+            credential: row.try_get("credential")?,
+        })
+    }
+
+    /// Every host as placement sees it, inside the placement's transaction: what its
+    /// instances reserve comes from cloudapi's table (in-flight creates included), disks only
+    /// for creates in flight (the host's free space already counts the others); the
+    /// neighbours (instance aliases) only when affinity rules need them.
+    pub async fn candidates(
+        &self,
+        conn: &mut sqlx::AnyConnection,
+        with_neighbours: bool,
+    ) -> Result<Vec<crate::placement::Candidate>, HostError> {
+        use std::collections::HashMap;
+        let rows = sqlx::query(SELECT_VIEW).fetch_all(&mut *conn).await?;
+        let reservations = sqlx::query("SELECT host_id, CAST(SUM(vcpus) AS BIGINT) AS vcpus, CAST(SUM(memory_mib) AS BIGINT) AS memory_mib, CAST(SUM(CASE WHEN phase = 'provisioning' THEN disk_mib ELSE 0 END) AS BIGINT) AS disk_mib FROM instances WHERE phase <> 'failed' GROUP BY host_id")
+            .fetch_all(&mut *conn)
+            .await?;
+        let mut reserved: HashMap<String, Allocation> = HashMap::new();
+        for row in &reservations {
+            let take = |column: &str| row.try_get::<i64, _>(column).map(|v| v.max(0) as u64);
+            reserved.insert(
+                row.try_get("host_id")?,
+                Allocation {
+                    vcpus: take("vcpus")?,
+                    memory_mib: take("memory_mib")?,
+                    disk_mib: take("disk_mib")?,
+                },
+            );
+        }
+        let mut neighbours: HashMap<String, Vec<crate::placement::Neighbour>> = HashMap::new();
+        if with_neighbours {
+            let rows = sqlx::query("SELECT uuid, alias, host_id FROM instances WHERE phase <> 'failed'")
+                .fetch_all(&mut *conn)
+                .await?;
+            for row in &rows {
+                let uuid: String = row.try_get("uuid")?;
+                let uuid = Uuid::parse_str(&uuid)
+                    .map_err(|_| DbError::Corrupt(format!("instance uuid {uuid:?}")))?;
+                neighbours
+                    .entry(row.try_get("host_id")?)
+                    .or_default()
+                    .push(crate::placement::Neighbour { uuid, alias: row.try_get("alias")? });
+            }
+        }
+        let now = now_ms();
+        rows.iter()
+            .map(|row| {
+                let host = self.view(row, now)?;
+                let key = host.id.to_string();
+                Ok(crate::placement::Candidate {
+                    id: host.id,
+                    name: host.name,
+                    state: host.state,
+                    hypervisor: host.hypervisor,
+                    tags: host.tags,
+                    capacity: host.capacity,
+                    reserved: reserved.get(&key).copied().unwrap_or_default(),
+                    images: host.images,
+                    instances: neighbours.remove(&key).unwrap_or_default(),
+                })
+            })
+            .collect()
     }
 
     pub async fn list(&self) -> Result<Vec<HostView>, HostError> {
@@ -273,11 +353,24 @@ impl Hosts {
     /// it is `unknown` and `force` is set (its instances are then forgotten).
     pub async fn remove(&self, id: &Uuid, force: bool) -> Result<(), HostError> {
         let host = self.get(id).await?;
-        let may_go = host.instances.is_empty() || (force && host.state == HostState::Unknown);
+        let mut tx = self.db.pool.begin().await?;
+        let placed: i64 =
+            sqlx::query("SELECT COUNT(*) AS n FROM instances WHERE host_id = $1 AND phase <> 'failed'")
+                .bind(id.to_string())
+                .fetch_one(&mut *tx)
+                .await?
+                .try_get("n")?;
+        let count = host.instances.len().max(placed.max(0) as usize);
+        let may_go = count == 0 || (force && host.state == HostState::Unknown);
         if !may_go {
-            return Err(HostError::InUse { name: host.name, count: host.instances.len() });
+            return Err(HostError::InUse { name: host.name, count });
         }
-        sqlx::query("DELETE FROM hosts WHERE id = $1").bind(id.to_string()).execute(&self.db.pool).await?;
+        sqlx::query("DELETE FROM instances WHERE host_id = $1")
+            .bind(id.to_string())
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("DELETE FROM hosts WHERE id = $1").bind(id.to_string()).execute(&mut *tx).await?;
+        tx.commit().await?;
         Ok(())
     }
 

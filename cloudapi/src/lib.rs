@@ -3,10 +3,14 @@
 //! only parses flags; everything else is here so that tests run what production runs.
 
 pub mod api;
+pub mod catalogue;
 pub mod config;
 pub mod db;
 pub mod error_code;
 pub mod hosts;
+pub mod instances;
+pub mod placement;
+pub mod remote;
 
 use std::io;
 use std::net::SocketAddr;
@@ -22,6 +26,8 @@ use config::Config;
 pub enum StartError {
     #[error("cannot open the database")]
     Db(#[from] db::DbError),
+    #[error("invalid image sources")]
+    Sources(#[from] imgapi_client::ClientError),
     #[error("cannot listen on {addr}")]
     Bind {
         addr: SocketAddr,
@@ -41,11 +47,17 @@ pub async fn bind(config: Config) -> Result<Bound, StartError> {
         tokens: config.join_tokens.clone(),
         users: Vec::new(),
     });
-    let state = web::Data::new(CloudState {
-        hosts: hosts::Hosts::new(db, Duration::from_secs(config.host_timeout_secs)),
-        users,
-        join,
-    });
+    let hosts = hosts::Hosts::new(db.clone(), Duration::from_secs(config.host_timeout_secs));
+    let policy = placement::Policy {
+        strategy: config.placement.strategy,
+        cpu_overcommit: config.placement.cpu_overcommit,
+        memory_overcommit: config.placement.memory_overcommit,
+        disk_overcommit: config.placement.disk_overcommit,
+    };
+    let catalogue = catalogue::Catalogue::new(&config.sources)?;
+    let instances = instances::Instances::new(db, hosts.clone(), catalogue, policy);
+    instances.start_sweeper();
+    let state = web::Data::new(CloudState { hosts, instances, users, join });
     let addr = config.listen;
     service_kit::server::bind_api(addr, state, api::configure, Box::new(|| {}))
         .map_err(|source| StartError::Bind { addr, source })

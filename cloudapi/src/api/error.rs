@@ -14,9 +14,10 @@ pub fn status(code: ErrorCode) -> StatusCode {
         C::InvalidParameter => S::UNPROCESSABLE_ENTITY,
         C::PayloadTooLarge => S::PAYLOAD_TOO_LARGE,
         C::UnauthorizedError => S::UNAUTHORIZED,
-        C::ResourceNotFound | C::HostNotFound => S::NOT_FOUND,
-        C::HostExists | C::HostInUse => S::CONFLICT,
-        C::HostUnavailable => S::SERVICE_UNAVAILABLE,
+        C::ResourceNotFound | C::HostNotFound | C::InstanceNotFound | C::ImageNotFound => S::NOT_FOUND,
+        C::HostExists | C::HostInUse | C::InstanceExists | C::InstanceProvisioning => S::CONFLICT,
+        C::NoCapacity | C::UnsupportedImage => S::UNPROCESSABLE_ENTITY,
+        C::HostUnavailable | C::SourceUnavailable => S::SERVICE_UNAVAILABLE,
         C::DatabaseError | C::InternalError => S::INTERNAL_SERVER_ERROR,
     }
 }
@@ -27,6 +28,12 @@ pub type ApiError = service_kit::api_error::ApiError<ErrorCode>;
 impl From<crate::db::DbError> for ApiError {
     fn from(e: crate::db::DbError) -> Self {
         ApiError::from_error(ErrorCode::DatabaseError, &e)
+    }
+}
+
+impl From<crate::instances::InstanceError> for ApiError {
+    fn from(e: crate::instances::InstanceError) -> Self {
+        ApiError::from_error(e.code(), &e)
     }
 }
 

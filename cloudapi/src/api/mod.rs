@@ -1,7 +1,9 @@
 //! cloudapi's REST API under `/api/v1`: the routes, who may call each, and the handlers, which
-//! only translate between HTTP and the domain ([`crate::hosts`]).
+//! only translate between HTTP and the domain ([`crate::hosts`], [`crate::instances`]).
 
 pub mod error;
+mod images;
+mod instances;
 
 use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -16,6 +18,7 @@ use error::ApiError;
 /// Shared state of the API.
 pub struct CloudState {
     pub hosts: Hosts,
+    pub instances: std::sync::Arc<crate::instances::Instances>,
     /// Users and tokens of the config: everything that changes the fleet.
     pub users: Credentials,
     /// The join tokens: registration only.
@@ -23,7 +26,7 @@ pub struct CloudState {
 }
 
 /// The largest request body.
-const MAX_BODY: usize = 4 << 20;
+pub(crate) const MAX_BODY: usize = 4 << 20;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(
@@ -34,7 +37,9 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .route("/hosts/{id}", web::get().to(get_host))
             .route("/hosts/{id}", web::post().to(host_action))
             .route("/hosts/{id}", web::delete().to(remove_host))
-            .route("/hosts/{id}/heartbeat", web::put().to(heartbeat)),
+            .route("/hosts/{id}/heartbeat", web::put().to(heartbeat))
+            .route("/images", web::get().to(images::list))
+            .configure(instances::configure),
     )
     .default_service(web::to(|req: HttpRequest| async move {
         ApiError::new(ErrorCode::ResourceNotFound, format!("{} {} does not exist", req.method(), req.path()))
@@ -46,7 +51,7 @@ fn authorization(req: &HttpRequest) -> Option<&[u8]> {
 }
 
 /// A user or token of the config.
-fn require_user(req: &HttpRequest, state: &CloudState) -> Result<(), ApiError> {
+pub(crate) fn require_user(req: &HttpRequest, state: &CloudState) -> Result<(), ApiError> {
     state
         .users
         .check(authorization(req))
@@ -76,7 +81,7 @@ async fn require_host(req: &HttpRequest, state: &CloudState, id: &Uuid) -> Resul
     }
 }
 
-async fn json_body<T: DeserializeOwned>(
+pub(crate) async fn json_body<T: DeserializeOwned>(
     req: &HttpRequest,
     payload: web::Payload,
     what: &str,

@@ -184,3 +184,80 @@ impl Cloud {
         })
     }
 }
+
+/// An image server on its own thread, with images published through the IMGAPI client.
+pub struct ImageServer {
+    pub server: imgapi::RunningServer,
+    _dir: tempfile::TempDir,
+}
+
+impl ImageServer {
+    pub fn start() -> ImageServer {
+        let dir = tempfile::tempdir().unwrap();
+        let config = json!({"datadir": dir.path().join("data"), "port": 0, "host": "127.0.0.1",
+                            "log_level": "warn", "userdb": [{"name": "admin", "password": "secret"}]});
+        let config =
+            imgapi::config::Config::from_json(&config.to_string(), Path::new("t"), Path::new("")).unwrap();
+        ImageServer { server: imgapi::start(config).unwrap(), _dir: dir }
+    }
+
+    /// Publishes a `zvol` image of `bytes` incompressible bytes (an `image_size` of 16 MiB);
+    /// its uuid.
+    pub fn publish(&self, name: &str, bytes: usize) -> String {
+        let url = format!("http://admin:secret@{}", self.server.addr);
+        let client = imgapi_client::Client::new(imgapi_client::Source::parse(&url).unwrap()).unwrap();
+        let file: Vec<u8> = {
+            // xorshift: incompressible, as real image files are, and quick.
+            let mut x = 0x9e37_79b9_7f4a_7c15u64 ^ bytes as u64;
+            (0..bytes)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    x as u8
+                })
+                .collect()
+        };
+        let sha1 = {
+            use sha1::Digest as _;
+            hex::encode(sha1::Sha1::digest(&file))
+        };
+        let manifest = json!({"name": name, "version": "1.0", "type": "zvol", "os": "linux", "image_size": 16,
+                              "nic_driver": "virtio", "disk_driver": "virtio", "cpu_type": "host"});
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        runtime.block_on(async {
+            let created = client.create_image(&manifest).await.unwrap();
+            let uuid = uuid::Uuid::parse_str(created["uuid"].as_str().unwrap()).unwrap();
+            let upload = imgapi_client::FileUpload {
+                compression: imgapi_client::Compression::None,
+                sha1: Some(sha1),
+                size: Some(file.len() as u64),
+                dataset_guid: None,
+            };
+            client.add_file(uuid, &upload, file.into()).await.unwrap();
+            client.activate_image(uuid).await.unwrap();
+            uuid.to_string()
+        })
+    }
+}
+
+impl Cloud {
+    /// Waits until instance `id` is in phase `phase`; the instance.
+    pub fn wait_for_phase(&self, id: &str, phase: &str) -> Value {
+        wait_until(&format!("instance {id} to be {phase}"), std::time::Duration::from_secs(60), || {
+            let (status, instance) = self.send(reqwest::Method::GET, &format!("/instances/{id}"), None, None);
+            if status == 200 && instance["phase"] == phase {
+                Ok(instance)
+            } else {
+                Err(format!("{status} {instance:#}"))
+            }
+        })
+    }
+
+    /// Creates an instance (`body` the API's) and waits until its host has it; the instance.
+    pub fn create(&self, body: Value) -> Value {
+        let (status, placed) = self.send(reqwest::Method::POST, "/instances", Some(TOKEN), Some(body));
+        assert_eq!(status, 202, "{placed:#}");
+        self.wait_for_phase(placed["uuid"].as_str().unwrap(), "created")
+    }
+}

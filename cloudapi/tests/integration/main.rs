@@ -5,3 +5,4 @@ mod common;
 
 mod hosts;
 mod membership;
+mod placement;

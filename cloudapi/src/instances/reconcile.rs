@@ -1,0 +1,67 @@
+//! Keeping cloudapi's table and a host's report together, at each heartbeat: an instance the
+//! host has and cloudapi does not know is adopted; a created instance the host no longer has
+//! is forgotten; a failed one the host has after all is created. Instances being provisioned are left alone (their create may not have
+//! reached the host yet), and so is an instance created moments ago (the heartbeat may have
+//! been taken before it existed).
+
+use std::collections::BTreeSet;
+
+use sqlx::Row;
+use uuid::Uuid;
+
+use crate::hosts::ReportedInstance;
+
+/// How long after cloudapi saw it created an instance must be missing from a host's report
+/// before it is forgotten: longer than a heartbeat takes to arrive.
+const GRACE_MS: i64 = 15_000;
+
+/// Reconciles host `host`'s instances with its report, in the heartbeat's transaction.
+pub async fn reconcile(
+    conn: &mut sqlx::AnyConnection,
+    host: &Uuid,
+    reported: &[ReportedInstance],
+    now: i64,
+) -> Result<(), sqlx::Error> {
+    let rows = sqlx::query("SELECT uuid, phase, updated_ms FROM instances WHERE host_id = $1")
+        .bind(host.to_string())
+        .fetch_all(&mut *conn)
+        .await?;
+    let mut known = BTreeSet::new();
+    for row in &rows {
+        let uuid: String = row.try_get("uuid")?;
+        let phase: String = row.try_get("phase")?;
+        let updated_ms: i64 = row.try_get("updated_ms")?;
+        let reported_now = reported.iter().any(|r| r.uuid.to_string() == uuid);
+        if phase == "created" && !reported_now && updated_ms < now - GRACE_MS {
+            tracing::info!(%uuid, %host, "the host no longer has this instance: forgotten");
+            sqlx::query("DELETE FROM instances WHERE uuid = $1").bind(&uuid).execute(&mut *conn).await?;
+        }
+        if phase == "failed" && reported_now {
+            // The create reached the host after all (cloudapi gave up waiting for it).
+            sqlx::query(
+                "UPDATE instances SET phase = 'created', error = NULL, updated_ms = $1 WHERE uuid = $2",
+            )
+            .bind(now)
+            .bind(&uuid)
+            .execute(&mut *conn)
+            .await?;
+        }
+        known.insert(uuid);
+    }
+    for instance in reported.iter().filter(|r| !known.contains(&r.uuid.to_string())) {
+        tracing::info!(uuid = %instance.uuid, alias = %instance.alias, %host, "adopting an instance the host reports");
+        sqlx::query("INSERT INTO instances (uuid, alias, host_id, phase, adopted, vcpus, memory_mib, disk_mib, image, request, placement, progress, error, lease_owner, lease_until_ms, created_ms, updated_ms) VALUES ($1, $2, $3, 'created', 1, $4, $5, $6, $7, '{}', 'null', '{\"step\":\"done\"}', NULL, NULL, NULL, $8, $9) ON CONFLICT (uuid) DO NOTHING")
+            .bind(instance.uuid.to_string())
+            .bind(&instance.alias)
+            .bind(host.to_string())
+            .bind(i64::from(instance.vcpus))
+            .bind(instance.memory_mib as i64)
+            .bind(instance.disk_mib as i64)
+            .bind(instance.image.map(|u| u.to_string()))
+            .bind(now)
+            .bind(now)
+            .execute(&mut *conn)
+            .await?;
+    }
+    Ok(())
+}
