@@ -66,8 +66,16 @@ impl Remote {
         Remote { client }
     }
 
-    /// A request to `path` (under the agent's URL) with the host's credential.
+    /// A request to `path` (under the agent's URL) with the host's credential, which may
+    /// take [`CALL_TIMEOUT`] at most (a host that accepts and never answers must not hold a
+    /// create or a handler forever); `.timeout()` again to allow more.
     pub fn request(&self, host: &HostTarget, method: Method, path: &str) -> reqwest::RequestBuilder {
+        self.stream_request(host, method, path).timeout(CALL_TIMEOUT)
+    }
+
+    /// As [`Remote::request`], without a time limit: for answers that stream as long as the
+    /// client wants (a console that follows).
+    pub fn stream_request(&self, host: &HostTarget, method: Method, path: &str) -> reqwest::RequestBuilder {
         let url = format!("{}{path}", host.url.trim_end_matches('/'));
         self.client.request(method, url).bearer_auth(&host.credential)
     }
@@ -89,7 +97,7 @@ impl Remote {
         path: &str,
         body: Option<&Value>,
     ) -> Result<Answer, RemoteError> {
-        let mut request = self.request(host, method, path).timeout(CALL_TIMEOUT);
+        let mut request = self.request(host, method, path);
         if let Some(body) = body {
             request = request.json(body);
         }

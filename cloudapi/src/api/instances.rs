@@ -158,7 +158,7 @@ async fn proxy(
     let method = Method::from_bytes(req.method().as_str().as_bytes())
         .map_err(|_| ApiError::invalid(format!("method {} cannot be proxied", req.method())))?;
     let remote = state.instances.remote();
-    let mut request = remote.request(&host, method, &target);
+    let mut request = remote.stream_request(&host, method, &target);
     for (name, value) in req.headers() {
         if !NOT_PASSED.contains(&name.as_str()) {
             request = request.header(name.as_str(), value.as_bytes());

@@ -36,7 +36,7 @@ pub fn backends() -> Vec<Backend> {
 }
 
 /// A new, empty database in the test PostgreSQL; its URL.
-fn new_postgres_database() -> String {
+pub fn new_postgres_database() -> String {
     let admin = std::env::var("CLOUDAPI_TEST_POSTGRES").expect("CLOUDAPI_TEST_POSTGRES");
     let name = format!("cloudapi_test_{}", uuid::Uuid::new_v4().simple());
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
@@ -85,17 +85,30 @@ impl Cloud {
         bearer: Option<&str>,
         body: Option<Value>,
     ) -> (u16, Value) {
-        let mut request = self.client.request(method, self.url(path));
-        if let Some(token) = bearer {
-            request = request.bearer_auth(token);
-        }
-        if let Some(body) = body {
-            request = request.json(&body);
-        }
-        let response = request.send().unwrap();
-        let status = response.status().as_u16();
-        (status, response.json().unwrap_or(Value::Null))
+        send_to(&self.client, &self.server.url(), method, path, bearer, body)
     }
+}
+
+/// A request to the cloudapi at `base` with `bearer` (if any): the status and the JSON body
+/// (`null` if none).
+pub fn send_to(
+    client: &Client,
+    base: &str,
+    method: reqwest::Method,
+    path: &str,
+    bearer: Option<&str>,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let mut request = client.request(method, format!("{base}/api/v1{path}"));
+    if let Some(token) = bearer {
+        request = request.bearer_auth(token);
+    }
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let response = request.send().unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().unwrap_or(Value::Null))
 }
 
 /// A registration body for a host `name` on `url`.
@@ -126,6 +139,11 @@ impl HostAgent {
     /// An agent named `name` joining `cloud` (files storage, QEMU), its config changed by
     /// `customize` first.
     pub fn join(cloud: &Cloud, name: &str, customize: impl FnOnce(&mut Value)) -> HostAgent {
+        HostAgent::join_url(&cloud.server.url(), name, customize)
+    }
+
+    /// As [`HostAgent::join`], for the cloudapi at `cloud_url`.
+    pub fn join_url(cloud_url: &str, name: &str, customize: impl FnOnce(&mut Value)) -> HostAgent {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
         let url = format!("http://127.0.0.1:{port}");
@@ -135,7 +153,7 @@ impl HostAgent {
             "auth": {"tokens": [AGENT_TOKEN]},
             "storage": {"backend": "files", "dir": root.join("images")},
             "instances": {"hypervisor": "qemu", "dir": root.join("instances"), "run_dir": root.join("run")},
-            "cluster": {"url": cloud.server.url(), "join_token": JOIN, "advertise_url": url,
+            "cluster": {"url": cloud_url, "join_token": JOIN, "advertise_url": url,
                         "name": name, "heartbeat_secs": 1},
             "log_level": "warn",
         });
@@ -149,6 +167,30 @@ impl HostAgent {
     pub fn restart(&mut self) {
         drop(self.agent.take());
         self.agent = Some(agent::start(self.config.clone()).unwrap());
+    }
+
+    /// Stops the agent (as a crash would, for cloudapi: it just goes silent).
+    pub fn stop(&mut self) {
+        drop(self.agent.take());
+    }
+
+    /// Starts the agent on its config without the `cluster` section: a lone agent on the same
+    /// state, which changes things cloudapi cannot see. Stop it before `restart`.
+    pub fn start_alone(&mut self) {
+        let mut alone = self.config.clone();
+        alone.cluster = None;
+        self.agent = Some(agent::start(alone).unwrap());
+    }
+
+    /// A call to the agent's own API with its own token: status and JSON body.
+    pub fn send(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
+        let mut request =
+            Client::new().request(method, format!("{}/api/v1{path}", self.url)).bearer_auth(AGENT_TOKEN);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().unwrap();
+        (response.status().as_u16(), response.json().unwrap_or(Value::Null))
     }
 
     pub fn identity_file(&self) -> std::path::PathBuf {
@@ -204,8 +246,6 @@ impl ImageServer {
     /// Publishes a `zvol` image of `bytes` incompressible bytes (an `image_size` of 16 MiB);
     /// its uuid.
     pub fn publish(&self, name: &str, bytes: usize) -> String {
-        let url = format!("http://admin:secret@{}", self.server.addr);
-        let client = imgapi_client::Client::new(imgapi_client::Source::parse(&url).unwrap()).unwrap();
         let file: Vec<u8> = {
             // xorshift: incompressible, as real image files are, and quick.
             let mut x = 0x9e37_79b9_7f4a_7c15u64 ^ bytes as u64;
@@ -218,11 +258,18 @@ impl ImageServer {
                 })
                 .collect()
         };
+        self.publish_file(name, file, 16)
+    }
+
+    /// Publishes `file` (uncompressed) as a `zvol` image of `image_size_mib`; its uuid.
+    pub fn publish_file(&self, name: &str, file: Vec<u8>, image_size_mib: u64) -> String {
+        let url = format!("http://admin:secret@{}", self.server.addr);
+        let client = imgapi_client::Client::new(imgapi_client::Source::parse(&url).unwrap()).unwrap();
         let sha1 = {
             use sha1::Digest as _;
             hex::encode(sha1::Sha1::digest(&file))
         };
-        let manifest = json!({"name": name, "version": "1.0", "type": "zvol", "os": "linux", "image_size": 16,
+        let manifest = json!({"name": name, "version": "1.0", "type": "zvol", "os": "linux", "image_size": image_size_mib,
                               "nic_driver": "virtio", "disk_driver": "virtio", "cpu_type": "host"});
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         runtime.block_on(async {
@@ -259,5 +306,28 @@ impl Cloud {
         let (status, placed) = self.send(reqwest::Method::POST, "/instances", Some(TOKEN), Some(body));
         assert_eq!(status, 202, "{placed:#}");
         self.wait_for_phase(placed["uuid"].as_str().unwrap(), "created")
+    }
+}
+
+/// The `agent` binary of this build (QEMU runs it as the metadata proxy; the CLI tests run
+/// it): next to the test binary's `deps/` directory. `cargo test --workspace` builds it.
+pub fn agent_binary() -> std::path::PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe.parent().and_then(Path::parent).expect("the test binary is in target/*/deps");
+    let agent = dir.join("agent");
+    assert!(agent.exists(), "{} is missing: cargo build -p agent --bin agent", agent.display());
+    agent
+}
+
+/// The test guest's directory (`AGENT_TEST_GUEST`, see `agent/tests/guest/README.md`); `None`
+/// skips the test, except in CI.
+pub fn test_guest() -> Option<std::path::PathBuf> {
+    match std::env::var_os("AGENT_TEST_GUEST") {
+        Some(dir) => Some(dir.into()),
+        None if std::env::var_os("CI").is_some() => panic!("AGENT_TEST_GUEST is not set in CI"),
+        None => {
+            eprintln!("skipping: AGENT_TEST_GUEST is not set");
+            None
+        }
     }
 }

@@ -3,6 +3,9 @@
 
 mod common;
 
+mod boot;
+mod failure;
 mod hosts;
 mod membership;
 mod placement;
+mod replicas;
