@@ -1,8 +1,10 @@
 //! The command-line client: each subcommand is one or two calls to the agent's REST API (it
-//! never touches the host itself). People get tables and a progress bar; scripts get `--json`
+//! never touches the host itself), or to cloudapi's, which has the same shapes for the whole
+//! fleet (`hosts` only there). People get tables and a progress bar; scripts get `--json`
 //! and exit codes that say what failed.
 
 pub mod args;
+pub mod hosts;
 pub mod images;
 pub mod instances;
 pub mod isos;
@@ -48,11 +50,14 @@ pub struct Connection {
 pub struct Failure {
     pub code: u8,
     pub message: String,
+    /// The API's error code, when the failure is its answer: what callers that treat one
+    /// answer specially (`hosts` and a lone agent's `ResourceNotFound`) look at.
+    pub api_code: Option<String>,
 }
 
 impl Failure {
     fn new(code: u8, message: impl Into<String>) -> Self {
-        Failure { code, message: message.into() }
+        Failure { code, message: message.into(), api_code: None }
     }
 
     pub fn usage(message: impl Into<String>) -> Self {
@@ -119,9 +124,13 @@ fn answer(response: Response) -> Result<Value, Failure> {
     Err(failure(Some(status), &error))
 }
 
-/// A failure reported by the agent: its code and message, and the exit code they mean.
+/// A failure reported by the API (the agent's or cloudapi's): its code and message, and the
+/// exit code they mean.
 fn failure(status: Option<StatusCode>, error: &ErrorBody) -> Failure {
-    Failure::new(exit_code(status, &error.code), format!("{}: {}", error.code, error.message))
+    Failure {
+        api_code: Some(error.code.clone()),
+        ..Failure::new(exit_code(status, &error.code), format!("{}: {}", error.code, error.message))
+    }
 }
 
 /// The exit code of an error answer (`status`) or of a failed job (no status).

@@ -13,6 +13,7 @@ pub mod hypervisor;
 pub mod import;
 pub mod instance;
 pub mod iso;
+pub mod metrics;
 pub mod network;
 pub mod publish;
 pub mod source;
@@ -157,16 +158,19 @@ pub fn bind(config: Config) -> Result<Bound, StartError> {
     let runner: Arc<dyn CommandRunner> = Arc::new(HostRunner);
     let storage = open_storage(&config, runner.clone())?;
     let instances = open_instances(&config, runner.clone(), storage.clone())?;
-    let importer = Importer::new(SourceClient::new(config.sources()?)?, storage.clone());
+    let registry = Arc::new(service_kit::metrics::Metrics::new());
+    let import_counters = metrics::ImportCounters::register(&registry);
+    let importer = Importer::new(SourceClient::new(config.sources()?)?, storage.clone(), import_counters);
     let host_credential = cluster::HostCredential::default();
     let state = web::Data::new(AgentState {
         importer,
         instances: instances.clone(),
         auth: Credentials::new(&config.auth),
         host_credential: host_credential.clone(),
+        metrics: metrics::HostGauges::register(registry.clone()),
     });
     let addr = config.listen;
-    let bound = service_kit::server::bind_api(addr, state, api::configure, Box::new(|| {}))
+    let bound = service_kit::server::bind_api(addr, state, registry, api::configure, Box::new(|| {}))
         .map_err(|source| StartError::Bind { addr, source })?;
     // Joins once the socket is bound: cloudapi's first call back waits in its backlog.
     let member = config.cluster.clone().map(|cluster| {

@@ -75,6 +75,9 @@ pub struct HostView {
     pub instances: Vec<ReportedInstance>,
     pub registered_at: String,
     pub last_heartbeat: String,
+    /// The same, in milliseconds since the epoch.
+    #[serde(skip)]
+    pub heartbeat_ms: i64,
 }
 
 /// The host table.
@@ -229,11 +232,13 @@ impl Hosts {
         let c = &beat.capacity;
         let now = now_ms();
         let mut tx = self.db.pool.begin().await?;
-        let updated = sqlx::query("UPDATE hosts SET vcpus = $1, memory_mib = $2, disk_free_mib = $3, inventory = $4, heartbeat_ms = $5 WHERE id = $6")
+        let images = serde_json::to_string(&beat.images).expect("images serialise");
+        let updated = sqlx::query("UPDATE hosts SET vcpus = $1, memory_mib = $2, disk_free_mib = $3, inventory = $4, images = $5, heartbeat_ms = $6 WHERE id = $7")
             .bind(c.vcpus as i64)
             .bind(c.memory_mib as i64)
             .bind(c.disk_free_mib as i64)
             .bind(inventory)
+            .bind(images)
             .bind(now)
             .bind(id.to_string())
             .execute(&mut *tx)
@@ -271,7 +276,9 @@ impl Hosts {
         with_neighbours: bool,
     ) -> Result<Vec<crate::placement::Candidate>, HostError> {
         use std::collections::HashMap;
-        let rows = sqlx::query(SELECT_VIEW).fetch_all(&mut *conn).await?;
+        let rows = sqlx::query("SELECT id, name, admin_state, hypervisor, tags, vcpus, memory_mib, disk_free_mib, images, heartbeat_ms FROM hosts")
+            .fetch_all(&mut *conn)
+            .await?;
         let reservations = sqlx::query("SELECT host_id, CAST(SUM(vcpus) AS BIGINT) AS vcpus, CAST(SUM(memory_mib) AS BIGINT) AS memory_mib, CAST(SUM(CASE WHEN phase = 'provisioning' THEN disk_mib ELSE 0 END) AS BIGINT) AS disk_mib FROM instances WHERE phase <> 'failed' GROUP BY host_id")
             .fetch_all(&mut *conn)
             .await?;
@@ -303,19 +310,25 @@ impl Hosts {
             }
         }
         let now = now_ms();
+        let corrupt = |what: &str| HostError::Db(DbError::Corrupt(what.to_string()));
         rows.iter()
             .map(|row| {
-                let host = self.view(row, now)?;
-                let key = host.id.to_string();
+                let key: String = row.try_get("id")?;
+                let tags: String = row.try_get("tags")?;
+                let images: String = row.try_get("images")?;
                 Ok(crate::placement::Candidate {
-                    id: host.id,
-                    name: host.name,
-                    state: host.state,
-                    hypervisor: host.hypervisor,
-                    tags: host.tags,
-                    capacity: host.capacity,
+                    id: Uuid::parse_str(&key).map_err(|_| corrupt("host id"))?,
+                    name: row.try_get("name")?,
+                    state: self.state_of(
+                        &row.try_get::<String, _>("admin_state")?,
+                        row.try_get("heartbeat_ms")?,
+                        now,
+                    ),
+                    hypervisor: row.try_get("hypervisor")?,
+                    tags: serde_json::from_str(&tags).map_err(|_| corrupt("tags"))?,
+                    capacity: capacity_of(row)?,
                     reserved: reserved.get(&key).copied().unwrap_or_default(),
-                    images: host.images,
+                    images: serde_json::from_str(&images).map_err(|_| corrupt("images"))?,
                     instances: neighbours.remove(&key).unwrap_or_default(),
                 })
             })
@@ -323,7 +336,7 @@ impl Hosts {
     }
 
     pub async fn list(&self) -> Result<Vec<HostView>, HostError> {
-        let rows = sqlx::query(SELECT_VIEW).fetch_all(&self.db.pool).await?;
+        let rows = sqlx::query(&format!("{SELECT_VIEW}{ORDER}")).fetch_all(&self.db.pool).await?;
         let now = now_ms();
         rows.iter().map(|row| self.view(row, now)).collect()
     }
@@ -374,6 +387,18 @@ impl Hosts {
         Ok(())
     }
 
+    /// A host's state: `unknown` once silent for the timeout, else what its admin made it.
+    fn state_of(&self, admin_state: &str, heartbeat_ms: i64, now: i64) -> HostState {
+        let silent = Duration::from_millis(now.saturating_sub(heartbeat_ms).max(0) as u64);
+        if silent > self.timeout {
+            HostState::Unknown
+        } else if admin_state == "draining" {
+            HostState::Draining
+        } else {
+            HostState::Running
+        }
+    }
+
     fn view(&self, row: &sqlx::any::AnyRow, now: i64) -> Result<HostView, HostError> {
         let corrupt = |what: &str| HostError::Db(DbError::Corrupt(what.to_string()));
         let id: String = row.try_get("id")?;
@@ -382,14 +407,7 @@ impl Hosts {
         let tags: String = row.try_get("tags")?;
         let inventory: String = row.try_get("inventory")?;
         let inventory: Inventory = serde_json::from_str(&inventory).map_err(|_| corrupt("inventory"))?;
-        let silent = Duration::from_millis(now.saturating_sub(heartbeat_ms).max(0) as u64);
-        let state = if silent > self.timeout {
-            HostState::Unknown
-        } else if admin_state == "draining" {
-            HostState::Draining
-        } else {
-            HostState::Running
-        };
+        let state = self.state_of(&admin_state, heartbeat_ms, now);
         Ok(HostView {
             id: Uuid::parse_str(&id).map_err(|_| corrupt("host id"))?,
             name: row.try_get("name")?,
@@ -397,18 +415,26 @@ impl Hosts {
             state,
             hypervisor: row.try_get("hypervisor")?,
             tags: serde_json::from_str(&tags).map_err(|_| corrupt("tags"))?,
-            capacity: Capacity {
-                vcpus: row.try_get::<i64, _>("vcpus")? as u32,
-                memory_mib: row.try_get::<i64, _>("memory_mib")? as u64,
-                disk_free_mib: row.try_get::<i64, _>("disk_free_mib")? as u64,
-            },
+            capacity: capacity_of(row)?,
             allocated: inventory.allocated,
             images: inventory.images,
             instances: inventory.instances,
             registered_at: rfc3339(row.try_get("registered_ms")?),
             last_heartbeat: rfc3339(heartbeat_ms),
+            heartbeat_ms,
         })
     }
 }
 
+fn capacity_of(row: &sqlx::any::AnyRow) -> Result<Capacity, sqlx::Error> {
+    Ok(Capacity {
+        vcpus: row.try_get::<i64, _>("vcpus")?.clamp(0, i64::from(u32::MAX)) as u32,
+        memory_mib: row.try_get::<i64, _>("memory_mib")?.max(0) as u64,
+        disk_free_mib: row.try_get::<i64, _>("disk_free_mib")?.max(0) as u64,
+    })
+}
+
 const SELECT_VIEW: &str = "SELECT id, name, url, admin_state, hypervisor, tags, vcpus, memory_mib, disk_free_mib, inventory, registered_ms, heartbeat_ms FROM hosts";
+
+/// The list, in name order.
+const ORDER: &str = " ORDER BY name";

@@ -9,11 +9,13 @@ pub mod db;
 pub mod error_code;
 pub mod hosts;
 pub mod instances;
+pub mod metrics;
 pub mod placement;
 pub mod remote;
 
 use std::io;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::web;
@@ -55,11 +57,14 @@ pub async fn bind(config: Config) -> Result<Bound, StartError> {
         disk_overcommit: config.placement.disk_overcommit,
     };
     let catalogue = catalogue::Catalogue::new(&config.sources)?;
-    let instances = instances::Instances::new(db, hosts.clone(), catalogue, policy);
+    let registry = Arc::new(service_kit::metrics::Metrics::new());
+    let counters = metrics::CreateCounters::register(&registry);
+    let gauges = metrics::FleetGauges::register(registry.clone(), hosts.clone(), db.clone());
+    let instances = instances::Instances::new(db, hosts.clone(), catalogue, policy, counters);
     instances.start_sweeper();
-    let state = web::Data::new(CloudState { hosts, instances, users, join });
+    let state = web::Data::new(CloudState { hosts, instances, users, join, metrics: gauges });
     let addr = config.listen;
-    service_kit::server::bind_api(addr, state, api::configure, Box::new(|| {}))
+    service_kit::server::bind_api(addr, state, registry, api::configure, Box::new(|| {}))
         .map_err(|source| StartError::Bind { addr, source })
 }
 

@@ -4,6 +4,7 @@
 //! writes of disk images ([`sparse`]), config files with errors that name the key at fault
 //! ([`config`]), error chains for logs ([`ErrorChain`]), poison-tolerant locks ([`lock`]), log
 //! set-up ([`logging`]), reads in large blocks ([`read_full`]), request ids ([`request_id`]),
+//! Prometheus metrics and the HTTP ones every service has ([`metrics`]),
 //! OpenAPI documents ([`openapi`]), bounded waits for tests ([`testing`]) and a server on a thread of its own for tests and embedding
 //! ([`ServerThread`]).
 
@@ -15,6 +16,7 @@ pub mod config;
 pub mod durable;
 mod error_chain;
 pub mod logging;
+pub mod metrics;
 pub mod openapi;
 mod read;
 pub mod request_id;

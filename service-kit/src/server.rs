@@ -4,10 +4,12 @@
 
 use std::io;
 use std::net::SocketAddr;
-use std::sync::mpsc;
+use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
 
 use actix_web::dev::{Server, ServerHandle};
+
+use crate::metrics::Metrics;
 
 /// A bound, not yet serving, server: what a service's `bind` hands over, with what to do once
 /// it has stopped (stop background work, let go of VMs...).
@@ -27,17 +29,23 @@ impl Bound {
     }
 }
 
-/// Binds a service's API on `addr`: request ids, `state` for the handlers, the routes of
-/// `configure`; `after_stop` runs once the server has stopped.
+/// Binds a service's API on `addr`: request ids, HTTP metrics recorded into `metrics` (which
+/// the handlers reach as `web::Data<Metrics>`, to answer `GET /metrics`), `state` for the
+/// handlers, the routes of `configure`; `after_stop` runs once the server has stopped.
 pub fn bind_api<T: Send + Sync + 'static>(
     addr: SocketAddr,
     state: actix_web::web::Data<T>,
+    metrics: Arc<Metrics>,
     configure: fn(&mut actix_web::web::ServiceConfig),
     after_stop: Box<dyn FnOnce() + Send>,
 ) -> io::Result<Bound> {
+    let metrics = actix_web::web::Data::from(metrics);
     let server = actix_web::HttpServer::new(move || {
         actix_web::App::new()
             .wrap(actix_web::middleware::from_fn(crate::request_id::middleware))
+            // Outermost: the latency includes the other middleware.
+            .wrap(actix_web::middleware::from_fn(crate::metrics::middleware))
+            .app_data(metrics.clone())
             .app_data(state.clone())
             .configure(configure)
     })

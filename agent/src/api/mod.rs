@@ -1,7 +1,7 @@
-//! The agent's REST API (`/api/v1`): images on this host, import jobs, sources and instances.
-//! Reads are open (the API listens on loopback by default), except instance consoles; every
-//! mutating call needs a bearer token or Basic credentials from the config, compared in
-//! constant time.
+//! The agent's REST API (`/api/v1`): images on this host, import jobs, sources and instances;
+//! and `GET /metrics` at the root, where Prometheus looks. Reads are open (the API listens on
+//! loopback by default), except instance consoles; every mutating call needs a bearer token or
+//! Basic credentials from the config, compared in constant time.
 
 pub mod error;
 mod instances;
@@ -29,6 +29,8 @@ pub struct AgentState {
     pub auth: Credentials,
     /// The host's own credential in its fleet (cloudapi calls with it).
     pub host_credential: crate::cluster::HostCredential,
+    /// `GET /metrics`'s gauges, set at each scrape.
+    pub metrics: crate::metrics::HostGauges,
 }
 
 pub use service_kit::auth::{Credentials, Refusal};
@@ -48,6 +50,7 @@ fn parse_uuid(text: &str) -> Result<Uuid, ApiError> {
 
 /// Registers the routes.
 pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.route("/metrics", web::get().to(metrics));
     cfg.service(
         web::scope("/api/v1")
             .route("/ping", web::get().to(ping))
@@ -92,6 +95,20 @@ async fn ping(state: web::Data<AgentState>) -> HttpResponse {
         hypervisor: state.instances.hypervisor_kind(),
         stop_timeout_secs: state.instances.stop_timeout().as_secs(),
     })
+}
+
+/// Prometheus metrics (OpenMetrics text).
+///
+/// HTTP requests by route pattern, imports, instances by state, images. Open, as Prometheus
+/// scrapes: no secrets in them, and only bounded label values.
+#[utoipa::path(get, path = "/metrics", tag = "agent",
+    responses((status = 200, body = String, content_type = "application/openmetrics-text"),
+              (status = "default", body = ErrorBody)))]
+async fn metrics(state: web::Data<AgentState>) -> Result<HttpResponse, ApiError> {
+    // Listed as `GET /images` lists them (on ZFS, one `zfs list`), once per scrape.
+    let storage = state.importer.storage().clone();
+    let images = blocking(move || storage.list()).await?.len();
+    Ok(state.metrics.scrape(&state.instances.list(), images))
 }
 
 /// An IMGAPI source, as `GET /sources` shows it: never its credentials.

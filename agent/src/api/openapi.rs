@@ -20,6 +20,7 @@ use utoipa::{Modify, OpenApi};
     ),
     paths(
         super::ping,
+        super::metrics,
         super::sources,
         super::list_images,
         super::import_image,

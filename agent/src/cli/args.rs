@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use uuid::Uuid;
 
-use super::{finish, images, instances, isos, jobs, switches, CliResult, Connection, Failure};
+use super::{finish, hosts, images, instances, isos, jobs, switches, CliResult, Connection, Failure};
 
 /// Where global flags go in every `--help`: after the subcommand's own options.
 const GLOBAL: &str = "Global options";
@@ -32,7 +32,7 @@ pub struct Args {
 /// would print a flag set from the environment in every usage line, as if it were required.
 #[derive(clap::Args)]
 pub struct ConnectionArgs {
-    /// The agent's API (env AGENT_URL; default http://127.0.0.1:9090).
+    /// The agent's API, or cloudapi's for the fleet (env AGENT_URL; default http://127.0.0.1:9090).
     #[arg(long, global = true, value_name = "URL", help_heading = GLOBAL)]
     url: Option<String>,
     /// Bearer token for changes (env AGENT_TOKEN).
@@ -108,9 +108,12 @@ pub enum Command {
     /// The IMGAPI sources images are imported from.
     #[command(subcommand)]
     Sources(SourcesCommand),
-    /// Instances (VMs) on this host.
+    /// Instances (VMs) on this host, or in the fleet with cloudapi's URL.
     #[command(subcommand)]
     Instances(Box<InstancesCommand>),
+    /// The hosts of a fleet: `--url` must be cloudapi's.
+    #[command(subcommand)]
+    Hosts(HostsCommand),
     /// Show an instance's serial console.
     Console {
         /// The instance: its uuid or alias.
@@ -391,6 +394,35 @@ pub enum JobsCommand {
 }
 
 #[derive(Subcommand)]
+pub enum HostsCommand {
+    /// List the fleet's hosts: state, capacity and allocations, instances, last heartbeat.
+    List,
+    /// Show one host, with the images and instances it reported.
+    Get {
+        /// The host: its id or name.
+        id: String,
+    },
+    /// Drain a host: no new instances are placed there (those it has stay).
+    Drain {
+        /// The host: its id or name.
+        id: String,
+    },
+    /// Take a drained host back: new instances may be placed there again.
+    Undrain {
+        /// The host: its id or name.
+        id: String,
+    },
+    /// Remove a host from the fleet and revoke its credential (refused while it has instances).
+    Remove {
+        /// The host: its id or name.
+        id: String,
+        /// Remove an `unknown` host even with instances (cloudapi forgets them).
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+#[derive(Subcommand)]
 pub enum SourcesCommand {
     /// List the sources in lookup order.
     List,
@@ -420,6 +452,13 @@ fn dispatch(conn: &Connection, command: Command) -> CliResult {
         },
         Command::Sources(SourcesCommand::List) => images::sources(conn),
         Command::Instances(command) => instances_command(conn, *command),
+        Command::Hosts(command) => match command {
+            HostsCommand::List => hosts::list(conn),
+            HostsCommand::Get { id } => hosts::get(conn, &id),
+            HostsCommand::Drain { id } => hosts::drain(conn, &id, true),
+            HostsCommand::Undrain { id } => hosts::drain(conn, &id, false),
+            HostsCommand::Remove { id, force } => hosts::remove(conn, &id, force),
+        },
         Command::Isos(command) => match command {
             IsosCommand::List => isos::list(conn),
             IsosCommand::Fetch { from, name, sha256, no_wait } => {

@@ -1,5 +1,6 @@
-//! `agent instances ...` and `agent console`: clients of `/api/v1/instances`. An instance is
-//! named by uuid or by alias.
+//! `agent instances ...` and `agent console`: clients of `/api/v1/instances`, the agent's or
+//! cloudapi's (the same shapes, with where each instance is). An instance is named by uuid or
+//! by alias.
 
 use std::io::{BufRead, Read, Write};
 use std::path::PathBuf;
@@ -8,7 +9,7 @@ use serde_json::{json, Value};
 use uuid::Uuid;
 
 use super::progress::{pending, Waiting};
-use super::{exit, str_of, CliResult, Connection, Failure};
+use super::{exit, human_size, str_of, CliResult, Connection, Failure};
 
 /// What `instances create` sends.
 pub struct CreateArgs {
@@ -114,31 +115,81 @@ impl Connection {
     }
 }
 
-fn print_instances(list: &Value) {
-    println!(
-        "{:<36}  {:<16}  {:<10}  {:>4}  {:>8}  {:<36}  REASON",
-        "UUID", "ALIAS", "STATE", "CPUS", "MEMORY", "IMAGE"
+/// Why an instance is in its state: the agent's `reason`; from cloudapi, which has none, what
+/// it knows instead (a failed create's error, a silent host, how far provisioning is).
+fn reason_of(i: &Value) -> String {
+    let text = |key: &str| i.get(key).and_then(Value::as_str).filter(|s| !s.is_empty());
+    if let Some(reason) = text("reason").or_else(|| text("error")) {
+        return reason.to_string();
+    }
+    if text("host_state") == Some("unknown") {
+        return "its host sent no heartbeat: the last state it reported".into();
+    }
+    if text("phase") == Some("provisioning") {
+        return progress_of(i.get("progress").unwrap_or(&Value::Null));
+    }
+    "-".into()
+}
+
+/// Where cloudapi's provisioning is: `importing 12.0 MiB of 40.0 MiB`, `creating`, ...
+fn progress_of(progress: &Value) -> String {
+    let step = str_of(progress, "step");
+    let downloaded = progress.get("downloaded").and_then(Value::as_u64).unwrap_or(0);
+    match progress.get("total").and_then(Value::as_u64) {
+        Some(total) => format!("{step} {} of {}", human_size(downloaded), human_size(total)),
+        None if downloaded > 0 => format!("{step} {}", human_size(downloaded)),
+        None => step.to_string(),
+    }
+}
+
+/// The `instances list` table; with a HOST column when the list is cloudapi's (it names each
+/// instance's host).
+fn instances_table(list: &Value) -> String {
+    let instances = list.as_array().map_or(&[][..], Vec::as_slice);
+    let fleet = instances.iter().any(|i| i.get("host_name").is_some());
+    let host = |text: &str| if fleet { format!("{text:<16}  ") } else { String::new() };
+    let mut out = format!(
+        "{:<36}  {:<16}  {}{:<10}  {:>4}  {:>8}  {:<36}  REASON\n",
+        "UUID",
+        "ALIAS",
+        host("HOST"),
+        "STATE",
+        "CPUS",
+        "MEMORY",
+        "IMAGE"
     );
-    for i in list.as_array().into_iter().flatten() {
-        println!(
-            "{:<36}  {:<16}  {:<10}  {:>4}  {:>6}Mi  {:<36}  {}",
+    for i in instances {
+        out.push_str(&format!(
+            "{:<36}  {:<16}  {}{:<10}  {:>4}  {:>6}Mi  {:<36}  {}\n",
             str_of(i, "uuid"),
             str_of(i, "alias"),
+            host(str_of(i, "host_name")),
             str_of(i, "state"),
             i.get("vcpus").and_then(Value::as_u64).unwrap_or(0),
             i.get("memory_mib").and_then(Value::as_u64).unwrap_or(0),
             str_of(i, "image"),
-            str_of(i, "reason"),
-        );
+            reason_of(i),
+        ));
     }
+    out
 }
 
-fn print_instance(i: &Value) {
+/// `instances get`: the fields the answer has, in this order (the agent's and cloudapi's
+/// views share most; each lacks some of the other's, which are left out rather than shown
+/// as `-`), then the NICs, the history and the placement where there are.
+fn instance_details(i: &Value) -> String {
+    let mut lines = Vec::new();
     for key in [
         "uuid",
         "alias",
+        "host",
+        "host_state",
         "state",
+        "phase",
         "reason",
+        "progress",
+        "error",
+        "adopted",
         "image",
         "vcpus",
         "memory_mib",
@@ -148,33 +199,90 @@ fn print_instance(i: &Value) {
         "pid",
         "created_at",
     ] {
-        let value = match i.get(key) {
-            Some(Value::String(s)) => s.clone(),
-            Some(Value::Null) | None => "-".into(),
-            Some(other) => other.to_string(),
+        let value = match (key, i.get(key)) {
+            (_, None) => continue,
+            ("host", Some(id)) => match i.get("host_name").and_then(Value::as_str) {
+                Some(name) => format!("{name} ({})", id.as_str().unwrap_or("-")),
+                None => id.as_str().unwrap_or("-").to_string(),
+            },
+            ("progress", Some(progress)) => progress_of(progress),
+            (_, Some(Value::String(s))) => s.clone(),
+            (_, Some(Value::Null)) => "-".into(),
+            (_, Some(other)) => other.to_string(),
         };
-        println!("{key:<11} {value}");
+        lines.push(format!("{key:<11} {value}"));
     }
     for (n, nic) in i.get("nics").and_then(Value::as_array).into_iter().flatten().enumerate() {
         let vlan = nic["vlan"].as_u64().map(|v| format!(", vlan {v}")).unwrap_or_default();
-        println!("{:<11} {} on {}{vlan}", format!("nic{n}"), str_of(nic, "mac"), str_of(nic, "network"));
+        lines.push(format!(
+            "{:<11} {} on {}{vlan}",
+            format!("nic{n}"),
+            str_of(nic, "mac"),
+            str_of(nic, "network")
+        ));
     }
-    println!("history");
-    for t in i.get("history").and_then(Value::as_array).into_iter().flatten() {
-        println!("  {}  {:<12} {}", str_of(t, "at"), str_of(t, "state"), str_of(t, "reason"));
+    if let Some(history) = i.get("history").and_then(Value::as_array) {
+        lines.push("history".into());
+        for t in history {
+            lines.push(format!("  {}  {:<12} {}", str_of(t, "at"), str_of(t, "state"), str_of(t, "reason")));
+        }
     }
+    if let Some(placement) = i.get("placement").filter(|p| p.is_object()) {
+        lines.extend(placement_lines(placement));
+    }
+    lines.iter().map(|l| format!("{l}\n")).collect()
+}
+
+/// cloudapi's placement decision: the host chosen, then each host with its scores or the
+/// filter that refused it.
+fn placement_lines(decision: &Value) -> Vec<String> {
+    let verdicts = decision.get("hosts").and_then(Value::as_array).map_or(&[][..], Vec::as_slice);
+    let chosen = decision.get("chosen").and_then(Value::as_str);
+    let chosen_name = verdicts.iter().find(|v| v.get("id").and_then(Value::as_str) == chosen);
+    let mut lines = vec![format!(
+        "{:<11} {}",
+        "placement",
+        match (chosen, chosen_name) {
+            (Some(_), Some(verdict)) => format!("chose {}", str_of(verdict, "name")),
+            (Some(id), None) => format!("chose {id}"),
+            (None, _) => "no host passed".to_string(),
+        }
+    )];
+    for verdict in verdicts {
+        let outcome = match verdict.get("refused").filter(|r| r.is_object()) {
+            Some(refusal) => {
+                format!("refused by {}: {}", str_of(refusal, "filter"), str_of(refusal, "reason"))
+            }
+            None => {
+                let scores: Vec<String> = verdict
+                    .get("scores")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                    .map(|s| {
+                        let value = s.get("value").and_then(Value::as_f64).unwrap_or(0.0);
+                        format!("{} {value:.2} ({})", str_of(s, "weight"), str_of(s, "why"))
+                    })
+                    .collect();
+                let total = verdict.get("total").and_then(Value::as_f64).unwrap_or(0.0);
+                format!("{total:.2}: {}", scores.join(", "))
+            }
+        };
+        lines.push(format!("  {:<16}  {outcome}", str_of(verdict, "name")));
+    }
+    lines
 }
 
 pub fn list(conn: &Connection, destroyed: bool) -> CliResult {
     let path = if destroyed { "/api/v1/instances?destroyed=true" } else { "/api/v1/instances" };
     let list = conn.get(path)?;
-    conn.print(&list, print_instances);
+    conn.print(&list, |l| print!("{}", instances_table(l)));
     Ok(())
 }
 
 pub fn get(conn: &Connection, id: &str) -> CliResult {
     let instance = conn.send(conn.client().get(conn.instance_url(id)?))?;
-    conn.print(&instance, print_instance);
+    conn.print(&instance, |i| print!("{}", instance_details(i)));
     Ok(())
 }
 
@@ -466,6 +574,95 @@ pub fn console(conn: &Connection, id: &str, follow: bool, attach: bool) -> CliRe
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// An instance as cloudapi shows it: the agent's common fields, where it is, no NICs,
+    /// history, pid or reason.
+    fn from_cloudapi() -> Value {
+        json!({
+            "uuid": "7e57a1b2-0000-4000-8000-000000000001", "alias": "web-1",
+            "host": "3f0c7c1e-2a4b-4c6d-8e9f-0a1b2c3d4e5f", "host_name": "h1", "host_state": "running",
+            "state": "provisioning", "phase": "provisioning", "image": null,
+            "vcpus": 2, "memory_mib": 1024, "disk_mib": 2048,
+            "progress": {"step": "importing", "downloaded": 1048576, "total": 4194304},
+            "error": null, "adopted": false, "created_at": "2025-01-01T12:00:00.000Z",
+            "placement": {"chosen": "3f0c7c1e-2a4b-4c6d-8e9f-0a1b2c3d4e5f", "hosts": [
+                {"id": "3f0c7c1e-2a4b-4c6d-8e9f-0a1b2c3d4e5f", "name": "h1", "refused": null,
+                 "scores": [{"weight": "spread", "value": 0.75, "why": "25% used after"}], "total": 0.75},
+                {"id": "5a0c7c1e-2a4b-4c6d-8e9f-0a1b2c3d4e5f", "name": "h2",
+                 "refused": {"filter": "memory", "reason": "needs 1024 MiB; 512 MiB free"}, "scores": [], "total": 0.0}
+            ]}
+        })
+    }
+
+    fn from_agent() -> Value {
+        json!({
+            "uuid": "7e57a1b2-0000-4000-8000-000000000002", "alias": "db", "image": null,
+            "vcpus": 1, "memory_mib": 512, "disk_mib": 1024, "firmware": "bios", "vm_name": "vm-db",
+            "state": "running", "reason": "started on request", "pid": 4242,
+            "created_at": "2025-01-01T12:00:00.000Z",
+            "nics": [{"mac": "52:54:00:00:00:01", "network": "user"}],
+            "history": [{"at": "2025-01-01T12:00:01.000Z", "state": "running", "reason": "started on request"}]
+        })
+    }
+
+    #[test]
+    fn the_list_has_a_host_column_only_for_cloudapis_instances() {
+        let fleet = instances_table(&json!([from_cloudapi()]));
+        let (header, row) = (fleet.lines().next().unwrap(), fleet.lines().nth(1).unwrap());
+        assert!(header.contains("  HOST  ") && header.find("HOST") < header.find("STATE"), "{fleet}");
+        assert!(row.contains("  h1  "), "{fleet}");
+        // No reason from cloudapi: how far provisioning is instead.
+        assert!(row.trim_end().ends_with("importing 1.0 MiB of 4.0 MiB"), "{fleet}");
+
+        let host = instances_table(&json!([from_agent()]));
+        assert!(!host.contains("HOST"), "{host}");
+        assert!(host.lines().nth(1).unwrap().trim_end().ends_with("started on request"), "{host}");
+        // An empty list is the header alone; something that is no list, no panic.
+        assert_eq!(instances_table(&json!([])).lines().count(), 1);
+        assert_eq!(instances_table(&json!("nope")).lines().count(), 1);
+    }
+
+    #[test]
+    fn cloudapis_reasons_come_from_what_it_knows() {
+        let mut i = from_cloudapi();
+        i["phase"] = json!("failed");
+        i["error"] = json!("ImageNotFound: no source has it");
+        assert_eq!(reason_of(&i), "ImageNotFound: no source has it");
+        i["error"] = Value::Null;
+        i["phase"] = json!("created");
+        i["host_state"] = json!("unknown");
+        assert!(reason_of(&i).contains("no heartbeat"), "{}", reason_of(&i));
+        i["host_state"] = json!("running");
+        assert_eq!(reason_of(&i), "-");
+        assert_eq!(progress_of(&json!({"step": "creating"})), "creating");
+    }
+
+    #[test]
+    fn details_show_the_fields_each_api_has_and_skip_the_others() {
+        let fleet = instance_details(&from_cloudapi());
+        for expected in [
+            "host        h1 (3f0c7c1e-2a4b-4c6d-8e9f-0a1b2c3d4e5f)",
+            "phase       provisioning",
+            "progress    importing 1.0 MiB of 4.0 MiB",
+            "adopted     false",
+            "placement   chose h1",
+            "  h1                0.75: spread 0.75 (25% used after)",
+            "  h2                refused by memory: needs 1024 MiB; 512 MiB free",
+        ] {
+            assert!(fleet.contains(expected), "{expected:?} in:\n{fleet}");
+        }
+        for absent in ["pid", "vm_name", "history", "nic0", "reason"] {
+            assert!(!fleet.contains(absent), "{absent} in:\n{fleet}");
+        }
+
+        let host = instance_details(&from_agent());
+        for expected in
+            ["pid         4242", "nic0        52:54:00:00:00:01 on user", "history", "reason      started"]
+        {
+            assert!(host.contains(expected), "{expected:?} in:\n{host}");
+        }
+        assert!(!host.contains("host ") && !host.contains("placement"), "{host}");
+    }
 
     #[test]
     fn refusals_name_the_flags_not_the_api_fields() {

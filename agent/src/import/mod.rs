@@ -20,6 +20,7 @@ use uuid::Uuid;
 use imgapi_client::{Client, ClientError, FileEntry};
 
 use crate::error_code::ErrorCode;
+use crate::metrics::ImportCounters;
 use crate::source::{SourceClient, SourceError};
 use crate::storage::{ImageMeta, ImageStorage, LocalImage, StorageError};
 use pipeline::{Expected, Pipeline, PipelineError, Progress};
@@ -165,6 +166,7 @@ pub struct Importer {
     sources: SourceClient,
     storage: Arc<dyn ImageStorage>,
     jobs: Mutex<Jobs>,
+    metrics: ImportCounters,
 }
 
 #[derive(Default)]
@@ -178,8 +180,8 @@ struct Jobs {
 const KEEP_FINISHED: usize = 200;
 
 impl Importer {
-    pub fn new(sources: SourceClient, storage: Arc<dyn ImageStorage>) -> Arc<Self> {
-        Arc::new(Importer { sources, storage, jobs: Mutex::new(Jobs::default()) })
+    pub fn new(sources: SourceClient, storage: Arc<dyn ImageStorage>, metrics: ImportCounters) -> Arc<Self> {
+        Arc::new(Importer { sources, storage, jobs: Mutex::new(Jobs::default()), metrics })
     }
 
     pub fn sources(&self) -> &SourceClient {
@@ -246,6 +248,7 @@ impl Importer {
     }
 
     fn finish(&self, job: &Arc<Job>, result: Result<LocalImage, Arc<ImportError>>) {
+        self.metrics.finished(result.is_ok());
         {
             let mut inner = lock(&job.state);
             inner.state = if result.is_ok() { JobState::Succeeded } else { JobState::Failed };
@@ -411,6 +414,7 @@ impl Importer {
             let error = match download.chunk().await {
                 Ok(Some(chunk)) => {
                     received += chunk.len() as u64;
+                    self.metrics.downloaded(chunk.len() as u64);
                     block.extend_from_slice(&chunk);
                     if block.len() >= BLOCK && pipeline.push(block.split().freeze()).await.is_err() {
                         return Ok(()); // The pipeline failed; `finish` says why.

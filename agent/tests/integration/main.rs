@@ -15,6 +15,7 @@ mod import_files;
 mod instances_bhyve;
 mod instances_qemu;
 mod limits;
+mod metrics;
 mod openapi;
 #[path = "../../../imgapi/tests/integration/raw_http.rs"]
 mod raw_http;

@@ -92,6 +92,9 @@ async fn action(
         format!("/api/v1/instances/{}{}{query}", instance.uuid, if query.is_empty() { "" } else { "?" });
     let answer =
         state.instances.remote().call(&host, Method::POST, &target, None).await.map_err(unreachable)?;
+    if let (true, Some(now)) = (answer.status.is_success(), answer.body["state"].as_str()) {
+        state.instances.note_state(&instance.uuid, now).await?;
+    }
     Ok(passed_on(answer.status, &answer.body))
 }
 

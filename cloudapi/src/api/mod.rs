@@ -1,5 +1,6 @@
-//! cloudapi's REST API under `/api/v1`: the routes, who may call each, and the handlers, which
-//! only translate between HTTP and the domain ([`crate::hosts`], [`crate::instances`]).
+//! cloudapi's REST API under `/api/v1` (and `GET /metrics` at the root, where Prometheus looks):
+//! the routes, who may call each, and the handlers, which only translate between HTTP and the
+//! domain ([`crate::hosts`], [`crate::instances`]).
 
 pub mod error;
 mod images;
@@ -23,12 +24,15 @@ pub struct CloudState {
     pub users: Credentials,
     /// The join tokens: registration only.
     pub join: Credentials,
+    /// `GET /metrics`'s gauges, read at each scrape.
+    pub metrics: crate::metrics::FleetGauges,
 }
 
 /// The largest request body.
 pub(crate) const MAX_BODY: usize = 4 << 20;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.route("/metrics", web::get().to(metrics));
     cfg.service(
         web::scope("/api/v1")
             .route("/ping", web::get().to(ping))
@@ -103,7 +107,14 @@ fn host_id(text: &str) -> Result<Uuid, ApiError> {
 }
 
 async fn ping() -> HttpResponse {
-    HttpResponse::Ok().json(serde_json::json!({"ping": "pong", "version": env!("CARGO_PKG_VERSION")}))
+    HttpResponse::Ok()
+        .json(serde_json::json!({"ping": "pong", "cloudapi": true, "version": env!("CARGO_PKG_VERSION")}))
+}
+
+/// Prometheus metrics. Open to anyone, as Prometheus scrapes: no secrets in them, and only
+/// bounded label values (states, phases, outcomes, route patterns).
+async fn metrics(state: web::Data<CloudState>) -> Result<HttpResponse, ApiError> {
+    Ok(state.metrics.scrape().await?)
 }
 
 async fn list_hosts(state: web::Data<CloudState>) -> Result<HttpResponse, ApiError> {

@@ -12,6 +12,7 @@ use uuid::Uuid;
 
 use super::{now, InstanceError, InstanceView, Instances, Phase, Progress};
 use crate::db::Dialect;
+use crate::metrics::PlacementOutcome;
 use crate::placement::{self, Affinity, Decision, ImagePart};
 
 /// The keys of a create that are cloudapi's; every other key is the agent's.
@@ -161,9 +162,11 @@ impl Instances {
         let decision = placement::place(&wanted, &candidates, &self.policy);
         if request.dry_run {
             tx.rollback().await?;
+            self.metrics.placement(PlacementOutcome::DryRun);
             return Ok(CreateOutcome::DryRun(decision));
         }
         let Some(host) = decision.chosen else {
+            self.metrics.placement(PlacementOutcome::NoCapacity);
             return Err(InstanceError::NoCapacity(decision.reasons()));
         };
         let taken = sqlx::query("SELECT uuid FROM instances WHERE uuid = $1 OR alias = $2")
@@ -200,6 +203,7 @@ impl Instances {
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
+        self.metrics.placement(PlacementOutcome::Placed);
         tracing::info!(%uuid, alias, %host, "instance placed");
         self.spawn_provision(uuid);
         Ok(CreateOutcome::Placed(Box::new(self.get(&uuid.to_string()).await?)))

@@ -86,7 +86,7 @@ pub enum Phase {
 }
 
 impl Phase {
-    fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Phase::Provisioning => "provisioning",
             Phase::Created => "created",
@@ -154,12 +154,19 @@ pub struct Instances {
     policy: Policy,
     /// This replica's name in leases.
     replica: String,
+    metrics: crate::metrics::CreateCounters,
 }
 
-const COLUMNS: &str = "uuid, alias, host_id, phase, adopted, vcpus, memory_mib, disk_mib, image, placement, progress, error, created_ms";
+const COLUMNS: &str = "uuid, alias, host_id, phase, adopted, vcpus, memory_mib, disk_mib, image, placement, progress, error, state, state_ms, created_ms";
 
 impl Instances {
-    pub fn new(db: Db, hosts: Hosts, catalogue: Catalogue, policy: Policy) -> Arc<Instances> {
+    pub fn new(
+        db: Db,
+        hosts: Hosts,
+        catalogue: Catalogue,
+        policy: Policy,
+        metrics: crate::metrics::CreateCounters,
+    ) -> Arc<Instances> {
         Arc::new(Instances {
             db,
             hosts,
@@ -167,6 +174,7 @@ impl Instances {
             remote: Remote::new(),
             policy,
             replica: Uuid::new_v4().to_string(),
+            metrics,
         })
     }
 
@@ -235,6 +243,18 @@ impl Instances {
         Ok((instance, target))
     }
 
+    /// Records the state the host just answered for an instance (its create, an action), which
+    /// shows until a later heartbeat reports another.
+    pub async fn note_state(&self, uuid: &Uuid, state: &str) -> Result<(), InstanceError> {
+        sqlx::query("UPDATE instances SET state = $1, state_ms = $2 WHERE uuid = $3")
+            .bind(state)
+            .bind(now())
+            .bind(uuid.to_string())
+            .execute(&self.db.pool)
+            .await?;
+        Ok(())
+    }
+
     /// Forgets an instance (its host destroyed it, or never had it).
     pub async fn forget(&self, uuid: &Uuid) -> Result<(), InstanceError> {
         sqlx::query("DELETE FROM instances WHERE uuid = $1")
@@ -267,11 +287,17 @@ fn view(
     let phase = Phase::parse(&row.try_get::<String, _>("phase")?).ok_or_else(|| corrupt("phase"))?;
     let host = hosts.get(&host_id);
     let reported = host.and_then(|h| h.instances.iter().find(|i| i.uuid == uuid));
-    let state = match (phase, reported) {
-        (Phase::Failed, _) => "failed".to_string(),
-        (_, Some(reported)) => reported.state.clone(),
+    // The host's latest word: its last answer about the instance, unless a heartbeat since
+    // reported it.
+    let answered: Option<String> = row.try_get("state")?;
+    let answered_ms: Option<i64> = row.try_get("state_ms")?;
+    let answered = answered.filter(|_| host.is_none_or(|h| answered_ms.unwrap_or(0) > h.heartbeat_ms));
+    let state = match (phase, reported, answered) {
+        (Phase::Failed, _, _) => "failed".to_string(),
+        (_, _, Some(answered)) => answered,
+        (_, Some(reported), None) => reported.state.clone(),
         // Placed, or created but not reported yet.
-        (_, None) => "provisioning".to_string(),
+        (_, None, None) => "provisioning".to_string(),
     };
     let image: Option<String> = row.try_get("image")?;
     let progress: String = row.try_get("progress")?;

@@ -146,6 +146,9 @@ impl Instances {
         let retried = status == StatusCode::CONFLICT && body["code"] == "InstanceExists";
         if status.is_success() || retried {
             self.finish(uuid, Phase::Created, "done", None).await?;
+            if let Some(state) = body["state"].as_str() {
+                self.note_state(&uuid, state).await?;
+            }
             return Ok(());
         }
         Err(Stop::Failed(agent_message(status, &body)))
@@ -174,6 +177,9 @@ impl Instances {
             _ => return Err(Stop::Failed(agent_message(status, &job))),
         }
         let job_path = format!("/api/v1/jobs/{}", job["id"].as_str().unwrap_or_default());
+        // What this replica has counted of the job's bytes. A replica taking a create over
+        // joins the host's running job, and counts again what the one before it saw.
+        let mut counted = 0;
         loop {
             let (status, job) =
                 self.retrying(uuid, target, || self.remote.request(target, Method::GET, &job_path)).await?;
@@ -185,6 +191,10 @@ impl Instances {
                 downloaded: job["downloaded"].as_u64().unwrap_or(0),
                 total: job["total"].as_u64(),
             };
+            if progress.downloaded > counted {
+                self.metrics.imported(progress.downloaded - counted);
+                counted = progress.downloaded;
+            }
             self.renew(uuid, Some(&progress)).await?;
             match job["state"].as_str() {
                 Some("succeeded") => return Ok(()),

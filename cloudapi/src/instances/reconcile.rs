@@ -26,12 +26,13 @@ pub async fn reconcile(
         .bind(host.to_string())
         .fetch_all(&mut *conn)
         .await?;
+    let reported_uuids: BTreeSet<String> = reported.iter().map(|r| r.uuid.to_string()).collect();
     let mut known = BTreeSet::new();
     for row in &rows {
         let uuid: String = row.try_get("uuid")?;
         let phase: String = row.try_get("phase")?;
         let updated_ms: i64 = row.try_get("updated_ms")?;
-        let reported_now = reported.iter().any(|r| r.uuid.to_string() == uuid);
+        let reported_now = reported_uuids.contains(&uuid);
         if phase == "created" && !reported_now && updated_ms < now - GRACE_MS {
             tracing::info!(%uuid, %host, "the host no longer has this instance: forgotten");
             sqlx::query("DELETE FROM instances WHERE uuid = $1").bind(&uuid).execute(&mut *conn).await?;

@@ -48,14 +48,17 @@ fn the_test_guest_boots_through_cloudapi_and_its_console_is_proxied() {
         (instance["state"] == "running").then(|| instance.clone()).ok_or_else(|| format!("{instance:#}"))
     });
     assert_eq!(running["phase"], "created");
-    // The image was imported onto the host it went to, and only there.
-    let holders: Vec<String> = cloud
-        .hosts()
-        .iter()
-        .filter(|h| h["images"].as_array().unwrap().iter().any(|i| i["uuid"] == image.as_str()))
-        .map(|h| h["id"].as_str().unwrap().to_string())
-        .collect();
-    assert_eq!(holders, [running["host"].as_str().unwrap()]);
+    // The image was imported onto the host it went to, and only there (as the next heartbeat
+    // says: the running state came with the create's answer).
+    wait_until("the host to report the image", Duration::from_secs(20), || {
+        let holders: Vec<String> = cloud
+            .hosts()
+            .iter()
+            .filter(|h| h["images"].as_array().unwrap().iter().any(|i| i["uuid"] == image.as_str()))
+            .map(|h| h["id"].as_str().unwrap().to_string())
+            .collect();
+        (holders == [running["host"].as_str().unwrap()]).then_some(()).ok_or_else(|| format!("{holders:?}"))
+    });
 
     // The console, read and followed through cloudapi.
     let console = |query: &str| {

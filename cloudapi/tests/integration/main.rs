@@ -3,9 +3,12 @@
 
 mod common;
 
+mod auth_table;
 mod boot;
+mod cli;
 mod failure;
 mod hosts;
 mod membership;
+mod metrics;
 mod placement;
 mod replicas;
