@@ -50,6 +50,8 @@ pub enum Dialect {
 pub struct Db {
     pub pool: AnyPool,
     pub dialect: Dialect,
+    /// The pool's size.
+    pub connections: u32,
 }
 
 fn migrator() -> Migrator {
@@ -95,7 +97,7 @@ impl Db {
             sqlx::query("PRAGMA synchronous = FULL").execute(&pool).await?;
         }
         migrator().run(&pool).await.map_err(DbError::Migrate)?;
-        Ok(Db { pool, dialect })
+        Ok(Db { pool, dialect, connections })
     }
 }
 

@@ -85,6 +85,9 @@ pub struct HostView {
 pub struct Hosts {
     db: Db,
     timeout: Duration,
+    /// Heartbeats use at most half the database connections, so that a burst of them never
+    /// makes the API's own requests (placements above all) wait for one.
+    heartbeats: std::sync::Arc<tokio::sync::Semaphore>,
 }
 
 /// A new credential: 256 random bits, hex.
@@ -140,7 +143,9 @@ fn check_registration(r: &Registration) -> Result<(), HostError> {
 
 impl Hosts {
     pub fn new(db: Db, timeout: Duration) -> Self {
-        Hosts { db, timeout }
+        let heartbeats =
+            std::sync::Arc::new(tokio::sync::Semaphore::new((db.connections / 2).max(1) as usize));
+        Hosts { db, timeout, heartbeats }
     }
 
     /// Registers a new host (`credential` is `None`: the caller showed a join token), or a
@@ -230,9 +235,15 @@ impl Hosts {
         })
         .expect("inventories serialise");
         let c = &beat.capacity;
+        let images = serde_json::to_string(&beat.images).expect("images serialise");
+        let _turn = self.heartbeats.acquire().await.expect("the semaphore is never closed");
         let now = now_ms();
         let mut tx = self.db.pool.begin().await?;
-        let images = serde_json::to_string(&beat.images).expect("images serialise");
+        if self.db.dialect == crate::db::Dialect::Postgres {
+            // A heartbeat is soft state: one lost in a crash is replaced by the next, seconds
+            // later. Not waiting for its WAL flush keeps a slow disk from holding connections.
+            sqlx::query("SET LOCAL synchronous_commit TO OFF").execute(&mut *tx).await?;
+        }
         let updated = sqlx::query("UPDATE hosts SET vcpus = $1, memory_mib = $2, disk_free_mib = $3, inventory = $4, images = $5, heartbeat_ms = $6 WHERE id = $7")
             .bind(c.vcpus as i64)
             .bind(c.memory_mib as i64)
@@ -249,6 +260,23 @@ impl Hosts {
         crate::instances::reconcile(&mut tx, id, &beat.instances, now).await?;
         tx.commit().await?;
         Ok(())
+    }
+
+    /// Image `uuid` as some host reports holding it. Reads only the hosts' image lists, and
+    /// only those that name it.
+    pub async fn cached_image(&self, uuid: &Uuid) -> Result<Option<CachedImage>, HostError> {
+        let rows = sqlx::query("SELECT images FROM hosts WHERE images LIKE $1")
+            .bind(format!("%{uuid}%"))
+            .fetch_all(&self.db.pool)
+            .await?;
+        for row in &rows {
+            let images: Vec<CachedImage> = serde_json::from_str(&row.try_get::<String, _>("images")?)
+                .map_err(|_| DbError::Corrupt("host images".into()))?;
+            if let Some(image) = images.into_iter().find(|i| i.uuid == *uuid) {
+                return Ok(Some(image));
+            }
+        }
+        Ok(None)
     }
 
     /// Where host `id` is and its credential, to call it.

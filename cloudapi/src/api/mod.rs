@@ -5,15 +5,17 @@
 pub mod error;
 mod images;
 mod instances;
+pub mod openapi;
 
 use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
+use imgapi_client::ErrorBody;
 use serde::de::DeserializeOwned;
 use service_kit::auth::Credentials;
 use uuid::Uuid;
 
 use crate::error_code::ErrorCode;
-use crate::hosts::{Heartbeat, Hosts, Registration};
+use crate::hosts::{Heartbeat, HostView, Hosts, Registered, Registration};
 use error::ApiError;
 
 /// Shared state of the API.
@@ -36,6 +38,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(
         web::scope("/api/v1")
             .route("/ping", web::get().to(ping))
+            .route("/openapi.json", web::get().to(openapi::document))
             .route("/hosts", web::get().to(list_hosts))
             .route("/hosts", web::post().to(register))
             .route("/hosts/{id}", web::get().to(get_host))
@@ -106,27 +109,58 @@ fn host_id(text: &str) -> Result<Uuid, ApiError> {
         .map_err(|_| ApiError::new(ErrorCode::HostNotFound, format!("{text:?} is not a host id")))
 }
 
-async fn ping() -> HttpResponse {
-    HttpResponse::Ok()
-        .json(serde_json::json!({"ping": "pong", "cloudapi": true, "version": env!("CARGO_PKG_VERSION")}))
+/// What `GET /ping` answers.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct Ping {
+    /// Always `pong`.
+    ping: &'static str,
+    /// Always true: this is a cloudapi.
+    cloudapi: bool,
+    version: &'static str,
 }
 
-/// Prometheus metrics. Open to anyone, as Prometheus scrapes: no secrets in them, and only
-/// bounded label values (states, phases, outcomes, route patterns).
+/// cloudapi is up.
+#[utoipa::path(get, path = "/api/v1/ping", tag = "cloudapi", responses((status = 200, body = Ping)))]
+async fn ping() -> HttpResponse {
+    HttpResponse::Ok().json(Ping { ping: "pong", cloudapi: true, version: env!("CARGO_PKG_VERSION") })
+}
+
+/// Prometheus metrics (OpenMetrics text).
+///
+/// Open to anyone, as Prometheus scrapes: no secrets in them, and only bounded label values
+/// (states, phases, outcomes, route patterns). A scrape whose database read fails is a 500.
+#[utoipa::path(get, path = "/metrics", tag = "cloudapi",
+    responses((status = 200, body = String, content_type = "application/openmetrics-text"),
+              (status = "default", body = ErrorBody)))]
 async fn metrics(state: web::Data<CloudState>) -> Result<HttpResponse, ApiError> {
     Ok(state.metrics.scrape().await?)
 }
 
+/// Every host of the fleet, by name: state, capacity, allocations, cached images, instances,
+/// last heartbeat.
+#[utoipa::path(operation_id = "list_hosts", get, path = "/api/v1/hosts", tag = "hosts",
+    responses((status = 200, body = [HostView]), (status = "default", body = ErrorBody)))]
 async fn list_hosts(state: web::Data<CloudState>) -> Result<HttpResponse, ApiError> {
     Ok(HttpResponse::Ok().json(state.hosts.list().await?))
 }
 
+/// One host.
+#[utoipa::path(operation_id = "get_host", get, path = "/api/v1/hosts/{id}", tag = "hosts", params(("id" = Uuid, Path)),
+    responses((status = 200, body = HostView), (status = "default", body = ErrorBody)))]
 async fn get_host(path: web::Path<String>, state: web::Data<CloudState>) -> Result<HttpResponse, ApiError> {
     Ok(HttpResponse::Ok().json(state.hosts.get(&host_id(&path)?).await?))
 }
 
 /// Registers a host: with a join token a new one (201), with a host's own credential that
 /// host again (200).
+///
+/// A join token cannot register a name that is taken (409 `HostExists`); a credential that is
+/// not the named host's is a 401.
+#[utoipa::path(operation_id = "register_host", post, path = "/api/v1/hosts", tag = "hosts", request_body = Registration,
+    security(("join_token" = []), ("host_credential" = [])),
+    responses((status = 201, body = Registered, description = "a new host, with its credential"),
+              (status = 200, body = Registered, description = "the host of the credential, registered again"),
+              (status = "default", body = ErrorBody)))]
 async fn register(
     req: HttpRequest,
     payload: web::Payload,
@@ -155,6 +189,11 @@ async fn register(
     Ok(if joining { HttpResponse::Created() } else { HttpResponse::Ok() }.json(registered))
 }
 
+/// A host's heartbeat: its capacity, allocations, images and instances (which cloudapi
+/// reconciles with its own table).
+#[utoipa::path(operation_id = "heartbeat", put, path = "/api/v1/hosts/{id}/heartbeat", tag = "hosts",
+    params(("id" = Uuid, Path)), request_body = Heartbeat, security(("host_credential" = [])),
+    responses((status = 204), (status = "default", body = ErrorBody)))]
 async fn heartbeat(
     req: HttpRequest,
     path: web::Path<String>,
@@ -173,6 +212,22 @@ struct ActionQuery {
     action: String,
 }
 
+/// What `POST /hosts/:id` does.
+#[derive(utoipa::ToSchema)]
+#[schema(rename_all = "lowercase")]
+#[allow(dead_code)] // the schema of what `host_action` matches
+enum HostAction {
+    /// No new instances are placed on the host.
+    Drain,
+    /// New instances may be placed on it again.
+    Undrain,
+}
+
+/// Drains a host (`action=drain`: no new instances go there) or takes it back (`undrain`).
+#[utoipa::path(operation_id = "host_action", post, path = "/api/v1/hosts/{id}", tag = "hosts",
+    params(("id" = Uuid, Path), ("action" = inline(HostAction), Query)),
+    security(("bearer" = []), ("basic" = [])),
+    responses((status = 200, body = HostView), (status = "default", body = ErrorBody)))]
 async fn host_action(
     req: HttpRequest,
     path: web::Path<String>,
@@ -189,12 +244,19 @@ async fn host_action(
     Ok(HttpResponse::Ok().json(state.hosts.set_draining(&id, draining).await?))
 }
 
-#[derive(serde::Deserialize)]
+#[derive(serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct RemoveQuery {
+    /// Remove an `unknown` host even though it has instances (they are forgotten).
     #[serde(default)]
     force: bool,
 }
 
+/// Removes a host and revokes its credential; refused (409 `HostInUse`) while it has
+/// instances, unless it is `unknown` and `force=true`.
+#[utoipa::path(operation_id = "remove_host", delete, path = "/api/v1/hosts/{id}", tag = "hosts",
+    params(("id" = Uuid, Path), RemoveQuery), security(("bearer" = []), ("basic" = [])),
+    responses((status = 204), (status = "default", body = ErrorBody)))]
 async fn remove_host(
     req: HttpRequest,
     path: web::Path<String>,

@@ -221,9 +221,7 @@ impl Instances {
             }
             return Ok((facts.chain, facts.image_size_mib));
         }
-        let hosts = self.hosts.list().await?;
-        let cached = hosts.iter().flat_map(|h| h.images.iter()).find(|i| i.uuid == image);
-        match cached {
+        match self.hosts.cached_image(&image).await? {
             Some(cached) => Ok((vec![ImagePart { uuid: image, size: cached.size }], None)),
             None => Err(crate::catalogue::CatalogueError::NotFound(image).into()),
         }
