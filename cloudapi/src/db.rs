@@ -19,6 +19,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (1, "hosts", include_str!("../migrations/0001_hosts.sql")),
     (2, "instances", include_str!("../migrations/0002_instances.sql")),
     (3, "placement reads", include_str!("../migrations/0003_placement_reads.sql")),
+    (4, "reservations", include_str!("../migrations/0004_reservations.sql")),
 ];
 
 #[derive(Debug, thiserror::Error)]

@@ -301,32 +301,34 @@ impl Hosts {
     pub async fn candidates(
         &self,
         conn: &mut sqlx::AnyConnection,
-        with_neighbours: bool,
+        affinity: &[crate::placement::Affinity],
     ) -> Result<Vec<crate::placement::Candidate>, HostError> {
         use std::collections::HashMap;
-        let rows = sqlx::query("SELECT id, name, admin_state, hypervisor, tags, vcpus, memory_mib, disk_free_mib, images, heartbeat_ms FROM hosts")
+        let rows = sqlx::query("SELECT id, name, admin_state, hypervisor, tags, vcpus, memory_mib, disk_free_mib, images, heartbeat_ms, reserved_vcpus, reserved_memory_mib, reserved_disk_mib FROM hosts")
             .fetch_all(&mut *conn)
             .await?;
-        let reservations = sqlx::query("SELECT host_id, CAST(SUM(vcpus) AS BIGINT) AS vcpus, CAST(SUM(memory_mib) AS BIGINT) AS memory_mib, CAST(SUM(CASE WHEN phase = 'provisioning' THEN disk_mib ELSE 0 END) AS BIGINT) AS disk_mib FROM instances WHERE phase <> 'failed' GROUP BY host_id")
-            .fetch_all(&mut *conn)
-            .await?;
-        let mut reserved: HashMap<String, Allocation> = HashMap::new();
-        for row in &reservations {
-            let take = |column: &str| row.try_get::<i64, _>(column).map(|v| v.max(0) as u64);
-            reserved.insert(
-                row.try_get("host_id")?,
-                Allocation {
-                    vcpus: take("vcpus")?,
-                    memory_mib: take("memory_mib")?,
-                    disk_mib: take("disk_mib")?,
-                },
-            );
-        }
         let mut neighbours: HashMap<String, Vec<crate::placement::Neighbour>> = HashMap::new();
-        if with_neighbours {
-            let rows = sqlx::query("SELECT uuid, alias, host_id FROM instances WHERE phase <> 'failed'")
-                .fetch_all(&mut *conn)
-                .await?;
+        if !affinity.is_empty() {
+            // Only the instances a rule may name: a superset (SQLite's LIKE ignores ASCII case),
+            // which placement's own matching narrows.
+            let (conditions, patterns): (Vec<String>, Vec<String>) = affinity
+                .iter()
+                .enumerate()
+                .map(|(n, rule)| {
+                    (format!("alias LIKE ${} ESCAPE '\\' OR uuid = ${}", 2 * n + 1, 2 * n + 2), rule)
+                })
+                .map(|(condition, rule)| (condition, rule.name.clone()))
+                .unzip();
+            let query = format!(
+                "SELECT uuid, alias, host_id FROM instances WHERE phase <> 'failed' AND ({})",
+                conditions.join(" OR ")
+            );
+            let mut select = sqlx::query(&query);
+            for name in &patterns {
+                let uuid = Uuid::parse_str(name).map(|u| u.to_string()).unwrap_or_default();
+                select = select.bind(like_pattern(name)).bind(uuid);
+            }
+            let rows = select.fetch_all(&mut *conn).await?;
             for row in &rows {
                 let uuid: String = row.try_get("uuid")?;
                 let uuid = Uuid::parse_str(&uuid)
@@ -355,7 +357,14 @@ impl Hosts {
                     hypervisor: row.try_get("hypervisor")?,
                     tags: serde_json::from_str(&tags).map_err(|_| corrupt("tags"))?,
                     capacity: capacity_of(row)?,
-                    reserved: reserved.get(&key).copied().unwrap_or_default(),
+                    reserved: {
+                        let take = |column: &str| row.try_get::<i64, _>(column).map(|v| v.max(0) as u64);
+                        Allocation {
+                            vcpus: take("reserved_vcpus")?,
+                            memory_mib: take("reserved_memory_mib")?,
+                            disk_mib: take("reserved_disk_mib")?,
+                        }
+                    },
                     images: serde_json::from_str(&images).map_err(|_| corrupt("images"))?,
                     instances: neighbours.remove(&key).unwrap_or_default(),
                 })
@@ -454,6 +463,23 @@ impl Hosts {
     }
 }
 
+/// The SQL `LIKE` pattern (with `\` as its escape) of an affinity glob: `*` is any run of
+/// characters, and what `LIKE` would read as a wildcard is escaped.
+fn like_pattern(glob: &str) -> String {
+    let mut pattern = String::with_capacity(glob.len() + 2);
+    for c in glob.chars() {
+        match c {
+            '*' => pattern.push('%'),
+            '%' | '_' | '\\' => {
+                pattern.push('\\');
+                pattern.push(c);
+            }
+            c => pattern.push(c),
+        }
+    }
+    pattern
+}
+
 fn capacity_of(row: &sqlx::any::AnyRow) -> Result<Capacity, sqlx::Error> {
     Ok(Capacity {
         vcpus: row.try_get::<i64, _>("vcpus")?.clamp(0, i64::from(u32::MAX)) as u32,
@@ -466,3 +492,16 @@ const SELECT_VIEW: &str = "SELECT id, name, url, admin_state, hypervisor, tags, 
 
 /// The list, in name order.
 const ORDER: &str = " ORDER BY name";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn affinity_globs_become_like_patterns_that_match_only_what_they_say() {
+        assert_eq!(like_pattern("web-*"), "web-%");
+        assert_eq!(like_pattern("db_1"), "db\\_1");
+        assert_eq!(like_pattern("100%*"), "100\\%%");
+        assert_eq!(like_pattern("a\\b"), "a\\\\b");
+    }
+}

@@ -158,7 +158,7 @@ impl Instances {
         if self.db.dialect == Dialect::Postgres {
             sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(PLACEMENT_LOCK).execute(&mut *tx).await?;
         }
-        let candidates = self.hosts.candidates(&mut tx, !request.affinity.is_empty()).await?;
+        let candidates = self.hosts.candidates(&mut tx, &request.affinity).await?;
         let decision = placement::place(&wanted, &candidates, &self.policy);
         if request.dry_run {
             tx.rollback().await?;
@@ -201,6 +201,13 @@ impl Instances {
             .bind(at)
             .bind(at)
             .execute(&mut *tx)
+            .await?;
+        let sizes = super::reservations::Sizes {
+            vcpus: i64::from(vcpus),
+            memory_mib: memory_mib as i64,
+            disk_mib: disk_mib as i64,
+        };
+        super::reservations::shift(&mut tx, &host.to_string(), sizes, None, Some(Phase::Provisioning))
             .await?;
         tx.commit().await?;
         self.metrics.placement(PlacementOutcome::Placed);

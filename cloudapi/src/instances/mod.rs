@@ -7,6 +7,7 @@
 mod create;
 mod provision;
 mod reconcile;
+mod reservations;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -257,10 +258,13 @@ impl Instances {
 
     /// Forgets an instance (its host destroyed it, or never had it).
     pub async fn forget(&self, uuid: &Uuid) -> Result<(), InstanceError> {
-        sqlx::query("DELETE FROM instances WHERE uuid = $1")
-            .bind(uuid.to_string())
-            .execute(&self.db.pool)
-            .await?;
+        let mut tx = self.db.pool.begin().await?;
+        let Some((host, sizes, phase)) = reservations::current(&mut tx, &uuid.to_string()).await? else {
+            return Ok(());
+        };
+        sqlx::query("DELETE FROM instances WHERE uuid = $1").bind(uuid.to_string()).execute(&mut *tx).await?;
+        reservations::shift(&mut tx, &host, sizes, Phase::parse(&phase), None).await?;
+        tx.commit().await?;
         Ok(())
     }
 }

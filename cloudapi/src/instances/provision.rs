@@ -266,15 +266,23 @@ impl Instances {
         error: Option<&str>,
     ) -> Result<(), InstanceError> {
         let progress = Progress { step: step.into(), ..Progress::default() };
-        sqlx::query("UPDATE instances SET phase = $1, progress = $2, error = $3, lease_owner = NULL, lease_until_ms = NULL, updated_ms = $4 WHERE uuid = $5 AND phase = 'provisioning' AND lease_owner = $6")
+        let mut tx = self.db.pool.begin().await?;
+        let Some((host, sizes, _)) = super::reservations::current(&mut tx, &uuid.to_string()).await? else {
+            return Ok(());
+        };
+        let updated = sqlx::query("UPDATE instances SET phase = $1, progress = $2, error = $3, lease_owner = NULL, lease_until_ms = NULL, updated_ms = $4 WHERE uuid = $5 AND phase = 'provisioning' AND lease_owner = $6")
             .bind(phase.as_str())
             .bind(serde_json::to_string(&progress).expect("progress serialises"))
             .bind(error)
             .bind(now())
             .bind(uuid.to_string())
             .bind(&self.replica)
-            .execute(&self.db.pool)
+            .execute(&mut *tx)
             .await?;
+        if updated.rows_affected() == 1 {
+            super::reservations::shift(&mut tx, &host, sizes, Some(Phase::Provisioning), Some(phase)).await?;
+        }
+        tx.commit().await?;
         Ok(())
     }
 }

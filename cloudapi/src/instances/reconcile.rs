@@ -9,6 +9,8 @@ use std::collections::BTreeSet;
 use sqlx::Row;
 use uuid::Uuid;
 
+use super::reservations::{shift, Sizes};
+use super::Phase;
 use crate::hosts::ReportedInstance;
 
 /// How long after cloudapi saw it created an instance must be missing from a host's report
@@ -22,20 +24,29 @@ pub async fn reconcile(
     reported: &[ReportedInstance],
     now: i64,
 ) -> Result<(), sqlx::Error> {
-    let rows = sqlx::query("SELECT uuid, phase, updated_ms FROM instances WHERE host_id = $1")
-        .bind(host.to_string())
-        .fetch_all(&mut *conn)
-        .await?;
+    let rows = sqlx::query(
+        "SELECT uuid, phase, updated_ms, vcpus, memory_mib, disk_mib FROM instances WHERE host_id = $1",
+    )
+    .bind(host.to_string())
+    .fetch_all(&mut *conn)
+    .await?;
     let reported_uuids: BTreeSet<String> = reported.iter().map(|r| r.uuid.to_string()).collect();
     let mut known = BTreeSet::new();
     for row in &rows {
         let uuid: String = row.try_get("uuid")?;
         let phase: String = row.try_get("phase")?;
         let updated_ms: i64 = row.try_get("updated_ms")?;
+        let sizes = Sizes {
+            vcpus: row.try_get("vcpus")?,
+            memory_mib: row.try_get("memory_mib")?,
+            disk_mib: row.try_get("disk_mib")?,
+        };
+        let host_id = host.to_string();
         let reported_now = reported_uuids.contains(&uuid);
         if phase == "created" && !reported_now && updated_ms < now - GRACE_MS {
             tracing::info!(%uuid, %host, "the host no longer has this instance: forgotten");
             sqlx::query("DELETE FROM instances WHERE uuid = $1").bind(&uuid).execute(&mut *conn).await?;
+            shift(&mut *conn, &host_id, sizes, Some(Phase::Created), None).await?;
         }
         if phase == "failed" && reported_now {
             // The create reached the host after all (cloudapi gave up waiting for it).
@@ -46,12 +57,13 @@ pub async fn reconcile(
             .bind(&uuid)
             .execute(&mut *conn)
             .await?;
+            shift(&mut *conn, &host_id, sizes, Some(Phase::Failed), Some(Phase::Created)).await?;
         }
         known.insert(uuid);
     }
     for instance in reported.iter().filter(|r| !known.contains(&r.uuid.to_string())) {
         tracing::info!(uuid = %instance.uuid, alias = %instance.alias, %host, "adopting an instance the host reports");
-        sqlx::query("INSERT INTO instances (uuid, alias, host_id, phase, adopted, vcpus, memory_mib, disk_mib, image, request, placement, progress, error, lease_owner, lease_until_ms, created_ms, updated_ms) VALUES ($1, $2, $3, 'created', 1, $4, $5, $6, $7, '{}', 'null', '{\"step\":\"done\"}', NULL, NULL, NULL, $8, $9) ON CONFLICT (uuid) DO NOTHING")
+        let adopted = sqlx::query("INSERT INTO instances (uuid, alias, host_id, phase, adopted, vcpus, memory_mib, disk_mib, image, request, placement, progress, error, lease_owner, lease_until_ms, created_ms, updated_ms) VALUES ($1, $2, $3, 'created', 1, $4, $5, $6, $7, '{}', 'null', '{\"step\":\"done\"}', NULL, NULL, NULL, $8, $9) ON CONFLICT (uuid) DO NOTHING")
             .bind(instance.uuid.to_string())
             .bind(&instance.alias)
             .bind(host.to_string())
@@ -63,6 +75,14 @@ pub async fn reconcile(
             .bind(now)
             .execute(&mut *conn)
             .await?;
+        if adopted.rows_affected() == 1 {
+            let sizes = Sizes {
+                vcpus: i64::from(instance.vcpus),
+                memory_mib: instance.memory_mib as i64,
+                disk_mib: instance.disk_mib as i64,
+            };
+            shift(&mut *conn, &host.to_string(), sizes, None, Some(Phase::Created)).await?;
+        }
     }
     Ok(())
 }

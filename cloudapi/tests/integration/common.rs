@@ -14,6 +14,8 @@ pub const JOIN: &str = "a-join-token-for-tests";
 pub struct Cloud {
     pub server: cloudapi::RunningCloudApi,
     pub client: Client,
+    /// Its database's URL.
+    pub database: String,
     _dir: tempfile::TempDir,
 }
 
@@ -60,7 +62,7 @@ impl Cloud {
         };
         let mut config = json!({
             "listen": "127.0.0.1:0",
-            "database": database,
+            "database": &database,
             "auth": {"tokens": [TOKEN]},
             "join_tokens": [JOIN],
             "log_level": "warn",
@@ -68,9 +70,12 @@ impl Cloud {
         if let (Some(base), Value::Object(extra)) = (config.as_object_mut(), extra) {
             base.extend(extra);
         }
+        static LOGS: std::sync::Once = std::sync::Once::new();
+        // Errors go to stderr, with their causes: what a failed test needs to be understood.
+        LOGS.call_once(|| service_kit::logging::init("error", service_kit::logging::Format::Text));
         let config = cloudapi::config::Config::from_json(&config.to_string(), Path::new("test")).unwrap();
         let server = cloudapi::start(config).unwrap();
-        Cloud { server, client: Client::new(), _dir: dir }
+        Cloud { server, client: Client::new(), database, _dir: dir }
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -130,9 +135,15 @@ pub struct HostAgent {
     _dir: tempfile::TempDir,
 }
 
-/// A port nobody listens on now: the agent must know it before it starts, to advertise it.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+/// An address of its own for the next test agent, as a host of its own has: one of
+/// 127.0.0.2 to 127.0.0.254 in turn (Linux answers every 127/8 address on the loopback), and
+/// a port nobody listens on there now (the agent must know it before it starts, to advertise
+/// it).
+fn host_address() -> std::net::SocketAddr {
+    static NEXT: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % 253;
+    let ip = std::net::Ipv4Addr::new(127, 0, 0, 2 + n);
+    std::net::TcpListener::bind((ip, 0)).unwrap().local_addr().unwrap()
 }
 
 impl HostAgent {
@@ -145,11 +156,11 @@ impl HostAgent {
     /// As [`HostAgent::join`], for the cloudapi at `cloud_url`.
     pub fn join_url(cloud_url: &str, name: &str, customize: impl FnOnce(&mut Value)) -> HostAgent {
         let dir = tempfile::tempdir().unwrap();
-        let port = free_port();
-        let url = format!("http://127.0.0.1:{port}");
+        let address = host_address();
+        let url = format!("http://{address}");
         let root = dir.path();
         let mut config = json!({
-            "listen": format!("127.0.0.1:{port}"),
+            "listen": address.to_string(),
             "auth": {"tokens": [AGENT_TOKEN]},
             "storage": {"backend": "files", "dir": root.join("images")},
             "instances": {"hypervisor": "qemu", "dir": root.join("instances"), "run_dir": root.join("run")},
@@ -330,4 +341,36 @@ pub fn test_guest() -> Option<std::path::PathBuf> {
             None
         }
     }
+}
+
+/// Checks that every host's reservation sums are those of its instances in the table: what
+/// the instances not failed take in vCPUs and memory, and in disk those being created.
+pub fn assert_reservations_match(database: &str) {
+    use sqlx::Row;
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    runtime.block_on(async {
+        sqlx::any::install_default_drivers();
+        let pool = sqlx::AnyPool::connect(database).await.unwrap();
+        let rows = sqlx::query(
+            "SELECT h.name, h.reserved_vcpus, h.reserved_memory_mib, h.reserved_disk_mib, \
+             CAST(COALESCE(SUM(CASE WHEN i.phase <> 'failed' THEN i.vcpus ELSE 0 END), 0) AS BIGINT) AS vcpus, \
+             CAST(COALESCE(SUM(CASE WHEN i.phase <> 'failed' THEN i.memory_mib ELSE 0 END), 0) AS BIGINT) AS memory_mib, \
+             CAST(COALESCE(SUM(CASE WHEN i.phase = 'provisioning' THEN i.disk_mib ELSE 0 END), 0) AS BIGINT) AS disk_mib \
+             FROM hosts h LEFT JOIN instances i ON i.host_id = h.id \
+             GROUP BY h.id, h.name, h.reserved_vcpus, h.reserved_memory_mib, h.reserved_disk_mib",
+        )
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+        for row in rows {
+            let kept: (i64, i64, i64) = (
+                row.get("reserved_vcpus"),
+                row.get("reserved_memory_mib"),
+                row.get("reserved_disk_mib"),
+            );
+            let summed: (i64, i64, i64) = (row.get("vcpus"), row.get("memory_mib"), row.get("disk_mib"));
+            assert_eq!(kept, summed, "host {}: reservations kept vs summed", row.get::<String, _>("name"));
+        }
+        pool.close().await;
+    });
 }

@@ -69,6 +69,7 @@ fn a_silent_host_is_unknown_answers_503_and_is_reconciled_when_back_on(backend: 
         wanted.sort();
         (uuids == wanted).then_some(listed.clone()).ok_or_else(|| format!("{listed:#}"))
     });
+    assert_reservations_match(&cloud.database);
     let adopted = reconciled.as_array().unwrap().iter().find(|i| i["uuid"] == newcomer.as_str()).unwrap();
     assert_eq!((adopted["adopted"].as_bool(), adopted["alias"].as_str()), (Some(true), Some("newcomer")));
     assert_eq!(adopted["host_state"], "running");

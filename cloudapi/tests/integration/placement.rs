@@ -135,6 +135,8 @@ fn placement_spreads_honours_tags_pins_and_anti_affinity_and_explains_refusals_o
     assert_eq!(status, 422, "{refused:#}");
     assert!(refused["message"].as_str().unwrap().contains("a: state"), "{refused:#}");
 
+    assert_reservations_match(&cloud.database);
+
     // Delete: gone from cloudapi and from the hosts.
     for instance in cloud.send(M::GET, "/instances", None, None).1.as_array().unwrap() {
         let path = format!("/instances/{}", instance["uuid"].as_str().unwrap());
@@ -142,6 +144,7 @@ fn placement_spreads_honours_tags_pins_and_anti_affinity_and_explains_refusals_o
         assert_eq!(cloud.send(M::DELETE, &path, Some(TOKEN), None).0, 204, "{instance:#}");
     }
     assert_eq!(cloud.send(M::GET, "/instances", None, None).1, json!([]));
+    assert_reservations_match(&cloud.database);
     for agent in &agents {
         let on_agent: Value =
             reqwest::blocking::get(format!("{}/api/v1/instances", agent.url)).unwrap().json().unwrap();

@@ -103,6 +103,7 @@ fn fifty_creates_on_two_replicas_never_over_commit_a_host() {
     let (_, listed) = replicas[1].send(M::GET, "/instances", None, None);
     let reserved: u64 = listed.as_array().unwrap().iter().map(|i| i["memory_mib"].as_u64().unwrap()).sum();
     assert_eq!(reserved, 4096, "{listed:#}");
+    assert_reservations_match(&database);
 }
 
 #[test]
@@ -138,6 +139,7 @@ fn a_replica_killed_mid_create_leaves_the_create_to_another() {
     assert_eq!(done["phase"], "created", "{done:#}");
     let (_, listed) = survivor.send(M::GET, "/instances", None, None);
     assert_eq!(listed.as_array().unwrap().len(), 1, "{listed:#}");
+    assert_reservations_match(&database);
     wait_until("the host to report it once", Duration::from_secs(20), || {
         let (_, hosts) = survivor.send(M::GET, "/hosts", None, None);
         let reported = hosts[0]["instances"].as_array().map(Vec::len);
