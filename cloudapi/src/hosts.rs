@@ -138,6 +138,17 @@ fn check_registration(r: &Registration) -> Result<(), HostError> {
     if !matches!(r.hypervisor.as_str(), "qemu" | "bhyve") {
         return Err(HostError::Invalid(format!("hypervisor {:?} must be qemu or bhyve", r.hypervisor)));
     }
+    check_capacity(&r.capacity)
+}
+
+/// What the database can hold: a capacity beyond it would be stored wrapped.
+fn check_capacity(c: &Capacity) -> Result<(), HostError> {
+    if c.memory_mib > i64::MAX as u64 || c.disk_free_mib > i64::MAX as u64 {
+        return Err(HostError::Invalid(format!(
+            "capacity memory_mib and disk_free_mib must be at most {}",
+            i64::MAX
+        )));
+    }
     Ok(())
 }
 
@@ -228,6 +239,16 @@ impl Hosts {
 
     /// Records a heartbeat, and reconciles the host's instances with it, in one transaction.
     pub async fn heartbeat(&self, id: &Uuid, beat: &Heartbeat) -> Result<(), HostError> {
+        check_capacity(&beat.capacity)?;
+        if let Some(odd) =
+            beat.instances.iter().find(|i| i.memory_mib > i64::MAX as u64 || i.disk_mib > i64::MAX as u64)
+        {
+            return Err(HostError::Invalid(format!(
+                "instance {}: memory_mib and disk_mib must be at most {}",
+                odd.uuid,
+                i64::MAX
+            )));
+        }
         let inventory = serde_json::to_string(&Inventory {
             allocated: beat.allocated,
             images: beat.images.clone(),
@@ -265,7 +286,9 @@ impl Hosts {
     /// Image `uuid` as some host reports holding it. Reads only the hosts' image lists, and
     /// only those that name it.
     pub async fn cached_image(&self, uuid: &Uuid) -> Result<Option<CachedImage>, HostError> {
-        let rows = sqlx::query("SELECT images FROM hosts WHERE images LIKE $1")
+        // A few rows: any host that holds it will do, and the pattern is a uuid (a false match
+        // would take another uuid that contains this one).
+        let rows = sqlx::query("SELECT images FROM hosts WHERE images LIKE $1 LIMIT 8")
             .bind(format!("%{uuid}%"))
             .fetch_all(&self.db.pool)
             .await?;
@@ -496,6 +519,14 @@ const ORDER: &str = " ORDER BY name";
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_capacity_the_database_cannot_hold_is_refused() {
+        let huge = Capacity { vcpus: 1, memory_mib: u64::MAX, disk_free_mib: 1 };
+        assert!(matches!(check_capacity(&huge), Err(HostError::Invalid(_))));
+        let fine = Capacity { vcpus: u32::MAX, memory_mib: i64::MAX as u64, disk_free_mib: 0 };
+        assert!(check_capacity(&fine).is_ok());
+    }
 
     #[test]
     fn affinity_globs_become_like_patterns_that_match_only_what_they_say() {

@@ -311,9 +311,7 @@ async fn proxy(
     require_user(&req, &state)?;
     let (id, rest) = path.into_inner();
     let (instance, host) = state.instances.owner(&id).await?;
-    let body = service_kit::body::read_limited(&req, payload.into_inner(), super::MAX_BODY)
-        .await
-        .map_err(|e| ApiError::new(ErrorCode::PayloadTooLarge, e.to_string()))?;
+    let body = super::body(&req, payload).await?;
     let query = req.query_string();
     let target = format!(
         "/api/v1/instances/{}/{rest}{}{query}",

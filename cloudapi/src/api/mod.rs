@@ -88,18 +88,22 @@ async fn require_host(req: &HttpRequest, state: &CloudState, id: &Uuid) -> Resul
     }
 }
 
+/// A request body of at most [`MAX_BODY`] bytes; what was wrong with it otherwise.
+pub(crate) async fn body(req: &HttpRequest, payload: web::Payload) -> Result<web::Bytes, ApiError> {
+    use service_kit::body::BodyError;
+    service_kit::body::read_limited(req, payload.into_inner(), MAX_BODY).await.map_err(|e| match &e {
+        BodyError::TooLarge { .. } => ApiError::new(ErrorCode::PayloadTooLarge, e.to_string()),
+        BodyError::BadLength => ApiError::invalid(e.to_string()),
+        BodyError::Read(cause) => ApiError::new(ErrorCode::InvalidContent, format!("{e}: {cause}")),
+    })
+}
+
 pub(crate) async fn json_body<T: DeserializeOwned>(
     req: &HttpRequest,
     payload: web::Payload,
     what: &str,
 ) -> Result<T, ApiError> {
-    use service_kit::body::BodyError;
-    let body =
-        service_kit::body::read_limited(req, payload.into_inner(), MAX_BODY).await.map_err(|e| match &e {
-            BodyError::TooLarge { .. } => ApiError::new(ErrorCode::PayloadTooLarge, e.to_string()),
-            BodyError::BadLength => ApiError::invalid(e.to_string()),
-            BodyError::Read(cause) => ApiError::new(ErrorCode::InvalidContent, format!("{e}: {cause}")),
-        })?;
+    let body = body(req, payload).await?;
     serde_json::from_slice(&body)
         .map_err(|e| ApiError::new(ErrorCode::InvalidContent, format!("invalid {what}: {e}")))
 }
