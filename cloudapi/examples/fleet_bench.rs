@@ -19,6 +19,17 @@ use uuid::Uuid;
 const TOKEN: &str = "a-bench-user-token-0123";
 const JOIN: &str = "a-bench-join-token-0123";
 
+/// A request's JSON answer (the bench stops at the first failure).
+trait Answer {
+    async fn value(self) -> Value;
+}
+
+impl Answer for reqwest::RequestBuilder {
+    async fn value(self) -> Value {
+        self.send().await.unwrap().json().await.unwrap()
+    }
+}
+
 fn env_or(name: &str, default: u64) -> u64 {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
@@ -123,12 +134,8 @@ async fn seed(
             .post(format!("{}/api/v1/hosts", cloud.url))
             .bearer_auth(JOIN)
             .json(&registration)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+            .value()
+            .await;
         let instances: Vec<Value> = (0..per_host)
             .map(|i| json!({"uuid": Uuid::new_v4(), "alias": format!("vm-{n}-{i}"), "state": "running",
                             "image": images[i % images.len()]["uuid"], "vcpus": 1 + (i % 4), "memory_mib": 1024, "disk_mib": 10240}))
@@ -294,12 +301,8 @@ async fn main() {
             .post(format!("{}/api/v1/instances", cloud.url))
             .bearer_auth(TOKEN)
             .json(&body)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+            .value()
+            .await;
         placements.push(sent.elapsed());
         if answer["host"].is_string() {
             chosen += 1;
@@ -409,8 +412,7 @@ async fn create_to_running(admin: &str, bin: &str, guest: &std::path::Path, figu
         .unwrap();
     assert_eq!(imported.status().as_u16(), 200, "the agent imports the test guest");
     loop {
-        let hosts: Value =
-            client.get(format!("{}/api/v1/hosts", cloud.url)).send().await.unwrap().json().await.unwrap();
+        let hosts: Value = client.get(format!("{}/api/v1/hosts", cloud.url)).value().await;
         if hosts[0]["state"] == "running" && hosts[0]["images"].as_array().is_some_and(|i| !i.is_empty()) {
             break;
         }
@@ -425,12 +427,8 @@ async fn create_to_running(admin: &str, bin: &str, guest: &std::path::Path, figu
                 .post(format!("{agent_url}/api/v1/instances"))
                 .bearer_auth(TOKEN)
                 .json(&body)
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
+                .value()
+                .await;
             assert_eq!(created["state"], "running", "{created}");
             direct.push(started.elapsed());
             (agent_url.clone(), created["uuid"].as_str().unwrap().to_string())
@@ -441,22 +439,11 @@ async fn create_to_running(admin: &str, bin: &str, guest: &std::path::Path, figu
                 .post(format!("{}/api/v1/instances", cloud.url))
                 .bearer_auth(TOKEN)
                 .json(&pinned)
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
+                .value()
+                .await;
             let uuid = placed["uuid"].as_str().expect("placed").to_string();
             loop {
-                let seen: Value = client
-                    .get(format!("{}/api/v1/instances/{uuid}", cloud.url))
-                    .send()
-                    .await
-                    .unwrap()
-                    .json()
-                    .await
-                    .unwrap();
+                let seen: Value = client.get(format!("{}/api/v1/instances/{uuid}", cloud.url)).value().await;
                 if seen["state"] == "running" {
                     break;
                 }

@@ -38,14 +38,6 @@ impl Answer {
     pub fn code(&self) -> Option<&str> {
         self.body.get("code").and_then(Value::as_str)
     }
-
-    /// The agent's message, or the status when it gave none.
-    pub fn message(&self) -> String {
-        match self.body.get("message").and_then(Value::as_str) {
-            Some(message) => message.to_string(),
-            None => format!("the agent answered {}", self.status),
-        }
-    }
 }
 
 /// The HTTP client for every agent.
@@ -101,6 +93,15 @@ impl Remote {
         if let Some(body) = body {
             request = request.json(body);
         }
+        self.answer(host, request).await
+    }
+
+    /// Sends `request` and reads its whole (short) answer.
+    pub async fn answer(
+        &self,
+        host: &HostTarget,
+        request: reqwest::RequestBuilder,
+    ) -> Result<Answer, RemoteError> {
         let response = self.send(host, request).await?;
         let status = response.status();
         let bytes = response

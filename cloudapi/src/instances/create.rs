@@ -10,13 +10,10 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
-use super::{now, InstanceError, InstanceView, Instances, Phase, Progress};
-use crate::db::Dialect;
+use super::{InstanceError, InstanceView, Instances, Phase, Progress};
+use crate::db::{now_ms, Dialect};
 use crate::metrics::PlacementOutcome;
 use crate::placement::{self, Affinity, Decision, ImagePart};
-
-/// The keys of a create that are cloudapi's; every other key is the agent's.
-const OWN_KEYS: [&str; 4] = ["host", "host_tags", "affinity", "dry_run"];
 
 /// An arbitrary constant: the advisory lock every placement takes on PostgreSQL.
 const PLACEMENT_LOCK: i64 = 0x636c_6f75_6461_7069;
@@ -90,7 +87,6 @@ impl CreateRequest {
             Some(Value::Bool(b)) => b,
             Some(other) => return Err(invalid(format!("dry_run must be true or false, not {other}"))),
         };
-        debug_assert!(OWN_KEYS.iter().all(|k| !body.contains_key(*k)));
         Ok(CreateRequest { body, host, host_tags, affinity, dry_run })
     }
 
@@ -182,7 +178,7 @@ impl Instances {
         let mut body = request.body.clone();
         body.insert("uuid".into(), Value::String(uuid.to_string()));
         body.insert("alias".into(), Value::String(alias.clone()));
-        let at = now();
+        let at = now_ms();
         let progress = Progress { step: "placed".into(), ..Progress::default() };
         sqlx::query("INSERT INTO instances (uuid, alias, host_id, phase, adopted, vcpus, memory_mib, disk_mib, image, request, placement, progress, error, lease_owner, lease_until_ms, created_ms, updated_ms) VALUES ($1, $2, $3, $4, 0, $5, $6, $7, $8, $9, $10, $11, NULL, $12, $13, $14, $15)")
             .bind(uuid.to_string())

@@ -249,7 +249,7 @@ impl Instances {
     pub async fn note_state(&self, uuid: &Uuid, state: &str) -> Result<(), InstanceError> {
         sqlx::query("UPDATE instances SET state = $1, state_ms = $2 WHERE uuid = $3")
             .bind(state)
-            .bind(now())
+            .bind(now_ms())
             .bind(uuid.to_string())
             .execute(&self.db.pool)
             .await?;
@@ -329,9 +329,4 @@ fn view(
         created_at: rfc3339(row.try_get("created_ms")?),
         placement,
     })
-}
-
-/// Milliseconds now (re-exported for the submodules).
-fn now() -> i64 {
-    now_ms()
 }

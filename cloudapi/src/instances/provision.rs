@@ -13,8 +13,9 @@ use serde_json::{json, Value};
 use sqlx::Row;
 use uuid::Uuid;
 
-use super::{now, InstanceError, Instances, Phase, Progress};
-use crate::remote::{HostTarget, RemoteError};
+use super::{InstanceError, Instances, Phase, Progress};
+use crate::db::now_ms;
+use crate::remote::HostTarget;
 
 /// How long a lease lasts without renewal: a dead replica's creates wait this long at most.
 pub const LEASE_MS: i64 = 30_000;
@@ -83,7 +84,7 @@ impl Instances {
     }
 
     async fn claim_expired(&self) -> Result<Vec<Uuid>, InstanceError> {
-        let at = now();
+        let at = now_ms();
         let rows = sqlx::query("UPDATE instances SET lease_owner = $1, lease_until_ms = $2 WHERE phase = 'provisioning' AND lease_until_ms < $3 RETURNING uuid")
             .bind(&self.replica)
             .bind(at + LEASE_MS)
@@ -217,18 +218,8 @@ impl Instances {
     ) -> Result<(StatusCode, Value), Stop> {
         let started = std::time::Instant::now();
         loop {
-            let outcome = match self.remote.send(target, request()).await {
-                Ok(response) => {
-                    let status = response.status();
-                    match response.bytes().await {
-                        Ok(bytes) => Ok((status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))),
-                        Err(source) => Err(RemoteError::Unreachable { host: target.name.clone(), source }),
-                    }
-                }
-                Err(e) => Err(e),
-            };
-            match outcome {
-                Ok(answer) => return Ok(answer),
+            match self.remote.answer(target, request()).await {
+                Ok(answer) => return Ok((answer.status, answer.body)),
                 Err(error) if started.elapsed() < UNREACHABLE_FOR => {
                     tracing::debug!(%uuid, error = %service_kit::ErrorChain(&error), "retrying");
                     self.renew(uuid, None).await?;
@@ -242,7 +233,7 @@ impl Instances {
     /// Renews the lease, recording `progress` when given; `LeaseLost` if the lease is no
     /// longer this replica's.
     async fn renew(&self, uuid: Uuid, progress: Option<&Progress>) -> Result<(), Stop> {
-        let at = now();
+        let at = now_ms();
         let progress = progress.map(|p| serde_json::to_string(p).expect("progress serialises"));
         let updated = sqlx::query("UPDATE instances SET lease_until_ms = $1, progress = COALESCE($2, progress), updated_ms = $3 WHERE uuid = $4 AND lease_owner = $5 AND phase = 'provisioning'")
             .bind(at + LEASE_MS)
@@ -274,7 +265,7 @@ impl Instances {
             .bind(phase.as_str())
             .bind(serde_json::to_string(&progress).expect("progress serialises"))
             .bind(error)
-            .bind(now())
+            .bind(now_ms())
             .bind(uuid.to_string())
             .bind(&self.replica)
             .execute(&mut *tx)
